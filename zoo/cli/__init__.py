@@ -1,0 +1,37 @@
+"""The ``zoo`` command line. Command modules stay thin and import torch only inside commands that train."""
+
+from __future__ import annotations
+
+import sys
+
+from zoo.cli.app import app
+from zoo.errors import ZooError, debug_enabled, print_error, print_warning
+
+# Each module adds its commands to ``app`` when imported.
+from zoo.cli import catalog, runs, train, use  # noqa: E402,F401
+
+
+def _add_plugin_commands() -> None:
+    from zoo.plugins import get_plugins
+
+    plugins = get_plugins()
+    for failed in plugins.failures:
+        print_warning(f"Plugin '{failed.name}' ({failed.location}) failed to load: {failed.error}")
+    plugins.register_commands(app)
+
+
+def main() -> None:
+    try:
+        _add_plugin_commands()
+        app()
+    except ZooError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print_error("Interrupted.")
+        sys.exit(130)
+    except Exception as exc:  # a bug, not bad input: say so in one line unless debugging
+        if debug_enabled():
+            raise
+        print_error(f"Unexpected {type(exc).__name__}: {exc} (run again with ZOO_DEBUG=1 for the traceback)")
+        sys.exit(1)

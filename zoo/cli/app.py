@@ -1,0 +1,60 @@
+"""The Typer application object, its global options, and helpers every command module shares."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    name="zoo",
+    help="A model zoo for image classification: train architectures the same way, remember every run, compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DEFAULT_REGISTRY = "registry.db"
+
+
+@dataclass
+class State:
+    registry: Optional[str] = None  # path or SQLAlchemy URL given with --registry / ZOO_REGISTRY
+
+
+state = State()
+
+
+def registry_location() -> str:
+    return state.registry or os.environ.get("ZOO_REGISTRY") or DEFAULT_REGISTRY
+
+
+def open_registry(*, readonly: bool = False, create: bool = True):
+    """The run registry at the location the user chose (imports no torch)."""
+    from zoo.store import Registry
+
+    return Registry.open(registry_location(), readonly=readonly, create=create)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from zoo import __version__
+
+        typer.echo(f"zoo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    registry: Optional[str] = typer.Option(
+        None, "--registry", envvar="ZOO_REGISTRY", metavar="PATH_OR_URL",
+        help="Run registry: a SQLite file path or a SQLAlchemy URL. [default: ./registry.db]",
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show zoo's version and exit."
+    ),
+) -> None:
+    state.registry = registry

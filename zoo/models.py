@@ -1,0 +1,61 @@
+"""The architecture registry: what plugins register through ``register_models(register)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from zoo.errors import PluginError
+from zoo.naming import NameTable
+
+if TYPE_CHECKING:  # torch is imported only by builders
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One architecture. ``builder(*, num_classes: int, pretrained: bool = False) -> nn.Module``."""
+
+    name: str
+    builder: Callable[..., "nn.Module"]
+    plugin: str = "?"
+    family: str = ""
+    description: str = ""
+    min_size: int = 32  # smallest square input (px) the architecture accepts
+    default_size: int = 224  # input size it was designed for
+    pretrained: bool = False  # whether pretrained weights exist
+    params: Optional[int] = None  # parameter count at 1000 classes, when known without building
+
+    def build(self, num_classes: int, pretrained: bool = False) -> "nn.Module":
+        if pretrained and not self.pretrained:
+            from zoo.errors import ZooError
+
+            raise ZooError(
+                f"Model '{self.name}' has no pretrained weights; train it with --no-pretrained "
+                f"or pass a local file with --weights FILE."
+            )
+        return self.builder(num_classes=num_classes, pretrained=pretrained)
+
+
+class ModelRegistry(NameTable[ModelInfo]):
+    def __init__(self) -> None:
+        super().__init__("model", "Run 'zoo models' to see them all.")
+
+    def register_for(self, plugin: str) -> Callable[..., None]:
+        """The ``register`` callable handed to one plugin's ``register_models`` hook."""
+
+        def register(name: str, builder: Callable[..., Any], **metadata: Any) -> None:
+            if not isinstance(name, str) or not name or not callable(builder):
+                raise PluginError(f"Plugin '{plugin}' called register() without a name and a callable builder.")
+            unknown = set(metadata) - set(ModelInfo.__dataclass_fields__) - {"plugin", "name", "builder"}
+            if unknown:
+                raise PluginError(
+                    f"Plugin '{plugin}' registered model '{name}' with unknown metadata: {', '.join(sorted(unknown))}."
+                )
+            metadata.setdefault("family", name.rstrip("0123456789_").split("_")[0] or name)
+            info = ModelInfo(name=name, builder=builder, plugin=plugin, **metadata)
+            if info.min_size > info.default_size:
+                raise PluginError(f"Model '{name}' of plugin '{plugin}': min_size is above default_size.")
+            self.add(name, info, plugin)
+
+        return register

@@ -1,0 +1,159 @@
+"""Builds the plugin manager: built-in plugins, then entry points of group ``zoo``, then ``ZOO_PLUGINS_DIR`` files.
+
+Environment:
+- ``ZOO_DISABLE_PLUGIN_AUTOLOAD=1``: load only the built-ins (no entry points, no plugin directories).
+- ``ZOO_PLUGINS_DIR``: directories (os.pathsep-separated) whose ``*.py`` files are loaded as plugins.
+- ``ZOO_BLOCK_PLUGINS``: comma-separated plugin names never to load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import pluggy
+
+from zoo import hookspecs
+
+ENTRY_POINT_GROUP = "zoo"
+BUILTIN_PACKAGE = "zoo_builtin_plugins"
+# Module names inside the top-level plugins/ folder, loaded in this order.
+BUILTIN_PLUGINS = ("tinycnn", "alexnet", "resnet", "torchvision_models", "datasets")
+
+
+@dataclass
+class PluginRecord:
+    name: str
+    source: str  # built-in | entry point | directory
+    location: str
+    version: Optional[str] = None
+    error: Optional[str] = None  # set when the plugin failed to load
+    hooks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plugins:
+    """A plugin manager plus what was loaded (and what failed) from where."""
+
+    pm: pluggy.PluginManager
+    records: list[PluginRecord]
+    _models: object = None
+    _datasets: object = None
+
+    @property
+    def failures(self) -> list[PluginRecord]:
+        return [r for r in self.records if r.error]
+
+    def _call_each(self, hook_name: str, table) -> None:
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # pluggy lists last-registered first
+            kwargs = {"register": table.register_for(impl.plugin_name)}
+            impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+
+    def models(self):
+        """The architecture registry, filled on first use (plugin imports stay cheap until then)."""
+        if self._models is None:
+            from zoo.models import ModelRegistry
+
+            table = ModelRegistry()
+            self._call_each("register_models", table)
+            self._models = table
+        return self._models
+
+    def datasets(self):
+        if self._datasets is None:
+            from zoo.datasets import DatasetRegistry
+
+            table = DatasetRegistry()
+            self._call_each("register_datasets", table)
+            self._datasets = table
+        return self._datasets
+
+    def register_commands(self, app) -> None:
+        self.pm.hook.register_commands(app=app)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _hooks_of(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    return sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+
+
+def _register(pm, records, blocked, name, source, location, load, version=None) -> None:
+    if name in blocked:
+        return
+    try:
+        module = load()
+        if pm.is_registered(module) or pm.has_plugin(name):
+            raise RuntimeError(f"a plugin named '{name}' is already loaded")
+        pm.register(module, name=name)
+    except Exception as exc:  # a broken plugin must not stop the others
+        records.append(PluginRecord(name, source, location, version, error=f"{type(exc).__name__}: {exc}"))
+        return
+    records.append(PluginRecord(name, source, location, version, hooks=_hooks_of(pm, module)))
+
+
+def _load_file(name: str, path: Path):
+    module_name = f"zoo_dir_plugin_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def build_plugins(*, autoload: Optional[bool] = None, plugin_dirs: Optional[list[str]] = None) -> Plugins:
+    """A fresh manager. ``autoload`` defaults to not ZOO_DISABLE_PLUGIN_AUTOLOAD; tests call this directly."""
+    from zoo import __version__
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    records: list[PluginRecord] = []
+    blocked = {b.strip() for b in os.environ.get("ZOO_BLOCK_PLUGINS", "").split(",") if b.strip()}
+    if autoload is None:
+        autoload = not _env_flag("ZOO_DISABLE_PLUGIN_AUTOLOAD")
+
+    for mod in BUILTIN_PLUGINS:
+        _register(pm, records, blocked, mod, "built-in", f"{BUILTIN_PACKAGE}.{mod}",
+                  lambda mod=mod: importlib.import_module(f"{BUILTIN_PACKAGE}.{mod}"), __version__)
+
+    if autoload:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            _register(pm, records, blocked, ep.name, "entry point", f"{ep.value} ({dist.name if dist else '?'})",
+                      ep.load, dist.version if dist else None)
+        if plugin_dirs is None:
+            plugin_dirs = [d for d in os.environ.get("ZOO_PLUGINS_DIR", "").split(os.pathsep) if d]
+        for directory in plugin_dirs:
+            for path in sorted(Path(directory).expanduser().glob("*.py")):
+                if path.name.startswith("_"):
+                    continue
+                _register(pm, records, blocked, path.stem, "directory", str(path),
+                          lambda path=path: _load_file(path.stem, path))
+    return Plugins(pm, records)
+
+
+@lru_cache(maxsize=1)
+def get_plugins() -> Plugins:
+    """The CLI's one cached manager, loaded once per process."""
+    return build_plugins()
+
+
+def reset() -> None:
+    """Forget the cached manager (tests call this so each test sees the environment it sets)."""
+    get_plugins.cache_clear()

@@ -1,0 +1,1 @@
+"""Run registry (SQLAlchemy). Imports no torch."""
