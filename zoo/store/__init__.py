@@ -1,1 +1,5 @@
-"""Run registry (SQLAlchemy). Imports no torch."""
+"""Run registry (SQLAlchemy 2.x; imports no torch): schema, migrations, lifecycle API and read queries."""
+
+from zoo.store.registry import EvaluationView, Registry, RunView
+
+__all__ = ["EvaluationView", "Registry", "RunView"]

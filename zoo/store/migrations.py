@@ -1,0 +1,60 @@
+"""Schema migrations: an ordered list of small functions, each recorded in ``schema_migrations`` once applied.
+
+A writing open applies the missing ones in one ``BEGIN IMMEDIATE`` transaction, so several processes opening a
+new registry at once create it exactly once. A fresh database gets the current tables from the first migration,
+so every later migration must check before it alters (``add_column`` below does).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable
+
+from sqlalchemy import Connection, inspect, insert, select
+
+from zoo.store import schema
+
+Migration = Callable[[Connection], None]
+
+
+def create_tables(conn: Connection) -> None:
+    """Version 1: runs, params, history, metrics, tags, evaluations."""
+    schema.Base.metadata.create_all(conn, checkfirst=True)
+
+
+def add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
+    """For later migrations: ALTER TABLE ... ADD COLUMN unless the column is already there."""
+    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+        conn.exec_driver_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {ddl_type}')
+
+
+# (version, name, function), in the order they are applied. Append only; never renumber.
+MIGRATIONS: list[tuple[int, str, Migration]] = [
+    (1, "create_tables", create_tables),
+]
+
+
+def latest_version() -> int:
+    return max(version for version, _, _ in MIGRATIONS)
+
+
+def applied_versions(conn: Connection) -> set[int]:
+    return set(conn.scalars(select(schema.schema_migrations.c.version)))
+
+
+def apply_pending(conn: Connection, applied: set[int]) -> list[int]:
+    """Apply every migration not in ``applied`` (call inside a write transaction); returns the versions applied."""
+    if not applied:
+        schema.schema_migrations.create(conn, checkfirst=True)
+    done = []
+    for version, name, function in MIGRATIONS:
+        if version in applied:
+            continue
+        function(conn)
+        conn.execute(
+            insert(schema.schema_migrations).values(
+                version=version, name=name, applied=datetime.now(timezone.utc).replace(tzinfo=None)
+            )
+        )
+        done.append(version)
+    return done

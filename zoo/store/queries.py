@@ -1,0 +1,248 @@
+"""Read queries behind list-runs, show and compare: indexed Core queries, limited to the runs shown.
+
+Nothing here reads a history row that is not displayed: lists get the best val loss by an aggregate, compare
+reads only the train/val loss of the runs in its table.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Optional, Sequence
+
+from sqlalchemy import Connection, and_, exists, func, select
+
+from zoo.errors import UnknownName, ZooError
+from zoo.store import schema
+from zoo.store.registry import RunView, EvaluationView, decode_param, stale_reason, utcnow
+
+r, m, h, p, t, ev = schema.runs, schema.metrics, schema.history, schema.params, schema.tags, schema.evaluations
+
+# What `--metric NAME` means when NAME itself is not recorded.
+METRIC_ALIASES = {
+    "accuracy": "test_accuracy", "acc": "test_accuracy", "f1": "test_f1", "macro_f1": "test_f1",
+    "precision": "test_precision", "recall": "test_recall", "loss": "test_loss",
+}
+LOSS_KEYS = ("train_loss", "val_loss")
+
+
+def lower_is_better(key: str) -> bool:
+    name = key.rsplit("/", 1)[0].lower()
+    return "loss" in name or "error" in name or name.endswith("_err")
+
+
+def run_views(conn: Connection, ids: Sequence[int], *, host: str, full: bool = False) -> list[RunView]:
+    """RunViews for these ids in this order, with metrics, tags and best val loss (and params, evaluations if full)."""
+    ids = [int(i) for i in ids]
+    if not ids:
+        return []
+    rows = {row.id: row for row in conn.execute(select(r).where(r.c.id.in_(ids)))}
+    views = {i: RunView(**dict(rows[i]._mapping)) for i in ids if i in rows}
+    for run_id, key, value in conn.execute(select(m.c.run_id, m.c.key, m.c.value).where(m.c.run_id.in_(ids))):
+        views[run_id].metrics[key] = value
+    for run_id, key, value in conn.execute(select(t.c.run_id, t.c.key, t.c.value).where(t.c.run_id.in_(ids))):
+        views[run_id].tags[key] = value
+    for run_id, best in conn.execute(
+        select(h.c.run_id, func.min(h.c.value)).where(h.c.run_id.in_(ids), h.c.key == "val_loss").group_by(h.c.run_id)
+    ):
+        views[run_id].best_val_loss = best
+    mark_stale(conn, list(views.values()), host=host)
+    if full:
+        for run_id, key, value in conn.execute(
+            select(p.c.run_id, p.c.key, p.c.value).where(p.c.run_id.in_(ids)).order_by(p.c.key)
+        ):
+            views[run_id].params[key] = decode_param(value)
+        for row in conn.execute(select(ev).where(ev.c.run_id.in_(ids)).order_by(ev.c.id)):
+            views[row.run_id].evaluations.append(EvaluationView(**dict(row._mapping)))
+    return [views[i] for i in ids if i in views]
+
+
+def mark_stale(conn: Connection, views: Iterable[RunView], *, host: str) -> None:
+    running = [v for v in views if v.status == "running"]
+    if not running:
+        return
+    longest = dict(
+        conn.execute(
+            select(h.c.run_id, func.max(h.c.value))
+            .where(h.c.run_id.in_([v.id for v in running]), h.c.key == "seconds")
+            .group_by(h.c.run_id)
+        ).all()
+    )
+    now = utcnow()
+    for view in running:
+        epoch_s = longest.get(view.id)
+        if epoch_s is None and view.epochs_run and view.started and view.heartbeat:
+            epoch_s = (view.heartbeat - view.started).total_seconds() / view.epochs_run
+        view.stale = stale_reason(view, epoch_s, now=now, host=host)
+
+
+def histories(
+    conn: Connection, ids: Sequence[int], keys: Optional[Iterable[str]] = None
+) -> dict[int, dict[str, list[tuple[int, Optional[float]]]]]:
+    """run id -> key -> [(epoch, value)], only for these runs (and these keys when given)."""
+    ids = [int(i) for i in ids]
+    out: dict[int, dict[str, list[tuple[int, Optional[float]]]]] = {i: {} for i in ids}
+    if not ids:
+        return out
+    stmt = select(h.c.run_id, h.c.key, h.c.epoch, h.c.value).where(h.c.run_id.in_(ids))
+    if keys is not None:
+        stmt = stmt.where(h.c.key.in_(list(keys)))
+    for run_id, key, epoch, value in conn.execute(stmt.order_by(h.c.run_id, h.c.key, h.c.epoch)):
+        out[run_id].setdefault(key, []).append((epoch, value))
+    return out
+
+
+def matching_models(conn: Connection, pattern: Optional[str]) -> Optional[list[str]]:
+    """Model names recorded in the registry that match a shell-style pattern (None: no filter)."""
+    if not pattern:
+        return None
+    names = conn.scalars(select(r.c.model).distinct())
+    return [n for n in names if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
+
+
+@dataclass
+class RunFilter:
+    model: Optional[str] = None  # shell-style pattern
+    status: Optional[str] = None  # running | stale | completed | failed | interrupted
+    tags: list[tuple[str, str]] = field(default_factory=list)
+    since: Optional[datetime] = None  # naive UTC
+    ids: Optional[list[int]] = None
+
+    def where(self, conn: Connection) -> list:
+        clauses: list = []
+        models = matching_models(conn, self.model)
+        if models is not None:
+            clauses.append(r.c.model.in_(models))
+        if self.status in ("running", "stale"):
+            clauses.append(r.c.status == "running")
+        elif self.status:
+            clauses.append(r.c.status == self.status)
+        for key, value in self.tags:
+            clauses.append(exists().where(t.c.run_id == r.c.id, t.c.key == key, t.c.value == value))
+        if self.since is not None:
+            clauses.append(r.c.created >= self.since)
+        if self.ids is not None:
+            clauses.append(r.c.id.in_(self.ids))
+        return clauses
+
+
+def list_runs(
+    conn: Connection, flt: RunFilter, *, limit: Optional[int], host: str
+) -> tuple[list[RunView], int]:
+    """Runs matching the filter, newest first, at most ``limit``; and how many match in all."""
+    clauses = flt.where(conn)
+    if flt.status in ("running", "stale"):
+        # Whether a running run is stale is decided in Python: running runs are few, so filter them all here.
+        ids = list(conn.scalars(select(r.c.id).where(*clauses).order_by(r.c.id.desc())))
+        views = [v for v in run_views(conn, ids, host=host) if v.display_status == flt.status]
+        return (views[:limit] if limit else views), len(views)
+    total = conn.scalar(select(func.count()).select_from(r).where(*clauses)) or 0
+    stmt = select(r.c.id).where(*clauses).order_by(r.c.id.desc())
+    if limit:
+        stmt = stmt.limit(limit)
+    return run_views(conn, list(conn.scalars(stmt)), host=host), total
+
+
+def metric_keys(conn: Connection) -> list[str]:
+    return list(conn.scalars(select(m.c.key).distinct().order_by(m.c.key)))
+
+
+def resolve_metric(conn: Connection, name: str) -> str:
+    """The recorded metric key that ``--metric NAME`` means, or an error listing the metrics that exist."""
+    candidates = [name, METRIC_ALIASES.get(name.lower(), ""), f"test_{name}"]
+    if name.startswith("test_"):
+        candidates.append(METRIC_ALIASES.get(name[5:].lower(), ""))
+    for key in dict.fromkeys(c for c in candidates if c):
+        if conn.scalar(select(m.c.key).where(m.c.key == key).limit(1)) is not None:
+            return key
+    keys = metric_keys(conn)
+    if not keys:
+        raise UnknownName(f"Unknown metric '{name}': no run in this registry has test metrics yet.")
+    overall = [k for k in keys if "/" not in k]
+    per_class = sorted({k.split("/", 1)[0] + "/<class>" for k in keys if "/" in k})
+    raise UnknownName(
+        f"Unknown metric '{name}'. Metrics recorded: {', '.join(overall + per_class)} "
+        "(accuracy, f1, precision, recall and loss mean the test_ ones)."
+    )
+
+
+@dataclass
+class Comparison:
+    metric: str
+    lower_is_better: bool
+    runs: list[RunView]  # ranked, best first; run.metrics[metric] is the value ranked on
+    total: int  # runs that have the metric and pass the filters (before --top)
+    other_metrics: list[str]  # the other overall (not per-class) metrics of the ranked runs
+    differing_params: dict[str, dict[int, Any]]  # key -> run id -> value, only keys whose values differ
+    losses: dict[int, dict[str, list[tuple[int, Optional[float]]]]]  # run id -> train/val loss history
+    missing: list[RunView] = field(default_factory=list)  # runs asked for by id that lack the metric
+    dataset_fingerprints: list[str] = field(default_factory=list)  # distinct ones, when more than one
+    split_fingerprints: list[str] = field(default_factory=list)
+
+
+_MISSING = object()
+
+
+def compare(
+    conn: Connection, metric: str, flt: RunFilter, *, by_model: bool, top: Optional[int], host: str
+) -> Comparison:
+    key = resolve_metric(conn, metric)
+    lower = lower_is_better(key)
+    order = m.c.value.asc() if lower else m.c.value.desc()
+    clauses = flt.where(conn)
+    if flt.status in ("running", "stale"):
+        raise ZooError("compare ranks finished runs: use --status completed, failed or interrupted.")
+    base = (
+        select(r.c.id.label("id"), r.c.model.label("model"), m.c.value.label("value"))
+        .join(m, and_(m.c.run_id == r.c.id, m.c.key == key))
+        .where(m.c.value.is_not(None), *clauses)
+    )
+    if by_model:
+        rank = func.row_number().over(partition_by=r.c.model, order_by=(order, r.c.id.asc())).label("rank")
+        sub = base.add_columns(rank).subquery()
+        stmt = select(sub.c.id).where(sub.c.rank == 1)
+        value = sub.c.value
+        stmt = stmt.order_by(value.asc() if lower else value.desc(), sub.c.id.asc())
+        total = conn.scalar(select(func.count()).select_from(sub).where(sub.c.rank == 1)) or 0
+    else:
+        sub = base.subquery()
+        stmt = select(sub.c.id).order_by(sub.c.value.asc() if lower else sub.c.value.desc(), sub.c.id.asc())
+        total = conn.scalar(select(func.count()).select_from(sub)) or 0
+    if top:
+        stmt = stmt.limit(top)
+    ids = list(conn.scalars(stmt))
+    views = run_views(conn, ids, host=host)
+
+    missing: list[RunView] = []
+    if flt.ids:
+        ranked = set(ids)
+        lacking = [i for i in flt.ids if i not in ranked]
+        have = set(conn.scalars(select(m.c.run_id).where(m.c.run_id.in_(lacking), m.c.key == key,
+                                                       m.c.value.is_not(None))))
+        missing = run_views(conn, [i for i in lacking if i not in have], host=host)
+
+    others = sorted({k for v in views for k in v.metrics if "/" not in k and k != key}, key=_metric_order)
+    params: dict[int, dict[str, str]] = {i: {} for i in ids}
+    for run_id, pkey, pvalue in conn.execute(select(p.c.run_id, p.c.key, p.c.value).where(p.c.run_id.in_(ids))):
+        params[run_id][pkey] = pvalue
+    differing: dict[str, dict[int, Any]] = {}
+    if len(ids) > 1:
+        for pkey in sorted({k for d in params.values() for k in d}):
+            if len({params[i].get(pkey, _MISSING) for i in ids}) > 1:
+                differing[pkey] = {i: decode_param(params[i][pkey]) if pkey in params[i] else None for i in ids}
+    data_fps = sorted({v.dataset_fingerprint for v in views if v.dataset_fingerprint})
+    split_fps = sorted({v.split_fingerprint for v in views if v.split_fingerprint})
+    return Comparison(
+        metric=key, lower_is_better=lower, runs=views, total=total, other_metrics=others,
+        differing_params=differing, losses=histories(conn, ids, LOSS_KEYS), missing=missing,
+        dataset_fingerprints=data_fps if len(data_fps) > 1 else [],
+        split_fingerprints=split_fps if len(split_fps) > 1 else [],
+    )
+
+
+_PREFERRED = ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_loss")
+
+
+def _metric_order(key: str) -> tuple[int, str]:
+    return (_PREFERRED.index(key) if key in _PREFERRED else len(_PREFERRED), key)

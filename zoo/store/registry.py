@@ -1,0 +1,606 @@
+"""``Registry``: opening a registry (SQLite file or SQLAlchemy URL) and the run lifecycle the engine calls.
+
+SQLite files get WAL, a 30 s busy timeout and foreign keys on every connection; every writing transaction starts
+with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing. A read-only registry is opened with
+``mode=ro``: nothing (no migration, no journal-mode change) ever writes to the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sqlite3
+import uuid as uuidlib
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, inspect, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import QueuePool
+
+from zoo.errors import UnknownName, ZooError
+from zoo.store import migrations, schema
+
+BUSY_TIMEOUT_S = 30.0
+SQLITE_HEADER = b"SQLite format 3\x00"
+STATUSES = ("running", "completed", "failed", "interrupted")
+FINAL_STATUSES = ("completed", "failed", "interrupted")
+STOP_REASONS = ("early_stop", "max_epochs", "nan_loss", "interrupted", "error")
+# Columns that update_run may set (identity, host/process facts and timestamps excepted, pid/host for tests).
+SETTABLE = frozenset(schema.RUN_COLUMNS) - {"id", "uuid", "created"}
+# Stale rule (see stale_reason): heartbeat older than max(STALE_MIN_S, STALE_EPOCHS x the longest epoch).
+STALE_MIN_S = 600.0
+STALE_EPOCHS = 3.0
+STALE_BEFORE_FIRST_EPOCH_S = 3600.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill would terminate the process there; rely on the heartbeat instead
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def stale_reason(row: Any, longest_epoch_s: Optional[float], *, now: datetime, host: str) -> Optional[str]:
+    """Why a run recorded as running is really gone, or None while it may still be alive.
+
+    Stale when its process is not alive on this host, or when its last heartbeat (refreshed every epoch) is older
+    than max(10 min, 3 x its longest epoch); before its first epoch ends, older than 1 h and not provably alive here.
+    """
+    if row.status != "running":
+        return None
+    same_host = bool(row.host) and row.host == host and bool(row.pid)
+    if same_host and not pid_alive(row.pid):
+        return f"process {row.pid} is not running on {host}"
+    beat = row.heartbeat or row.started or row.created
+    age = (now - beat).total_seconds() if beat else 0.0
+    if longest_epoch_s:
+        limit = max(STALE_MIN_S, STALE_EPOCHS * longest_epoch_s)
+    elif same_host:
+        return None  # alive, and no epoch has ended yet to say how long one takes
+    else:
+        limit = STALE_BEFORE_FIRST_EPOCH_S
+    if age > limit:
+        return f"no heartbeat for {int(age // 60)} min"
+    return None
+
+
+def _finite(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def encode_param(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+def decode_param(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass
+class EvaluationView:
+    id: int
+    run_id: int
+    created: datetime
+    dataset: str
+    dataset_fingerprint: Optional[str]
+    classes: list[str]
+    confusion: Optional[list[list[int]]]
+    metrics: dict[str, float]
+
+
+@dataclass
+class RunView:
+    """Everything recorded about one run (history aside: ``Registry.history``)."""
+
+    id: int
+    uuid: str
+    name: Optional[str]
+    model: str
+    plugin: str
+    status: str
+    created: datetime
+    started: Optional[datetime]
+    finished: Optional[datetime]
+    heartbeat: Optional[datetime]
+    host: Optional[str]
+    pid: Optional[int]
+    zoo_version: Optional[str]
+    torch_version: Optional[str]
+    torchvision_version: Optional[str]
+    python_version: Optional[str]
+    device: Optional[str]
+    dataset_path: Optional[str]
+    dataset_fingerprint: Optional[str]
+    split_fingerprint: Optional[str]
+    classes: Optional[list[str]]
+    train_size: Optional[int]
+    val_size: Optional[int]
+    test_size: Optional[int]
+    best_epoch: Optional[int]
+    epochs_run: Optional[int]
+    stop_reason: Optional[str]
+    checkpoint: Optional[str]
+    error: Optional[str]
+    confusion: Optional[list[list[int]]]
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Optional[float]] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    evaluations: list[EvaluationView] = field(default_factory=list)
+    best_val_loss: Optional[float] = None  # lowest val_loss of its history (computed when read)
+    stale: Optional[str] = None  # why a 'running' run is really gone (computed when read, never written)
+
+    @property
+    def display_status(self) -> str:
+        return "stale" if self.stale else self.status
+
+    @property
+    def duration(self) -> Optional[float]:
+        return run_duration(self, utcnow())
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.display_status
+        data["recorded_status"] = self.status
+        data["duration_s"] = self.duration
+        return data
+
+
+def run_duration(row: Any, now: datetime) -> Optional[float]:
+    """Seconds from start to finish; for a running run up to now, for a stale one up to its last heartbeat."""
+    start = row.started or row.created
+    if start is None:
+        return None
+    end = row.finished
+    if end is None:
+        end = now if row.status == "running" else row.heartbeat
+        if getattr(row, "stale", None):
+            end = row.heartbeat or start
+    return max(0.0, (end - start).total_seconds()) if end else None
+
+
+def _versions() -> dict[str, Optional[str]]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from zoo import __version__
+
+    found: dict[str, Optional[str]] = {"zoo_version": __version__, "python_version": platform.python_version()}
+    for dist in ("torch", "torchvision"):
+        try:
+            found[f"{dist}_version"] = version(dist)
+        except PackageNotFoundError:
+            found[f"{dist}_version"] = None
+    return found
+
+
+class Registry:
+    """The run registry. Open with ``Registry.open(location)``; see BRIEF.md for the contract."""
+
+    def __init__(self, engine: Engine, *, location: str, path: Optional[Path], readonly: bool):
+        self.engine = engine
+        self.location = location
+        self.path = path
+        self.readonly = readonly
+        self.host = socket.gethostname()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, location: str | os.PathLike, *, readonly: bool = False, create: bool = True) -> "Registry":
+        location = str(location)
+        path: Optional[Path] = None
+        if location.startswith("sqlite:///") and location not in ("sqlite:///", "sqlite:///:memory:"):
+            path = Path(location[len("sqlite:///"):])
+        elif "://" not in location:
+            path = Path(location).expanduser()
+        if path is None:
+            engine = create_engine(location)
+        else:
+            _check_sqlite_file(path, readonly=readonly, create=create)
+            engine = _sqlite_engine(path, readonly=readonly)
+        registry = cls(engine, location=str(path) if path else location, path=path, readonly=readonly)
+        try:
+            registry._prepare()
+        except BaseException:
+            engine.dispose()
+            raise
+        return registry
+
+    def _prepare(self) -> None:
+        latest = migrations.latest_version()
+        try:
+            with self.engine.connect() as conn:
+                tables = set(inspect(conn).get_table_names())
+                version = max(migrations.applied_versions(conn), default=0) if "schema_migrations" in tables else 0
+        except DBAPIError as exc:
+            raise ZooError(f"Cannot read registry {self.location}: {_db_message(exc)}") from exc
+        if "schema_migrations" not in tables and tables:
+            shown = ", ".join(sorted(tables)[:5])
+            raise ZooError(
+                f"{self.location} is a database but not a zoo registry (it has tables {shown}). "
+                "Point --registry at a zoo registry or at a new file."
+            )
+        if version > latest:
+            raise ZooError(
+                f"Registry {self.location} was written by a newer zoo (schema version {version}; this zoo knows "
+                f"up to {latest}). Upgrade zoo (pip install -U zoo-vision) to use it."
+            )
+        if version == latest:
+            return
+        if self.readonly:
+            if not tables:
+                raise ZooError(f"Registry {self.location} is empty: no runs recorded yet. Train one with `zoo train`.")
+            raise ZooError(
+                f"Registry {self.location} has schema version {version}; this zoo needs {latest}. Read-only "
+                "commands never change the file: run `zoo migrate` to upgrade it in place."
+            )
+        self._migrate()
+
+    def _migrate(self) -> list[int]:
+        try:
+            if self.path is not None:
+                self._pragma("journal_mode", "wal")  # persistent; must run outside any transaction
+            with self._write() as conn:
+                tables = set(inspect(conn).get_table_names())
+                applied = migrations.applied_versions(conn) if "schema_migrations" in tables else set()
+                if applied and max(applied) > migrations.latest_version():
+                    raise ZooError(f"Registry {self.location} was upgraded by a newer zoo meanwhile; upgrade zoo.")
+                return migrations.apply_pending(conn, applied)
+        except DBAPIError as exc:
+            raise ZooError(f"Cannot write registry {self.location}: {_db_message(exc)}") from exc
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return max(migrations.applied_versions(conn), default=0)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where checkpoints and plots go: ZOO_ARTIFACTS, else <registry dir>/<registry stem>-artifacts."""
+        env = os.environ.get("ZOO_ARTIFACTS")
+        if env:
+            folder = Path(env).expanduser()
+        elif self.path is not None:
+            folder = self.path.parent / f"{self.path.stem}-artifacts"
+        else:
+            folder = Path("zoo-artifacts")
+        if not self.readonly:
+            folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def run_artifacts_dir(self, run_id: int) -> Path:
+        """The folder for one run's files (checkpoint, plots); ``zoo delete`` removes it. Not created here."""
+        return self.artifacts_dir / f"run-{int(run_id)}"
+
+    def compact(self) -> None:
+        """Checkpoint the WAL and switch the file to rollback-journal mode, e.g. before committing it to git.
+
+        Read-only opens of such a file create no -wal/-shm files; the next writing open turns WAL on again.
+        """
+        self._writable()
+        if self.path is None:
+            return
+        self._pragma("wal_checkpoint", "TRUNCATE", call=True)
+        self._pragma("journal_mode", "delete")
+        self._raw("VACUUM")
+
+    def _raw(self, sql: str) -> Any:
+        """Run one statement on a driver connection outside any transaction (PRAGMA journal_mode, VACUUM)."""
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(sql)
+            row = cursor.fetchone()
+            cursor.close()
+            return row[0] if row else None
+        finally:
+            connection.close()
+
+    def _pragma(self, name: str, value: str, *, call: bool = False) -> None:
+        if call:
+            self._raw(f"PRAGMA {name}({value})")
+        elif str(self._raw(f"PRAGMA {name}")).lower() != value:
+            self._raw(f"PRAGMA {name} = {value}")
+
+    # ------------------------------------------------------------------ lifecycle (called by the engine)
+    def _writable(self) -> None:
+        if self.readonly:
+            raise ZooError(f"Registry {self.location} was opened read-only.")
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite: concurrent writers wait their turn)."""
+        self._writable()
+        with self.engine.connect() as conn:
+            conn.execution_options(zoo_write=True)
+            with conn.begin():
+                yield conn
+
+    def start_run(
+        self,
+        *,
+        model: str,
+        plugin: str,
+        params: dict[str, Any],
+        name: Optional[str] = None,
+        device: Optional[str] = None,
+        dataset: Optional[dict] = None,
+        tags: Optional[dict[str, str]] = None,
+    ) -> int:
+        now = utcnow()
+        dataset = dataset or {}
+        row = dict(
+            uuid=uuidlib.uuid4().hex, name=name, model=model, plugin=plugin, status="running",
+            created=now, started=now, heartbeat=now, host=self.host, pid=os.getpid(), device=device,
+            dataset_path=_opt_str(dataset.get("path")), dataset_fingerprint=dataset.get("fingerprint"),
+            split_fingerprint=dataset.get("split_fingerprint"),
+            classes=list(dataset["classes"]) if dataset.get("classes") is not None else None,
+            train_size=dataset.get("train_size"), val_size=dataset.get("val_size"),
+            test_size=dataset.get("test_size"), **_versions(),
+        )
+        with self._write() as conn:
+            run_id = conn.execute(insert(schema.runs).values(**row)).inserted_primary_key[0]
+            if params:
+                conn.execute(
+                    insert(schema.params),
+                    [{"run_id": run_id, "key": str(k), "value": encode_param(v)} for k, v in params.items()],
+                )
+            if tags:
+                conn.execute(
+                    insert(schema.tags),
+                    [{"run_id": run_id, "key": str(k), "value": str(v)} for k, v in tags.items()],
+                )
+        return int(run_id)
+
+    def _touch(self, conn: Connection, run_id: int, **values: Any) -> None:
+        result = conn.execute(update(schema.runs).where(schema.runs.c.id == run_id).values(**values))
+        if result.rowcount == 0:
+            raise UnknownName(f"No run {run_id} in registry {self.location}.")
+
+    def log_epoch(self, run_id: int, epoch: int, values: dict[str, float]) -> None:
+        """Record one epoch's values (replacing any logged before for that epoch) and refresh the heartbeat."""
+        r, h = schema.runs, schema.history
+        epoch = int(epoch)
+        from sqlalchemy import case, func
+
+        with self._write() as conn:
+            self._touch(
+                conn, run_id, heartbeat=utcnow(),
+                epochs_run=case((func.coalesce(r.c.epochs_run, 0) < epoch, epoch), else_=r.c.epochs_run),
+            )
+            if values:
+                conn.execute(delete(h).where(h.c.run_id == run_id, h.c.epoch == epoch, h.c.key.in_(list(values))))
+                conn.execute(
+                    insert(h),
+                    [{"run_id": run_id, "epoch": epoch, "key": str(k), "value": _finite(v)} for k, v in values.items()],
+                )
+
+    def log_metrics(
+        self, run_id: int, metrics: dict[str, float], *, confusion: Optional[list[list[int]]] = None
+    ) -> None:
+        m = schema.metrics
+        with self._write() as conn:
+            extra = {"confusion": [[int(x) for x in row] for row in confusion]} if confusion is not None else {}
+            self._touch(conn, run_id, heartbeat=utcnow(), **extra)
+            if metrics:
+                conn.execute(delete(m).where(m.c.run_id == run_id, m.c.key.in_(list(metrics))))
+                conn.execute(
+                    insert(m), [{"run_id": run_id, "key": str(k), "value": _finite(v)} for k, v in metrics.items()]
+                )
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        unknown = set(fields) - SETTABLE
+        if unknown:
+            raise ValueError(f"update_run cannot set {', '.join(sorted(unknown))}")
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        if "checkpoint" in fields:
+            fields["checkpoint"] = _opt_str(fields["checkpoint"])
+        if fields:
+            with self._write() as conn:
+                self._touch(conn, run_id, **fields)
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        stop_reason: Optional[str] = None,
+        best_epoch: Optional[int] = None,
+        epochs_run: Optional[int] = None,
+        checkpoint: Optional[str] = None,
+        error: Optional[str] = None,
+    ) -> None:
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"finish_run status must be one of {', '.join(FINAL_STATUSES)}, not {status!r}")
+        now = utcnow()
+        values: dict[str, Any] = {"status": status, "finished": now, "heartbeat": now}
+        for key, value in (("stop_reason", stop_reason), ("best_epoch", best_epoch), ("epochs_run", epochs_run),
+                           ("checkpoint", _opt_str(checkpoint)), ("error", error)):
+            if value is not None:
+                values[key] = value
+        with self._write() as conn:
+            self._touch(conn, run_id, **values)
+
+    def add_evaluation(
+        self,
+        run_id: int,
+        metrics: dict[str, float],
+        *,
+        dataset: str,
+        dataset_fingerprint: Optional[str],
+        confusion: Optional[list[list[int]]],
+        classes: list[str],
+    ) -> int:
+        with self._write() as conn:
+            if conn.scalar(select(schema.runs.c.id).where(schema.runs.c.id == run_id)) is None:
+                raise UnknownName(f"No run {run_id} in registry {self.location}.")
+            result = conn.execute(
+                insert(schema.evaluations).values(
+                    run_id=run_id, created=utcnow(), dataset=str(dataset), dataset_fingerprint=dataset_fingerprint,
+                    classes=list(classes),
+                    confusion=[[int(x) for x in row] for row in confusion] if confusion is not None else None,
+                    metrics={str(k): _finite(v) for k, v in metrics.items()},
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    # ------------------------------------------------------------------ reading
+    def connect(self):
+        """A connection for the query helpers in zoo.store.queries (a read transaction on SQLite)."""
+        return self.engine.connect()
+
+    def resolve(self, ref: Any, conn: Optional[Connection] = None) -> int:
+        """The integer id of a run given as its id (``12`` or ``#12``) or a unique prefix of its uuid."""
+        text = str(ref).strip().lstrip("#")
+        r = schema.runs
+        if conn is None:
+            with self.connect() as conn:
+                return self.resolve(text, conn)
+        if text.isdigit():
+            found = conn.scalar(select(r.c.id).where(r.c.id == int(text)))
+            if found is not None:
+                return int(found)
+        elif len(text) >= 4 and all(c in "0123456789abcdef-" for c in text.lower()):
+            prefix = text.lower().replace("-", "")
+            ids = list(conn.scalars(select(r.c.id).where(r.c.uuid.startswith(prefix, autoescape=True)).limit(3)))
+            if len(ids) == 1:
+                return int(ids[0])
+            if len(ids) > 1:
+                raise UnknownName(f"Run '{text}' is ambiguous: it starts the uuid of several runs. Use the run id.")
+        else:
+            raise UnknownName(
+                f"'{text}' is not a run id: give the number shown by `zoo list-runs` (or a uuid prefix)."
+            )
+        raise UnknownName(f"No run '{text}' in registry {self.location}. `zoo list-runs` shows the runs.")
+
+    def get_run(self, ref: Any) -> RunView:
+        from zoo.store import queries
+
+        with self.connect() as conn:
+            run_id = self.resolve(ref, conn)
+            return queries.run_views(conn, [run_id], host=self.host, full=True)[0]
+
+    def history(self, run_id: int, keys: Optional[Iterable[str]] = None) -> dict[str, list[tuple[int, Optional[float]]]]:
+        from zoo.store import queries
+
+        with self.connect() as conn:
+            return queries.histories(conn, [run_id], keys).get(run_id, {})
+
+    def delete_runs(self, run_ids: Iterable[int]) -> list[Path]:
+        """Delete runs (their rows cascade) and their artifacts; returns the files and folders removed."""
+        import shutil
+
+        ids = [int(i) for i in run_ids]
+        r = schema.runs
+        with self._write() as conn:
+            rows = conn.execute(select(r.c.id, r.c.checkpoint).where(r.c.id.in_(ids))).all()
+            conn.execute(delete(r).where(r.c.id.in_(ids)))
+        removed: list[Path] = []
+        for run_id, checkpoint in rows:
+            if checkpoint:
+                file = Path(checkpoint)
+                if file.is_file():
+                    file.unlink()
+                    removed.append(file)
+            folder = self.run_artifacts_dir(run_id)
+            if folder.is_dir():
+                shutil.rmtree(folder)
+                removed.append(folder)
+        return removed
+
+
+def _opt_str(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def _db_message(exc: DBAPIError) -> str:
+    return str(exc.orig) if exc.orig is not None else str(exc).splitlines()[0]
+
+
+def _check_sqlite_file(path: Path, *, readonly: bool, create: bool) -> None:
+    if path.is_dir():
+        raise ZooError(f"Registry {path} is a directory; give a file path such as {path / 'registry.db'}.")
+    if not path.exists():
+        if readonly or not create:
+            raise ZooError(
+                f"No registry at {path}. Train a run first (zoo train ...), or point --registry / ZOO_REGISTRY "
+                "at an existing registry file."
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ZooError(f"Cannot create registry {path}: {exc.strerror or exc}.") from exc
+        return
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise ZooError(f"Cannot read registry {path}: {exc.strerror or exc}.") from exc
+    if header and header != SQLITE_HEADER:
+        raise ZooError(
+            f"{path} is not a SQLite database, so not a zoo registry. Point --registry at a registry file or at "
+            "a new path."
+        )
+
+
+def _sqlite_engine(path: Path, *, readonly: bool) -> Engine:
+    uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "")
+
+    def connect() -> sqlite3.Connection:
+        # isolation_level=None: the driver never starts transactions itself; the "begin" hook below does.
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+
+    engine = create_engine("sqlite+pysqlite://", creator=connect, poolclass=QueuePool)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if readonly:
+            cursor.execute("PRAGMA query_only = ON")
+        else:
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        # Reads share a snapshot; writes take the write lock up front, waiting up to the busy timeout.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("zoo_write") else "BEGIN")
+
+    return engine
