@@ -47,7 +47,7 @@ class ModelRegistry(NameTable[ModelInfo]):
         def register(name: str, builder: Callable[..., Any], **metadata: Any) -> None:
             if not isinstance(name, str) or not name or not callable(builder):
                 raise PluginError(f"Plugin '{plugin}' called register() without a name and a callable builder.")
-            unknown = set(metadata) - set(ModelInfo.__dataclass_fields__) - {"plugin", "name", "builder"}
+            unknown = set(metadata) - (set(ModelInfo.__dataclass_fields__) - {"plugin", "name", "builder"})
             if unknown:
                 raise PluginError(
                     f"Plugin '{plugin}' registered model '{name}' with unknown metadata: {', '.join(sorted(unknown))}."
