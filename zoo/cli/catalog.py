@@ -1,2 +1,130 @@
-"""Commands: placeholder until this module lands."""
-from zoo.cli.app import app  # noqa: F401
+"""Commands ``zoo models`` and ``zoo plugins``: what the loaded plugins offer. Neither builds a model or imports torch."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from zoo.cli.app import app
+from zoo.errors import ZooError
+from zoo.models import ModelInfo
+from zoo.naming import suggest
+
+FORMATS = ("table", "json")
+WILDCARDS = set("*?[")
+
+
+def check_format(value: str) -> str:
+    if value.lower() not in FORMATS:
+        raise ZooError(f"Unknown format '{value}'. Use --format table or --format json.")
+    return value.lower()
+
+
+def human_count(n: Optional[int]) -> str:
+    """11689512 -> '11.7M'; unknown -> '?'."""
+    if n is None:
+        return "?"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def model_record(info: ModelInfo) -> dict[str, Any]:
+    return {
+        "name": info.name, "family": info.family, "params": info.params, "min_size": info.min_size,
+        "default_size": info.default_size, "pretrained": info.pretrained, "plugin": info.plugin,
+        "description": info.description,
+    }
+
+
+def models_table(infos: Iterable[ModelInfo]) -> Table:
+    infos = list(infos)
+    table = Table(caption=f"{len(infos)} models; min/default: square input size in pixels", box=box.SIMPLE_HEAD)
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("family", overflow="ellipsis")
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("min", justify="right", no_wrap=True)
+    table.add_column("default", justify="right", no_wrap=True)
+    table.add_column("weights", no_wrap=True)
+    table.add_column("plugin", overflow="ellipsis")
+    for info in infos:
+        table.add_row(info.name, info.family, human_count(info.params), str(info.min_size), str(info.default_size),
+                      "yes" if info.pretrained else "no", info.plugin)
+    return table
+
+
+def plugin_record(record) -> dict[str, Any]:
+    return {
+        "name": record.name, "version": record.version, "source": record.source, "location": record.location,
+        "hooks": list(record.hooks), "error": record.error,
+    }
+
+
+def plugins_table(records: Iterable) -> Table:
+    records = list(records)
+    failed = sum(1 for r in records if r.error)
+    caption = f"{len(records)} plugins" + (f", {failed} failed to load" if failed else "")
+    table = Table(caption=caption, box=box.SIMPLE_HEAD)
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("version")
+    table.add_column("hooks")
+    table.add_column("source")
+    table.add_column("location", overflow="fold")
+    for r in records:
+        hooks = f"[red]failed: {r.error}[/]" if r.error else ", ".join(r.hooks) or "-"
+        table.add_row(r.name, r.version or "-", hooks, r.source, r.location)
+    return table
+
+
+def _emit(fmt: str, records: list[dict[str, Any]], table: Table) -> None:
+    if fmt == "json":
+        typer.echo(json.dumps(records, indent=2))
+    else:
+        Console().print(table)
+
+
+@app.command("models")
+def models(
+    pattern: Optional[str] = typer.Argument(
+        None, help="Shell-style pattern, case-insensitive, e.g. 'resnet*' or '*vit*'. [default: all]"
+    ),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json (a list of objects with 'name')."),
+) -> None:
+    """List the architectures the loaded plugins register (natural order: resnet18 before resnet101).
+
+    A pattern that matches nothing is an error (exit code 1), so scripts can tell.
+    """
+    from zoo.plugins import get_plugins
+
+    fmt = check_format(fmt)
+    registry = get_plugins().models()
+    names = registry.names(pattern)
+    if not names:
+        hint = ""
+        if pattern and not WILDCARDS & set(pattern):
+            close = suggest(pattern, registry.names())
+            hint = f" Did you mean: {', '.join(close)}?" if close else f" Try '{pattern}*'."
+        raise ZooError(f"No model matches '{pattern}'.{hint} Run 'zoo models' to see them all.")
+    infos = [registry.get(n) for n in names]
+    _emit(fmt, [model_record(i) for i in infos], models_table(infos))
+
+
+@app.command("plugins")
+def plugins(
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json (a list of objects with 'name')."),
+) -> None:
+    """List the loaded plugins: version, hooks, and where each came from (built-in, entry point, directory).
+
+    A plugin that failed to load is listed with its error.
+    """
+    from zoo.plugins import get_plugins
+
+    fmt = check_format(fmt)
+    records = get_plugins().records
+    _emit(fmt, [plugin_record(r) for r in records], plugins_table(records))
