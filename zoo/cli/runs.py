@@ -1,2 +1,266 @@
-"""Commands: placeholder until this module lands."""
-from zoo.cli.app import app  # noqa: F401
+"""Commands over recorded runs: list-runs, show, compare, delete, plot (and migrate).
+
+Thin: parse options, query the store, hand the views to zoo.render. The read commands open the registry
+read-only and never change the file. Imports stay inside the commands so `zoo --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from zoo.cli.app import app, open_registry
+from zoo.errors import ZooError
+
+STATUS_CHOICES = ("running", "stale", "completed", "failed", "interrupted")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DEFAULT_TOP = 20
+
+
+# ----------------------------------------------------------------------------- option parsing
+def parse_since(text: str) -> datetime:
+    """'2h', '3d', '1w', '30m' ago, or an ISO date/time (local unless it says otherwise) -> naive UTC."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text.strip().lower())
+    if match:
+        ago = timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)])
+        return datetime.now(timezone.utc).replace(tzinfo=None) - ago
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ZooError(
+            f"Bad --since '{text}': give an ISO date or time (2024-05-01, 2024-05-01T14:30) or an age such as "
+            "30m, 2h, 3d, 1w."
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time
+    return when.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def parse_tags(values: Optional[List[str]]) -> list[tuple[str, str]]:
+    tags = []
+    for value in values or []:
+        key, sep, tag_value = value.partition("=")
+        if not sep or not key.strip():
+            raise ZooError(f"Bad --tag '{value}': write it as key=value, e.g. --tag experiment=baseline.")
+        tags.append((key.strip(), tag_value))
+    return tags
+
+
+def check_choice(option: str, value: Optional[str], choices: tuple[str, ...]) -> Optional[str]:
+    if value is None:
+        return None
+    if value.lower() not in choices:
+        raise ZooError(f"Unknown {option} '{value}': choose one of {', '.join(choices)}.")
+    return value.lower()
+
+
+def run_filter(*, model=None, status=None, tag=None, since=None, ids=None):
+    from zoo.store.queries import RunFilter
+
+    return RunFilter(
+        model=model, status=check_choice("--status", status, STATUS_CHOICES), tags=parse_tags(tag),
+        since=parse_since(since) if since else None, ids=ids,
+    )
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _echo(text: str) -> None:
+    typer.echo(text, nl=not text.endswith("\n"))
+
+
+def _positive(option: str, value: Optional[int]) -> Optional[int]:
+    if value is not None and value < 1:
+        raise ZooError(f"{option} must be at least 1 (got {value}); use --all for no limit.")
+    return value
+
+
+# ----------------------------------------------------------------------------- commands
+FORMAT_HELP = "Output format: {}."
+
+
+@app.command("list-runs")
+def list_runs(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only models matching this pattern (resnet*)."),
+    status: Optional[str] = typer.Option(None, "--status", help=f"Only runs with this status: {', '.join(STATUS_CHOICES)}."),
+    tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Only runs tagged key=value (repeatable)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only runs started since an ISO date or an age (2h, 3d)."),
+    limit: int = typer.Option(20, "--limit", "-n", help="Show at most N runs."),
+    all_runs: bool = typer.Option(False, "--all", "-a", help="Show every matching run."),
+    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json, csv")),
+) -> None:
+    """List recorded runs, newest first."""
+    fmt = check_choice("--format", fmt, ("table", "json", "csv"))
+    flt = run_filter(model=model, status=status, tag=tag, since=since)
+    _positive("--limit", limit)
+    from zoo import render
+    from zoo.store import queries
+
+    with open_registry(readonly=True) as reg, reg.connect() as conn:
+        runs, total = queries.list_runs(conn, flt, limit=None if all_runs else limit, host=reg.host)
+    if fmt == "json":
+        _echo(render.to_json([render.run_record(r) for r in runs]))
+    elif fmt == "csv":
+        _echo(render.runs_csv(runs))
+    elif not runs:
+        typer.echo("No runs match these filters." if total or _filtered(flt) else "No runs recorded yet.")
+    else:
+        _console().print(render.runs_table(runs, total))
+
+
+def _filtered(flt) -> bool:
+    return bool(flt.model or flt.status or flt.tags or flt.since)
+
+
+@app.command("show")
+def show(
+    run: str = typer.Argument(..., help="Run id (from list-runs) or a uuid prefix."),
+    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json")),
+) -> None:
+    """Show one run: params, per-epoch history, test metrics, per-class table, confusion matrix, evaluations."""
+    fmt = check_choice("--format", fmt, ("table", "json"))
+    from zoo import render
+
+    with open_registry(readonly=True) as reg:
+        view = reg.get_run(run)
+        history = reg.history(view.id)
+    if fmt == "json":
+        _echo(render.to_json(render.run_json(view, history)))
+    else:
+        _console().print(render.run_detail(view, history))
+
+
+def _comparison(reg, metric, runs, by, model, status, tag, since, top, all_runs):
+    from zoo.store import queries
+
+    if by is not None and by.lower() != "model":
+        raise ZooError(f"Unknown --by '{by}': only --by model is supported (the best run of each model).")
+    _positive("--top", top)
+    with reg.connect() as conn:
+        ids = [reg.resolve(ref, conn) for ref in runs] if runs else None
+        flt = run_filter(model=model, status=status, tag=tag, since=since, ids=ids)
+        if all_runs:
+            top = None
+        elif top is None and not ids:
+            top = DEFAULT_TOP
+        return queries.compare(conn, metric, flt, by_model=by is not None, top=top, host=reg.host)
+
+
+METRIC_HELP = "Metric to rank by: accuracy, f1, precision, recall, loss or any recorded key (test_f1/cat)."
+
+
+@app.command("compare")
+def compare(
+    runs: Optional[List[str]] = typer.Argument(None, help="Runs to compare (default: all runs with the metric)."),
+    metric: str = typer.Option("accuracy", "--metric", "-M", help=METRIC_HELP),
+    by: Optional[str] = typer.Option(None, "--by", help="'model': keep only the best run of each model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only models matching this pattern."),
+    status: Optional[str] = typer.Option(None, "--status", help="Only runs with this status."),
+    tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Only runs tagged key=value (repeatable)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only runs started since an ISO date or an age."),
+    top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Show the best N [default: {DEFAULT_TOP}]."),
+    all_runs: bool = typer.Option(False, "--all", "-a", help="Show every ranked run."),
+    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json, csv, markdown")),
+) -> None:
+    """Rank runs by a test metric, best first, with the params that differ between them."""
+    fmt = check_choice("--format", fmt, ("table", "json", "csv", "markdown"))
+    from zoo import render
+    from zoo.errors import print_warning
+
+    with open_registry(readonly=True) as reg:
+        cmp = _comparison(reg, metric, runs, by, model, status, tag, since, top, all_runs)
+    for line in render.compare_warnings(cmp):
+        print_warning(line)
+    if fmt == "json":
+        _echo(render.to_json(render.compare_records(cmp)))
+    elif fmt == "csv":
+        _echo(render.to_csv(render.compare_columns(cmp), render.compare_rows(cmp, numbers=True)))
+    elif fmt == "markdown":
+        _echo(render.compare_markdown(cmp))
+    elif not cmp.runs:
+        typer.echo(f"No runs with {cmp.metric} match these filters.")
+    else:
+        _console().print(render.compare_table(cmp))
+
+
+@app.command("plot")
+def plot(
+    runs: Optional[List[str]] = typer.Argument(None, help="Runs to plot (default: the runs compare would show)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Image file to write (.png, .svg, .pdf)."),
+    metric: str = typer.Option("accuracy", "--metric", "-M", help="Without RUNs: plot the best runs by this."),
+    by: Optional[str] = typer.Option(None, "--by", help="'model': the best run of each model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only models matching this pattern."),
+    top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Plot the best N [default: {DEFAULT_TOP}]."),
+) -> None:
+    """Plot train and validation loss curves of runs side by side, best epoch starred."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ZooError("zoo plot needs matplotlib, an optional extra: pip install 'zoo-vision[plot]'") from None
+    from zoo import render
+    from zoo.store import queries
+
+    with open_registry(readonly=True) as reg:
+        if runs:
+            with reg.connect() as conn:
+                ids = [reg.resolve(ref, conn) for ref in runs]
+                views = queries.run_views(conn, list(dict.fromkeys(ids)), host=reg.host)
+        else:
+            views = _comparison(reg, metric, None, by, model, None, None, None, top, False).runs
+        with reg.connect() as conn:
+            losses = queries.histories(conn, [v.id for v in views], queries.LOSS_KEYS)
+    if not any(losses.get(v.id) for v in views):
+        raise ZooError("No loss history to plot: the runs chosen have no recorded epochs.")
+    output = output.expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        render.plot_losses(views, losses, output)
+    except ValueError as exc:  # e.g. an image format matplotlib does not know
+        raise ZooError(f"Cannot write {output}: {exc}") from None
+    typer.echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}).")
+
+
+@app.command("delete")
+def delete(
+    runs: List[str] = typer.Argument(..., help="Runs to delete (ids or uuid prefixes)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete runs from the registry, with their checkpoints and artifacts."""
+    from zoo import render
+    from zoo.store import queries
+
+    with open_registry(readonly=False, create=False) as reg:
+        with reg.connect() as conn:
+            ids = list(dict.fromkeys(reg.resolve(ref, conn) for ref in runs))
+            views = queries.run_views(conn, ids, host=reg.host)
+        live = [v for v in views if v.display_status == "running"]
+        if live:
+            listing = ", ".join(f"{v.id} (pid {v.pid} on {v.host})" for v in live)
+            raise ZooError(f"Run {listing} is still running: stop it first. Nothing deleted.")
+        for v in views:
+            typer.echo(f"  run {v.id}  {v.model}  {v.display_status}  {render.fmt_time(v.started)}"
+                       + (f"  checkpoint {v.checkpoint}" if v.checkpoint else ""))
+        count = f"{len(views)} run{'s' if len(views) != 1 else ''}"
+        if not yes and not typer.confirm(f"Delete {count} and their artifacts?", default=False):
+            typer.echo("Nothing deleted.")
+            return
+        removed = reg.delete_runs(ids)
+    typer.echo(f"Deleted {count}" + (f" and {len(removed)} artifact file(s)/folder(s)." if removed else "."))
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Upgrade the registry's schema in place to this zoo's version (writing commands also do it)."""
+    from zoo.store import migrations
+
+    with open_registry(readonly=False, create=False) as reg:
+        typer.echo(f"Registry {reg.location} is at schema version {reg.schema_version()} "
+                   f"(this zoo: {migrations.latest_version()}).")

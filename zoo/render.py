@@ -1,0 +1,492 @@
+"""Rendering of runs: pure functions that turn registry views into rich Tables, plain records, CSV, Markdown,
+JSON, sparklines and the loss-curve figure. Nothing here touches the database or the command line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any, Iterable, Optional, Sequence
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
+STATUS_STYLES = {
+    "completed": "green", "running": "cyan", "failed": "bold red", "interrupted": "yellow", "stale": "magenta",
+}
+HISTORY_ORDER = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec")
+MACRO_ORDER = ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_loss")
+History = dict[str, list[tuple[int, Optional[float]]]]
+
+
+# ----------------------------------------------------------------------------- small formatters
+def sparkline(values: Sequence[Optional[float]], width: int = 20) -> str:
+    """A one-line chart of a series; None/NaN as a gap; longer series are averaged down to ``width`` cells."""
+    values = [v if v is not None and math.isfinite(v) else None for v in values]
+    if not values:
+        return ""
+    if len(values) > width:
+        buckets = []
+        for i in range(width):
+            chunk = [v for v in values[i * len(values) // width:(i + 1) * len(values) // width] if v is not None]
+            buckets.append(sum(chunk) / len(chunk) if chunk else None)
+        values = buckets
+    finite = [v for v in values if v is not None]
+    if not finite:
+        return " " * len(values)
+    low, high = min(finite), max(finite)
+    span = high - low
+    top = len(SPARK_BLOCKS) - 1
+    return "".join(
+        " " if v is None else SPARK_BLOCKS[round((v - low) / span * top) if span else 0] for v in values
+    )
+
+
+def fmt_time(value: Optional[datetime]) -> str:
+    """A stored naive-UTC time as local time, to the minute."""
+    if value is None:
+        return ""
+    return value.replace(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def iso(value: Optional[datetime]) -> Optional[str]:
+    return None if value is None else value.replace(tzinfo=timezone.utc).isoformat()
+
+
+def fmt_duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+def fmt_num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return fmt_value(value)
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3g}"
+    return f"{value:.{digits}f}"
+
+
+def fmt_value(value: Any) -> str:
+    """A param value as a user would type it."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def epochs_cell(run: Any) -> str:
+    if not run.epochs_run:
+        return ""
+    return f"{run.epochs_run} ({run.best_epoch})" if run.best_epoch else str(run.epochs_run)
+
+
+def short_metric(key: str) -> str:
+    return key[5:] if key.startswith("test_") else key
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, default=_json_default, allow_nan=False)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    return str(value)
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf (not valid JSON) as null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def to_csv(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(headers)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+    return buffer.getvalue()
+
+
+def to_markdown(headers: Sequence[str], rows: Iterable[Sequence[Any]], align_right: Sequence[bool] = ()) -> str:
+    def cell(value: Any) -> str:
+        return ("" if value is None else str(value)).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |"]
+    rule = ["---:" if i < len(align_right) and align_right[i] else "---" for i in range(len(headers))]
+    lines.append("| " + " | ".join(rule) + " |")
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- list-runs
+LIST_HEADERS = ("id", "name", "model", "status", "started", "duration_s", "epochs_run", "best_epoch",
+                "best_val_loss", "test_accuracy")
+
+
+def runs_table(runs: Sequence[Any], total: int) -> Table:
+    table = Table(title=None, header_style="bold", caption_justify="left")
+    for name, justify in (("id", "right"), ("name", "left"), ("model", "left"), ("status", "left"),
+                          ("started", "left"), ("duration", "right"), ("epochs (best)", "right"),
+                          ("best val loss", "right"), ("test acc", "right")):
+        table.add_column(name, justify=justify, no_wrap=name not in ("name", "model"))
+    for run in runs:
+        table.add_row(
+            str(run.id), run.name or "", run.model, status_text(run.display_status), fmt_time(run.started),
+            fmt_duration(run.duration), epochs_cell(run), fmt_num(run.best_val_loss),
+            fmt_num(run.metrics.get("test_accuracy")),
+        )
+    if total > len(runs):
+        table.caption = f"{len(runs)} of {total} runs shown, newest first (--limit N or --all for more)."
+    return table
+
+
+def run_record(run: Any) -> dict[str, Any]:
+    """The JSON object of one run in lists: id, model, status, metrics and the columns of the table."""
+    return _clean({
+        "id": run.id, "uuid": run.uuid, "name": run.name, "model": run.model, "plugin": run.plugin,
+        "status": run.display_status, "stale_reason": run.stale, "created": iso(run.created),
+        "started": iso(run.started), "finished": iso(run.finished), "duration_s": run.duration,
+        "epochs_run": run.epochs_run, "best_epoch": run.best_epoch, "best_val_loss": run.best_val_loss,
+        "stop_reason": run.stop_reason, "dataset_fingerprint": run.dataset_fingerprint,
+        "split_fingerprint": run.split_fingerprint, "metrics": dict(run.metrics), "tags": dict(run.tags),
+    })
+
+
+def runs_csv(runs: Sequence[Any]) -> str:
+    rows = []
+    for run in runs:
+        rec = run_record(run)
+        rows.append([rec[h] if h in rec else rec["metrics"].get(h) for h in LIST_HEADERS])
+    return to_csv(LIST_HEADERS, rows)
+
+
+# ----------------------------------------------------------------------------- show
+def _kv_table(title: str) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", show_header=False, box=None,
+                  padding=(0, 2, 0, 0))
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column(overflow="fold")
+    return table
+
+
+def ordered_keys(keys: Iterable[str], preferred: Sequence[str]) -> list[str]:
+    keys = set(keys)
+    return [k for k in preferred if k in keys] + sorted(keys - set(preferred))
+
+
+def per_class(classes: Sequence[str], metrics: dict[str, Any], confusion: Optional[list[list[int]]]) -> list[dict]:
+    """Precision, recall, F1 and support per class: the recorded ones, else computed from the confusion matrix."""
+    rows = []
+    for i, name in enumerate(classes):
+        row: dict[str, Any] = {"class": name}
+        support = tp = predicted = None
+        if confusion and i < len(confusion):
+            support = sum(confusion[i])
+            tp = confusion[i][i]
+            predicted = sum(line[i] for line in confusion if i < len(line))
+        computed = {
+            "precision": tp / predicted if tp is not None and predicted else (0.0 if predicted == 0 else None),
+            "recall": tp / support if tp is not None and support else (0.0 if support == 0 else None),
+        }
+        pr, rc = computed["precision"], computed["recall"]
+        computed["f1"] = (2 * pr * rc / (pr + rc) if pr + rc else 0.0) if pr is not None and rc is not None else None
+        for metric in ("precision", "recall", "f1"):
+            recorded = metrics.get(f"test_{metric}/{name}")
+            row[metric] = recorded if recorded is not None else computed[metric]
+        row["support"] = support
+        rows.append(row)
+    return rows
+
+
+def confusion_table(classes: Sequence[str], confusion: list[list[int]], title: str = "Confusion matrix") -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold",
+                  caption="rows: true class, columns: predicted", caption_justify="left")
+    table.add_column("true \\ pred", style="bold", no_wrap=True)
+    for name in classes:
+        table.add_column(name, justify="right")
+    for i, line in enumerate(confusion):
+        name = classes[i] if i < len(classes) else str(i)
+        table.add_row(name, *[Text(str(n), style="green" if j == i else ("red" if n else "dim"))
+                              for j, n in enumerate(line)])
+    return table
+
+
+def run_detail(run: Any, history: History) -> Group:
+    """Everything `zoo show` prints for one run."""
+    parts: list[Any] = []
+    head = _kv_table(f"Run {run.id}" + (f" · {run.name}" if run.name else "") + f" · {run.model}")
+    status = status_text(run.display_status)
+    if run.stale:
+        status.append(f" ({run.stale}; recorded as running)", style="dim")
+    for label, value in (
+        ("status", status), ("uuid", run.uuid), ("model", f"{run.model} (plugin {run.plugin})"),
+        ("started", fmt_time(run.started)), ("finished", fmt_time(run.finished)),
+        ("duration", fmt_duration(run.duration)), ("epochs", epochs_cell(run)),
+        ("best val loss", fmt_num(run.best_val_loss) if run.best_val_loss is not None else ""),
+        ("stop reason", run.stop_reason or ""), ("host / pid", f"{run.host or ''} / {run.pid or ''}"),
+        ("device", run.device or ""),
+        ("versions", ", ".join(f"{n} {getattr(run, n + '_version')}" for n in ("zoo", "torch", "torchvision", "python")
+                                if getattr(run, n + "_version"))),
+        ("dataset", run.dataset_path or ""), ("fingerprint", run.dataset_fingerprint or ""),
+        ("split", ((run.split_fingerprint or "") + _sizes(run)).strip()),
+        ("classes", ", ".join(run.classes or [])), ("checkpoint", run.checkpoint or ""),
+        ("tags", ", ".join(f"{k}={v}" for k, v in sorted(run.tags.items()))),
+    ):
+        if value:
+            head.add_row(label, value)
+    parts.append(head)
+    if run.error:
+        parts.append(Text(f"Error: {run.error}", style="bold red"))
+
+    if run.params:
+        table = _kv_table("Params")
+        for key, value in run.params.items():
+            table.add_row(key, fmt_value(value))
+        parts += [Text(""), table]
+
+    if history:
+        parts += [Text(""), history_table(history, run.best_epoch)]
+        for key in ("train_loss", "val_loss"):
+            series = [v for _, v in history.get(key, [])]
+            finite = [v for v in series if v is not None]
+            if finite:
+                line = Text(f"{key:<11}", style="dim")
+                line.append(sparkline(series, width=40), style="cyan")
+                line.append(f"  {fmt_num(series[0])} → {fmt_num(series[-1])} (min {fmt_num(min(finite))})")
+                parts.append(line)
+
+    overall = {k: v for k, v in run.metrics.items() if "/" not in k}
+    if overall:
+        table = _kv_table("Test metrics")
+        for key in ordered_keys(overall, MACRO_ORDER):
+            table.add_row(key, fmt_num(overall[key]))
+        parts += [Text(""), table]
+    if run.classes and (run.confusion or any("/" in k for k in run.metrics)):
+        parts += [Text(""), per_class_table(per_class(run.classes, run.metrics, run.confusion))]
+    if run.classes and run.confusion:
+        parts += [Text(""), confusion_table(run.classes, run.confusion, "Confusion matrix (test)")]
+    if run.evaluations:
+        parts += [Text(""), evaluations_table(run.evaluations)]
+    return Group(*parts)
+
+
+def _sizes(run: Any) -> str:
+    sizes = [f"{n} {s}" for n, s in (("train", run.train_size), ("val", run.val_size), ("test", run.test_size))
+             if s is not None]
+    return (" (" + ", ".join(sizes) + ")") if sizes else ""
+
+
+def history_table(history: History, best_epoch: Optional[int]) -> Table:
+    keys = ordered_keys(history, HISTORY_ORDER)
+    table = Table(title="History (* best epoch)", title_justify="left", title_style="bold", header_style="bold")
+    table.add_column("epoch", justify="right")
+    for key in keys:
+        table.add_column(key, justify="right")
+    by_epoch: dict[int, dict[str, Optional[float]]] = {}
+    for key in keys:
+        for epoch, value in history[key]:
+            by_epoch.setdefault(epoch, {})[key] = value
+    for epoch in sorted(by_epoch):
+        best = epoch == best_epoch
+        table.add_row(f"{epoch}{'*' if best else ''}", *[fmt_num(by_epoch[epoch].get(k)) for k in keys],
+                      style="bold green" if best else None)
+    return table
+
+
+def per_class_table(rows: list[dict]) -> Table:
+    table = Table(title="Per class (test)", title_justify="left", title_style="bold", header_style="bold")
+    for name in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(name, justify="left" if name == "class" else "right")
+    for row in rows:
+        table.add_row(row["class"], fmt_num(row["precision"]), fmt_num(row["recall"]), fmt_num(row["f1"]),
+                      "" if row["support"] is None else str(row["support"]))
+    return table
+
+
+def evaluations_table(evaluations: Sequence[Any]) -> Table:
+    keys = ordered_keys({k for e in evaluations for k in e.metrics if "/" not in k}, MACRO_ORDER)
+    table = Table(title="Evaluations", title_justify="left", title_style="bold", header_style="bold")
+    for name in ("id", "when", "dataset", "fingerprint", *[short_metric(k) for k in keys]):
+        table.add_column(name, justify="right" if name not in ("when", "dataset", "fingerprint") else "left")
+    for e in evaluations:
+        table.add_row(str(e.id), fmt_time(e.created), e.dataset, (e.dataset_fingerprint or "")[:12],
+                      *[fmt_num(e.metrics.get(k)) for k in keys])
+    return table
+
+
+def run_json(run: Any, history: History) -> dict[str, Any]:
+    data = run.to_dict()
+    data["history"] = {k: [[e, v] for e, v in points] for k, points in history.items()}
+    if run.classes:
+        data["per_class"] = per_class(run.classes, run.metrics, run.confusion)
+    for key in ("created", "started", "finished", "heartbeat"):
+        data[key] = iso(data[key])
+    for evaluation in data["evaluations"]:
+        evaluation["created"] = iso(evaluation["created"])
+    return _clean(data)
+
+
+# ----------------------------------------------------------------------------- compare
+def compare_columns(cmp: Any) -> list[str]:
+    return ["rank", "run", "name", "model", cmp.metric, *cmp.other_metrics, "epochs_run", "best_epoch",
+            "duration_s", *[f"param:{k}" for k in cmp.differing_params]]
+
+
+def compare_records(cmp: Any) -> list[dict[str, Any]]:
+    records = []
+    for rank, run in enumerate(cmp.runs, 1):
+        records.append(_clean({
+            "rank": rank, "id": run.id, "name": run.name, "model": run.model, "status": run.display_status,
+            "metric": cmp.metric, "value": run.metrics.get(cmp.metric),
+            "metrics": {k: run.metrics.get(k) for k in [cmp.metric, *cmp.other_metrics]},
+            "epochs_run": run.epochs_run, "best_epoch": run.best_epoch, "duration_s": run.duration,
+            "params": {k: values[run.id] for k, values in cmp.differing_params.items()},
+            "dataset_fingerprint": run.dataset_fingerprint, "split_fingerprint": run.split_fingerprint,
+        }))
+    return records
+
+
+def compare_rows(cmp: Any, *, numbers: bool) -> list[list[Any]]:
+    """Rows under compare_columns(): raw numbers (csv) or formatted text (markdown)."""
+    rows = []
+    for rank, run in enumerate(cmp.runs, 1):
+        values = [run.metrics.get(k) for k in [cmp.metric, *cmp.other_metrics]]
+        params = [cmp.differing_params[k][run.id] for k in cmp.differing_params]
+        if numbers:
+            rows.append([rank, run.id, run.name, run.model, *values, run.epochs_run, run.best_epoch,
+                         None if run.duration is None else round(run.duration, 1),
+                         *[json.dumps(v) if isinstance(v, (list, dict)) else v for v in params]])
+        else:
+            rows.append([rank, run.id, run.name or "", run.model, *[fmt_num(v) for v in values],
+                         run.epochs_run or "", run.best_epoch or "", fmt_duration(run.duration),
+                         *[fmt_value(v) for v in params]])
+    return rows
+
+
+def compare_markdown(cmp: Any) -> str:
+    headers = ["rank", "run", "name", "model", *[short_metric(k) for k in [cmp.metric, *cmp.other_metrics]],
+               "epochs", "best epoch", "duration", *cmp.differing_params]
+    numeric = [True, True, False, False] + [True] * (len(cmp.other_metrics) + 4)
+    return to_markdown(headers, compare_rows(cmp, numbers=False), numeric)
+
+
+def compare_warnings(cmp: Any) -> list[str]:
+    lines = []
+    if cmp.dataset_fingerprints:
+        lines.append(
+            f"These runs were trained on {len(cmp.dataset_fingerprints)} different datasets (fingerprints "
+            f"{', '.join(f[:12] for f in cmp.dataset_fingerprints)}): the comparison is not fair."
+        )
+    if cmp.split_fingerprints:
+        lines.append(
+            f"These runs used {len(cmp.split_fingerprints)} different train/val/test splits (fingerprints "
+            f"{', '.join(f[:12] for f in cmp.split_fingerprints)}): their test sets differ, the comparison is not fair."
+        )
+    for run in cmp.missing:
+        lines.append(f"Run {run.id} ({run.model}, {run.display_status}) has no {cmp.metric}: left out.")
+    return lines
+
+
+def compare_table(cmp: Any) -> Table:
+    arrow = "lower is better" if cmp.lower_is_better else "higher is better"
+    table = Table(header_style="bold", caption_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("run", justify="right")
+    table.add_column("model")
+    table.add_column(f"{short_metric(cmp.metric)} ({'↓' if cmp.lower_is_better else '↑'})", justify="right",
+                     style="bold")
+    for key in cmp.other_metrics:
+        table.add_column(short_metric(key), justify="right")
+    table.add_column("epochs (best)", justify="right")
+    table.add_column("duration", justify="right")
+    table.add_column("loss: train | val", no_wrap=True)
+    for key in cmp.differing_params:
+        table.add_column(key, justify="right", style="cyan")
+    for rank, run in enumerate(cmp.runs, 1):
+        losses = cmp.losses.get(run.id, {})
+        train = sparkline([v for _, v in losses.get("train_loss", [])], width=12)
+        val = sparkline([v for _, v in losses.get("val_loss", [])], width=12)
+        table.add_row(
+            str(rank), str(run.id) + (f" {run.name}" if run.name else ""), run.model,
+            fmt_num(run.metrics.get(cmp.metric)), *[fmt_num(run.metrics.get(k)) for k in cmp.other_metrics],
+            epochs_cell(run), fmt_duration(run.duration), f"{train:<12} | {val}",
+            *[fmt_value(cmp.differing_params[k][run.id]) for k in cmp.differing_params],
+        )
+    caption = f"Ranked by {cmp.metric}, {arrow}."
+    if cmp.total > len(cmp.runs):
+        caption += f" {len(cmp.runs)} of {cmp.total} runs shown (--top N or --all for more)."
+    table.caption = caption
+    return table
+
+
+# ----------------------------------------------------------------------------- plot
+def plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any) -> None:
+    """Train and validation loss per run in two side-by-side panels, best epoch starred; writes ``output``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, constrained_layout=True)
+    colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
+    for index, run in enumerate(runs):
+        colour = colours(index % colours.N)
+        label = f"#{run.id} {run.model}" + (f" ({run.name})" if run.name else "")
+        for ax, key in zip(axes, ("train_loss", "val_loss")):
+            points = [(e, v) for e, v in losses.get(run.id, {}).get(key, []) if v is not None]
+            if not points:
+                continue
+            ax.plot([e for e, _ in points], [v for _, v in points], color=colour, linewidth=1.6,
+                    label=label if key == "val_loss" else None)
+            best = dict(points).get(run.best_epoch) if run.best_epoch else None
+            if best is not None:
+                ax.plot([run.best_epoch], [best], marker="*", markersize=12, color=colour,
+                        markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
+    for ax, title in zip(axes, ("Training loss", "Validation loss")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0].set_ylabel("loss")
+    if runs:
+        axes[1].legend(title="run (★ best epoch)", fontsize="small", title_fontsize="small", loc="best")
+    fig.savefig(output, dpi=150)
+    plt.close(fig)
