@@ -1,0 +1,96 @@
+"""Every registered architecture builds with 3 classes and runs one real forward pass at its minimum input size.
+
+Speed: the time to build the big models goes into random weight initialisation (vit_h_14 and regnet_y_128gf have
+630M+ parameters: 7-9 s each on 2 cores, more than their forward pass). ``fast_init`` replaces torch.nn.init's random initialisers, while the
+model is built, by a tiled copy of one pre-drawn bank of unit-variance numbers scaled by 1/sqrt(fan_in) (the usual
+initialisation scale), so the weights are real, finite and of sensible size, and the forward pass is the real one.
+Constant initialisers (zeros_, ones_, constant_, ...) run unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+
+from zoo.plugins import build_plugins
+
+REGISTRY = build_plugins(autoload=False).models()  # the built-ins only, as the CLI sees them
+CONSTANT_INITS = {"zeros_", "ones_", "constant_", "eye_", "dirac_"}
+_BANK = torch.empty(65_537).uniform_(-math.sqrt(3.0), math.sqrt(3.0), generator=torch.Generator().manual_seed(0))
+
+
+def _bank_fill(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """Tile the bank (a prime length, so rows of a weight matrix do not repeat it in step) over ``tensor``."""
+    with torch.no_grad():
+        fan_in = tensor[0].numel() if tensor.dim() > 1 else tensor.numel()
+        flat, k = tensor.view(-1), _BANK.numel()
+        rows = flat.numel() // k
+        flat[: rows * k].view(rows, k).copy_(_BANK.expand(rows, k))
+        flat[rows * k:].copy_(_BANK[: flat.numel() - rows * k])
+        flat.mul_(1.0 / math.sqrt(max(fan_in, 1)))
+    return tensor
+
+
+@contextlib.contextmanager
+def fast_init():
+    """While active, torch.nn.init's random initialisers fill from the bank (see the module docstring)."""
+    saved = {}
+    for name in dir(torch.nn.init):
+        fn = getattr(torch.nn.init, name)
+        if name.endswith("_") and not name.startswith("_") and callable(fn) and name not in CONSTANT_INITS:
+            saved[name] = fn
+            setattr(torch.nn.init, name, _bank_fill)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
+def test_fast_init_fills_finite_scaled_weights():
+    with fast_init():
+        layer = torch.nn.Linear(400, 7)
+    assert torch.nn.init.kaiming_uniform_ is not _bank_fill  # restored
+    assert torch.isfinite(layer.weight).all()
+    assert 0 < layer.weight.abs().max().item() <= math.sqrt(3.0) / 20 + 1e-6  # 1/sqrt(400) scale
+    assert layer.weight.std().item() > 0.02  # not constant
+
+
+def test_registry_is_large():
+    assert len(REGISTRY) >= 40
+
+
+@pytest.mark.parametrize("name", REGISTRY.names())
+def test_forward_at_min_size(name):
+    info = REGISTRY.get(name)
+    with fast_init():
+        model = info.build(num_classes=3, pretrained=False)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, info.min_size, info.min_size))
+    assert isinstance(out, torch.Tensor), f"{name} returned {type(out).__name__}, not plain logits"
+    assert out.shape == (1, 3)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_aux_models_return_plain_logits_in_train_mode(name):
+    info = REGISTRY.get(name)
+    with fast_init():
+        model = info.build(num_classes=3, pretrained=False)
+    model.train()
+    out = model(torch.randn(2, 3, info.min_size, info.min_size))  # batch of 2: BatchNorm in train mode
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "inception_v3", "vit_b_32"])
+def test_min_size_is_tight(name):
+    """One pixel less than min_size fails for architectures with a hard lower limit."""
+    info = REGISTRY.get(name)
+    with fast_init():
+        model = info.build(num_classes=3, pretrained=False).eval()
+    with torch.no_grad(), pytest.raises(Exception):
+        model(torch.randn(1, 3, info.min_size - 1, info.min_size - 1))
