@@ -21,6 +21,7 @@ from typing import Optional
 import pluggy
 
 from zoo import hookspecs
+from zoo.errors import PluginError, ZooError
 
 ENTRY_POINT_GROUP = "zoo"
 BUILTIN_PACKAGE = "zoo_builtin_plugins"
@@ -53,9 +54,17 @@ class Plugins:
 
     def _call_each(self, hook_name: str, table) -> None:
         hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # pluggy lists last-registered first
+        for impl in hook.get_hookimpls():  # registration order: built-ins, entry points, directories
             kwargs = {"register": table.register_for(impl.plugin_name)}
-            impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            try:
+                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            except ZooError:
+                raise
+            except Exception as exc:  # a plugin bug: name the plugin instead of showing a traceback
+                raise PluginError(
+                    f"Plugin '{impl.plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}. "
+                    f"Fix it or skip it with ZOO_BLOCK_PLUGINS={impl.plugin_name}."
+                ) from exc
 
     def models(self):
         """The architecture registry, filled on first use (plugin imports stay cheap until then)."""

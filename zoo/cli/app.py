@@ -7,9 +7,26 @@ from dataclasses import dataclass
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
+
+from zoo.errors import ZooError
+
+
+class ZooGroup(TyperGroup):
+    """Prints a ZooError from any command as one red line and exits 1, also under CliRunner: recent typer (0.29
+    here) vendors its own click, whose handler does not catch ``click.ClickException`` subclasses such as ZooError."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ZooError as exc:
+            exc.show()
+            raise typer.Exit(exc.exit_code) from None
+
 
 app = typer.Typer(
     name="zoo",
+    cls=ZooGroup,
     help="A model zoo for image classification: train architectures the same way, remember every run, compare.",
     no_args_is_help=True,
     add_completion=False,
