@@ -6,8 +6,6 @@ import os
 import sys
 import traceback
 
-import click
-
 
 def debug_enabled() -> bool:
     return os.environ.get("ZOO_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
@@ -27,15 +25,23 @@ def print_warning(message: str) -> None:
     Console(stderr=True, soft_wrap=True, highlight=False).print(f"[bold yellow]Warning:[/] {escape(message)}")
 
 
-class ZooError(click.ClickException):
+class ZooError(Exception):
     """A problem the user can fix; its message says what is wrong and what to do.
 
-    It derives from click's exception so that Typer (and CliRunner in tests) print it the zoo way and exit 1.
+    The CLI's command group (zoo.cli.app.ZooGroup) and zoo.cli.main() print it with ``show()`` and exit 1.
+    Typer 0.29 vendors its own click, so zoo does not depend on click's exception classes.
     """
 
     exit_code = 1
 
-    def show(self, file=None) -> None:  # called by click when the exception reaches the command line
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def format_message(self) -> str:
+        return self.message
+
+    def show(self, file=None) -> None:
         if debug_enabled():
             traceback.print_exception(type(self), self, self.__traceback__, file=sys.stderr)
         print_error(" ".join(self.format_message().split()))
