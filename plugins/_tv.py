@@ -81,7 +81,20 @@ def load_pretrained(name: str, weights: Optional[str], num_classes: int, **kwarg
             f"Cannot load the pretrained weights of '{name}' from {path} ({type(exc).__name__}: {exc}). "
             f"Delete the file to download it again, or pass a local weights file with --weights FILE."
         ) from exc
+    drop_aux_heads(model)
     return replace_classifier(model, num_classes, old_classes=len(enum.meta["categories"]))
+
+
+def drop_aux_heads(model: "nn.Module") -> "nn.Module":
+    """Inception v3 and GoogLeNet load their ImageNet weights with auxiliary classifiers, which make them return
+    a tuple in training mode: remove them so the model returns plain logits (as torchvision does itself when
+    asked to with ``aux_logits=False``)."""
+    if getattr(model, "aux_logits", False):
+        model.aux_logits = False
+        for attr in ("AuxLogits", "aux1", "aux2"):
+            if hasattr(model, attr):
+                setattr(model, attr, None)
+    return model
 
 
 def find_classifier(model: "nn.Module", old_classes: Optional[int] = None) -> tuple[str, "nn.Module"]:

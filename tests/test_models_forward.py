@@ -94,3 +94,37 @@ def test_min_size_is_tight(name):
         model = info.build(num_classes=3, pretrained=False).eval()
     with torch.no_grad(), pytest.raises(Exception):
         model(torch.randn(1, 3, info.min_size - 1, info.min_size - 1))
+
+
+def _family_representatives() -> list[str]:
+    """The first model of each torchvision family, plus the heads that differ inside a family."""
+    first: dict[str, str] = {}
+    for name in REGISTRY.names():
+        info = REGISTRY.get(name)
+        if info.plugin in {"alexnet", "resnet", "torchvision_models"}:
+            first.setdefault(info.family, name)
+    return sorted(set(first.values()) | {"mobilenet_v3_small", "swin_v2_t", "efficientnet_v2_s", "squeezenet1_0"})
+
+
+@pytest.mark.parametrize("name", _family_representatives())
+def test_replace_classifier_swaps_only_the_head(name):
+    """What pretrained=True does after loading ImageNet weights, checked on a 1000-class model of every family."""
+    import torchvision.models as tvm
+    from zoo_builtin_plugins._tv import find_classifier, replace_classifier
+
+    extra = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    with fast_init():
+        model = tvm.get_model(name, weights=None, num_classes=1000, **extra).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    head_name, head = find_classifier(model, 1000)
+    head_keys = {f"{head_name}.{k}" for k, _ in head.named_parameters()}
+    replace_classifier(model, 3, old_classes=1000)
+    after = model.state_dict()
+    assert set(after) == set(before)
+    changed = {k for k in before if after[k].shape != before[k].shape}
+    assert changed and all(after[k].shape[0] == 3 and before[k].shape[0] == 1000 for k in changed)
+    assert changed == head_keys  # weight (and bias, where the head has one) of the final layer only
+    assert all(torch.equal(after[k], before[k]) for k in before if k not in changed)
+    size = REGISTRY.get(name).min_size
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 3)

@@ -373,3 +373,26 @@ def test_corrupt_cached_weights_say_so(offline_torch_home):
     info = build_plugins(autoload=False).models().get("alexnet")
     with pytest.raises(ZooError, match="Cannot load the pretrained weights of 'alexnet' from .*Delete the file"):
         info.build(num_classes=3, pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_pretrained_aux_models_drop_their_aux_heads(offline_torch_home, name):
+    """The ImageNet files hold the auxiliary classifiers; zoo's model returns plain logits in train mode too."""
+    import torch
+    import torchvision.models as tvm
+
+    enum = tvm.get_model_weights(name).DEFAULT
+    reference = tvm.get_model(name, num_classes=1000, aux_logits=True, init_weights=False).state_dict()
+    assert any(k.startswith(("aux1.", "AuxLogits.")) for k in reference)
+    cache = offline_torch_home / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference, cache / enum.url.rsplit("/", 1)[1])
+
+    info = build_plugins(autoload=False).models().get(name)
+    model = info.build(num_classes=3, pretrained=True)
+    assert model.aux_logits is False and model.fc.out_features == 3
+    assert not any(k.startswith(("aux1.", "aux2.", "AuxLogits.")) for k in model.state_dict())
+    first = next(k for k in reference if k.endswith("conv.weight"))
+    assert torch.equal(model.state_dict()[first], reference[first])
+    out = model.train()(torch.randn(2, 3, info.min_size, info.min_size))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3)
