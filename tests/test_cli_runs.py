@@ -407,3 +407,12 @@ def test_plot_without_matplotlib_names_the_extra(runs, tmp_path):
                           timeout=60)
     assert_one_line_error(done, "matplotlib", "pip install 'zoo-vision[plot]'")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_before_any_run_has_test_metrics_plots_the_newest(cli, tmp_path):
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        add_run(reg, "tinycnn", params={"lr": 0.01}, status="running", epochs=3)
+    output = tmp_path / "early.png"
+    result = cli("plot", "-o", output)
+    assert result.exit_code == 0, result.output
+    assert "1 run" in result.stdout and output.stat().st_size > 0

@@ -289,3 +289,29 @@ def test_stale_rule_thresholds():
     assert stale_reason(row, None, now=now, host="here") is None  # no epoch yet: 1 h
     row.heartbeat = now - timedelta(minutes=61)
     assert stale_reason(row, None, now=now, host="here")
+
+
+def test_light_read_tables_match_the_declarative_schema():
+    from zoo.store import schema, tables
+
+    declared = {t.name: t for t in schema.Base.metadata.sorted_tables}
+    assert set(declared) == {t.name for t in tables.ALL}
+    for light in tables.ALL:
+        full = declared[light.name]
+        assert [c.name for c in light.columns] == [c.name for c in full.columns], light.name
+        for c in light.columns:
+            assert type(c.type)._type_affinity is type(full.c[c.name].type)._type_affinity, (light.name, c.name)
+
+
+def test_read_only_opening_does_not_import_the_orm(db):
+    Registry.open(db).close()
+    code = (
+        "import sys\n"
+        "from zoo.store import Registry, queries\n"
+        f"reg = Registry.open({str(db)!r}, readonly=True)\n"
+        "with reg.connect() as conn:\n"
+        "    queries.list_runs(conn, queries.RunFilter(), limit=20, host=reg.host)\n"
+        "print('sqlalchemy.orm' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr

@@ -214,7 +214,15 @@ def plot(
                 ids = [reg.resolve(ref, conn) for ref in runs]
                 views = queries.run_views(conn, list(dict.fromkeys(ids)), host=reg.host)
         else:
-            views = _comparison(reg, metric, None, by, model, None, None, None, top, False).runs
+            with reg.connect() as conn:
+                has_metrics = queries.has_metrics(conn)
+            if has_metrics:
+                views = _comparison(reg, metric, None, by, model, None, None, None, top, False).runs
+            else:  # nothing has finished with test metrics yet: plot the newest runs
+                with reg.connect() as conn:
+                    flt = run_filter(model=model)
+                    views, _ = queries.list_runs(conn, flt, limit=_positive("--top", top) or DEFAULT_TOP,
+                                                 host=reg.host)
         with reg.connect() as conn:
             losses = queries.histories(conn, [v.id for v in views], queries.LOSS_KEYS)
     if not any(losses.get(v.id) for v in views):

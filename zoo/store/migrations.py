@@ -12,13 +12,15 @@ from typing import Callable
 
 from sqlalchemy import Connection, inspect, insert, select
 
-from zoo.store import schema
+from zoo.store import tables
 
 Migration = Callable[[Connection], None]
 
 
 def create_tables(conn: Connection) -> None:
     """Version 1: runs, params, history, metrics, tags, evaluations."""
+    from zoo.store import schema
+
     schema.Base.metadata.create_all(conn, checkfirst=True)
 
 
@@ -39,11 +41,13 @@ def latest_version() -> int:
 
 
 def applied_versions(conn: Connection) -> set[int]:
-    return set(conn.scalars(select(schema.schema_migrations.c.version)))
+    return set(conn.scalars(select(tables.schema_migrations.c.version)))
 
 
 def apply_pending(conn: Connection, applied: set[int]) -> list[int]:
     """Apply every migration not in ``applied`` (call inside a write transaction); returns the versions applied."""
+    from zoo.store import schema
+
     if not applied:
         schema.schema_migrations.create(conn, checkfirst=True)
     done = []

@@ -14,10 +14,10 @@ from typing import Any, Iterable, Optional, Sequence
 from sqlalchemy import Connection, and_, exists, func, select
 
 from zoo.errors import UnknownName, ZooError
-from zoo.store import schema
+from zoo.store import tables
 from zoo.store.registry import RunView, EvaluationView, decode_param, stale_reason, utcnow
 
-r, m, h, p, t, ev = schema.runs, schema.metrics, schema.history, schema.params, schema.tags, schema.evaluations
+r, m, h, p, t, ev = tables.runs, tables.metrics, tables.history, tables.params, tables.tags, tables.evaluations
 
 # What `--metric NAME` means when NAME itself is not recorded.
 METRIC_ALIASES = {
@@ -144,6 +144,10 @@ def list_runs(
     return run_views(conn, list(conn.scalars(stmt)), host=host), total
 
 
+def has_metrics(conn: Connection) -> bool:
+    return conn.scalar(select(m.c.run_id).limit(1)) is not None
+
+
 def metric_keys(conn: Connection) -> list[str]:
     return list(conn.scalars(select(m.c.key).distinct().order_by(m.c.key)))
 
@@ -206,9 +210,15 @@ def compare(
         stmt = stmt.order_by(value.asc() if lower else value.desc(), sub.c.id.asc())
         total = conn.scalar(select(func.count()).select_from(sub).where(sub.c.rank == 1)) or 0
     else:
-        sub = base.subquery()
-        stmt = select(sub.c.id).order_by(sub.c.value.asc() if lower else sub.c.value.desc(), sub.c.id.asc())
-        total = conn.scalar(select(func.count()).select_from(sub)) or 0
+        stmt = (
+            select(r.c.id).select_from(m).join(r, r.c.id == m.c.run_id)
+            .where(m.c.key == key, m.c.value.is_not(None), *clauses)
+            .order_by(order, m.c.run_id.asc())
+        )
+        counted = select(func.count()).select_from(m).where(m.c.key == key, m.c.value.is_not(None))
+        if clauses:  # only then join the runs (a covering index scan of metrics counts the rest)
+            counted = counted.where(m.c.run_id.in_(select(r.c.id).where(*clauses)))
+        total = conn.scalar(counted) or 0
     if top:
         stmt = stmt.limit(top)
     ids = list(conn.scalars(stmt))

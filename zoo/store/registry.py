@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
 from zoo.errors import UnknownName, ZooError
-from zoo.store import migrations, schema
+from zoo.store import migrations, tables
 
 BUSY_TIMEOUT_S = 30.0
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -32,7 +32,7 @@ STATUSES = ("running", "completed", "failed", "interrupted")
 FINAL_STATUSES = ("completed", "failed", "interrupted")
 STOP_REASONS = ("early_stop", "max_epochs", "nan_loss", "interrupted", "error")
 # Columns that update_run may set (identity, host/process facts and timestamps excepted, pid/host for tests).
-SETTABLE = frozenset(schema.RUN_COLUMNS) - {"id", "uuid", "created"}
+SETTABLE = frozenset(tables.RUN_COLUMNS) - {"id", "uuid", "created"}
 # Stale rule (see stale_reason): heartbeat older than max(STALE_MIN_S, STALE_EPOCHS x the longest epoch).
 STALE_MIN_S = 600.0
 STALE_EPOCHS = 3.0
@@ -372,6 +372,7 @@ class Registry:
             train_size=dataset.get("train_size"), val_size=dataset.get("val_size"),
             test_size=dataset.get("test_size"), **_versions(),
         )
+        schema = _schema()
         with self._write() as conn:
             run_id = conn.execute(insert(schema.runs).values(**row)).inserted_primary_key[0]
             if params:
@@ -387,12 +388,14 @@ class Registry:
         return int(run_id)
 
     def _touch(self, conn: Connection, run_id: int, **values: Any) -> None:
-        result = conn.execute(update(schema.runs).where(schema.runs.c.id == run_id).values(**values))
+        runs = _schema().runs
+        result = conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
         if result.rowcount == 0:
             raise UnknownName(f"No run {run_id} in registry {self.location}.")
 
     def log_epoch(self, run_id: int, epoch: int, values: dict[str, float]) -> None:
         """Record one epoch's values (replacing any logged before for that epoch) and refresh the heartbeat."""
+        schema = _schema()
         r, h = schema.runs, schema.history
         epoch = int(epoch)
         from sqlalchemy import case, func
@@ -412,7 +415,7 @@ class Registry:
     def log_metrics(
         self, run_id: int, metrics: dict[str, float], *, confusion: Optional[list[list[int]]] = None
     ) -> None:
-        m = schema.metrics
+        m = _schema().metrics
         with self._write() as conn:
             extra = {"confusion": [[int(x) for x in row] for row in confusion]} if confusion is not None else {}
             self._touch(conn, run_id, heartbeat=utcnow(), **extra)
@@ -466,6 +469,7 @@ class Registry:
         confusion: Optional[list[list[int]]],
         classes: list[str],
     ) -> int:
+        schema = _schema()
         with self._write() as conn:
             if conn.scalar(select(schema.runs.c.id).where(schema.runs.c.id == run_id)) is None:
                 raise UnknownName(f"No run {run_id} in registry {self.location}.")
@@ -487,7 +491,7 @@ class Registry:
     def resolve(self, ref: Any, conn: Optional[Connection] = None) -> int:
         """The integer id of a run given as its id (``12`` or ``#12``) or a unique prefix of its uuid."""
         text = str(ref).strip().lstrip("#")
-        r = schema.runs
+        r = tables.runs
         if conn is None:
             with self.connect() as conn:
                 return self.resolve(text, conn)
@@ -526,7 +530,7 @@ class Registry:
         import shutil
 
         ids = [int(i) for i in run_ids]
-        r = schema.runs
+        r = _schema().runs
         with self._write() as conn:
             rows = conn.execute(select(r.c.id, r.c.checkpoint).where(r.c.id.in_(ids))).all()
             conn.execute(delete(r).where(r.c.id.in_(ids)))
@@ -542,6 +546,13 @@ class Registry:
                 shutil.rmtree(folder)
                 removed.append(folder)
         return removed
+
+
+def _schema():
+    """The declarative schema, imported only by writers (sqlalchemy.orm costs the read commands start-up time)."""
+    from zoo.store import schema
+
+    return schema
 
 
 def _opt_str(value: Any) -> Optional[str]:
