@@ -177,7 +177,8 @@ def test_show_a_completed_run(cli, runs):
     out = result.stdout
     for text in ("Run 1 · first · resnet18", "completed", "batch_size", "adamw", "0.01", "exp=base",
                  "fp-data", "cat, dog", "History (* best epoch)", "3*", "Per class (test)",
-                 "Confusion matrix (test)", "true \\ pred", "Evaluations", "/data/other", "test_accuracy"):
+                 "Confusion matrix (test)", "true \\ pred", "Evaluations", "/data/other", "test_accuracy",
+                 "Confusion matrix (evaluation 1: /data/other)"):
         assert text in out, text
     assert any(ch in out for ch in "▁▂▃▄▅▆▇█")  # loss sparklines
     history_rows = [line for line in out.splitlines() if line.startswith("│") and "0.0100" in line]

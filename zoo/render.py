@@ -237,8 +237,9 @@ def per_class(classes: Sequence[str], metrics: dict[str, Any], confusion: Option
 
 
 def confusion_table(classes: Sequence[str], confusion: list[list[int]], title: str = "Confusion matrix") -> Table:
+    caption = "rows: true class, columns: predicted"
     table = Table(title=title, title_justify="left", title_style="bold", header_style="bold",
-                  caption="rows: true class, columns: predicted", caption_justify="left")
+                  caption=caption, caption_justify="left", min_width=max(len(title), len(caption)))
     table.add_column("true \\ pred", style="bold", no_wrap=True)
     for name in classes:
         table.add_column(name, justify="right")
@@ -305,6 +306,10 @@ def run_detail(run: Any, history: History) -> Group:
         parts += [Text(""), confusion_table(run.classes, run.confusion, "Confusion matrix (test)")]
     if run.evaluations:
         parts += [Text(""), evaluations_table(run.evaluations)]
+        for e in run.evaluations:
+            if e.confusion and e.classes:
+                parts += [Text(""), confusion_table(e.classes, e.confusion,
+                                                    f"Confusion matrix (evaluation {e.id}: {e.dataset})")]
     return Group(*parts)
 
 
