@@ -417,3 +417,10 @@ def test_plot_before_any_run_has_test_metrics_plots_the_newest(cli, tmp_path):
     result = cli("plot", "-o", output)
     assert result.exit_code == 0, result.output
     assert "1 run" in result.stdout and output.stat().st_size > 0
+
+
+def test_user_text_is_shown_as_typed_not_as_markup(cli):
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        add_run(reg, "tinycnn", params={"note": "[red]x[/red]"}, acc=0.5, loss=0.5, name="[bold]mine[/bold]")
+    assert "[bold]mine[/bold]" in cli("list-runs").stdout
+    assert "[red]x[/red]" in cli("show", "1").stdout

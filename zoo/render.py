@@ -433,15 +433,15 @@ def compare_warnings(cmp: Any) -> list[str]:
 def compare_table(cmp: Any) -> Table:
     arrow = "lower is better" if cmp.lower_is_better else "higher is better"
     table = Table(header_style="bold", caption_justify="left")
-    table.add_column("#", justify="right")
+    table.add_column("#", justify="right", no_wrap=True)
     table.add_column("run", justify="right")
     table.add_column("model")
     table.add_column(f"{short_metric(cmp.metric)} ({'↓' if cmp.lower_is_better else '↑'})", justify="right",
-                     style="bold")
+                     style="bold", no_wrap=True)
     for key in cmp.other_metrics:
-        table.add_column(short_metric(key), justify="right")
-    table.add_column("epochs (best)", justify="right")
-    table.add_column("duration", justify="right")
+        table.add_column(short_metric(key), justify="right", no_wrap=True)
+    table.add_column("epochs (best)", justify="right", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
     table.add_column("loss: train | val", no_wrap=True)
     for key in cmp.differing_params:
         table.add_column(key, justify="right", style="cyan")

@@ -70,7 +70,8 @@ def run_filter(*, model=None, status=None, tag=None, since=None, ids=None):
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    # markup off: run names, params and class names are user text, shown as typed (and rendered faster)
+    return Console(highlight=False, markup=False, emoji=False)
 
 
 def _echo(text: str) -> None:
