@@ -1,0 +1,131 @@
+"""Checkpoints: the best weights of a run, and weights given with ``--weights FILE``.
+
+A zoo checkpoint is ``torch.save`` of a plain dict (loadable with ``torch.load(path, weights_only=True)``)::
+
+    {"format": "zoo-checkpoint", "version": 1, "model": name, "plugin": plugin, "num_classes": n,
+     "classes": [...], "image_size": px, "state_dict": {...}, "epoch": best_epoch, "mean": [...], "std": [...]}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+FORMAT = "zoo-checkpoint"
+VERSION = 1
+_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / torch.compile wrappers
+
+
+def save_checkpoint(path: Path, *, model: str, plugin: str, classes: list[str], image_size: int,
+                    state_dict: dict, epoch: int, mean, std) -> Path:
+    """Write atomically (temporary file, then rename), so a crash never leaves half a checkpoint."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, "model": model, "plugin": plugin, "num_classes": len(classes),
+               "classes": list(classes), "image_size": int(image_size),
+               "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "epoch": int(epoch),
+               "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _load(path: Path) -> Any:
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ZooError(f"Weights file '{path}' does not exist.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ZooError(f"Cannot load '{path}' as weights (a PyTorch state_dict or a zoo checkpoint, read with "
+                       f"weights_only=True): {first[:200]}") from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A zoo checkpoint dict; anything else is a ZooError naming the file."""
+    data = _load(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ZooError(f"'{path}' is not a zoo checkpoint (no 'format': '{FORMAT}' entry).")
+    if data.get("version", 0) > VERSION:
+        raise ZooError(f"Checkpoint '{path}' has version {data.get('version')}; this zoo reads up to {VERSION}. "
+                       f"Upgrade zoo.")
+    return data
+
+
+def state_dict_of(data: Any, path: Path) -> dict:
+    """The tensors of a raw state_dict or of a zoo checkpoint, with wrapper prefixes removed."""
+    import torch
+
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        data = data["state_dict"]
+    elif isinstance(data, dict) and isinstance(data.get("state_dict"), dict):  # e.g. Lightning-style files
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not any(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ZooError(f"'{path}' holds no state_dict (a dict of tensors) and is not a zoo checkpoint.")
+    out = {}
+    for key, value in data.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        for prefix in _PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def load_weights(model: "nn.Module", path: Path, model_name: str = "the model") -> tuple[int, list[str]]:
+    """Copy every tensor of ``path`` whose name and shape fit ``model``; returns (loaded, skipped messages).
+
+    Tensors whose shape does not fit (typically the classifier, trained for another number of classes) are
+    skipped; a file with no tensor that fits at all is an error."""
+    source = state_dict_of(_load(path), Path(path))
+    target = model.state_dict()
+    fits, skipped = {}, []
+    for key, value in source.items():
+        if key not in target:
+            continue
+        if tuple(value.shape) != tuple(target[key].shape):
+            have = "x".join(map(str, value.shape)) or "scalar"
+            want = "x".join(map(str, target[key].shape)) or "scalar"
+            skipped.append(f"{key} ({have} in the file, {want} in {model_name})")
+            continue
+        fits[key] = value
+    if not fits:
+        raise ZooError(f"No tensor in '{path}' fits {model_name} (names or shapes differ); is it a file for "
+                       f"this architecture?")
+    model.load_state_dict(fits, strict=False)
+    return len(fits), skipped
+
+
+def build_from_checkpoint(path: Path, *, plugins=None) -> tuple["nn.Module", dict]:
+    """The trained model of a zoo checkpoint (eval mode, CPU) and the checkpoint dict (for evaluate/predict)."""
+    data = load_checkpoint(path)
+    if plugins is None:
+        from zoo.plugins import get_plugins
+
+        plugins = get_plugins()
+    info = plugins.models().get(data["model"])
+    model = info.build(data["num_classes"], pretrained=False)
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as exc:
+        raise ZooError(f"Checkpoint '{path}' does not fit model '{data['model']}' as registered now: "
+                       f"{str(exc).splitlines()[0][:200]}") from None
+    return model.eval(), data
+
+
+def describe_skipped(skipped: list[str], path: Optional[Path] = None) -> str:
+    where = f" of '{path}'" if path else ""
+    return f"Skipped {len(skipped)} tensor(s){where} whose shape does not fit: {', '.join(skipped)}."

@@ -1,0 +1,602 @@
+"""Image folders: scan and verify, fingerprint, split, decode once into memory, and feed batches.
+
+The flow for one ``zoo train`` command:
+
+1. ``resolve_data("demo" | "./images")`` -> the ImageFolder directory (a registered dataset is prepared in the cache).
+2. ``load_images(root, ...)`` lists every file once, checks it decodes (bad files are listed and skipped, or
+   refused with ``strict``), fingerprints the set, and -- when it fits the memory budget -- keeps each image
+   decoded as uint8 at a bounded resolution (the central square, ``cache_side`` px).
+3. ``split_samples(...)`` assigns files to train/val/test, stratified by class and seeded.
+4. ``make_pipeline(images, split, image_size, ...)`` gives the engine normalised batches: random resized crops and
+   flips made in batched tensor form from the in-memory cache (on the GPU when training there), or read from disk
+   by DataLoader workers when the images did not fit in memory. Validation and test images are prepared once,
+   deterministically (resize + centre crop).
+
+Steps 1-3 are shared by every model trained in the command; only step 4 depends on the model's image size.
+torch is imported lazily so that the data checks stay cheap to import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+
+from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_CROP = 0.875  # val/test: resize the shorter side to size / 0.875, then take the central size x size
+MAX_CACHE_SIDE = 512  # the in-memory copy never keeps more than 512 x 512 px per image
+CROP_SCALE = (0.08, 1.0)  # random resized crop: area fraction and aspect ratio range (torchvision's defaults)
+CROP_RATIO = (3 / 4, 4 / 3)
+PARTS = ("train", "val", "test")
+
+
+# ----------------------------------------------------------------------------------------------- finding data
+
+
+def cache_root() -> Path:
+    """Where generated and downloaded datasets live: $ZOO_CACHE, default ~/.cache/zoo."""
+    return Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo").expanduser()
+
+
+def resolve_data(data: str) -> tuple[Path, Optional[str]]:
+    """``--data`` value -> (ImageFolder directory, dataset name or None). A directory wins over a dataset name."""
+    path = Path(data).expanduser()
+    if path.is_dir():
+        return path.resolve(), None
+    from zoo.plugins import get_plugins
+
+    datasets = get_plugins().datasets()
+    if data in datasets:
+        info = datasets.get(data)
+        root = info.prepare(cache_root() / "datasets" / info.name)
+        return Path(root).resolve(), info.name
+    if path.exists():
+        raise ZooError(f"--data '{data}' is a file, not a directory; pass a folder with one sub-folder per class.")
+    names = datasets.names()
+    known = f" Registered datasets: {', '.join(names)}." if names else ""
+    raise ZooError(f"Data directory '{data}' does not exist and is not a registered dataset.{known} "
+                   f"Pass an image folder with one sub-folder per class.")
+
+
+# --------------------------------------------------------------------------------------------- scan + verify
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str  # relative to the root, with '/' separators
+    label: int
+    size: int  # bytes on disk
+
+
+@dataclass
+class ImageSet:
+    """The verified images of a folder, in sorted order, plus (when it fits in memory) their decoded pixels."""
+
+    root: Path
+    classes: list[str]
+    samples: list[Sample]
+    skipped: list[tuple[str, str]]  # (relative path, reason) of files that could not be read
+    fingerprint: str
+    cache: Optional["torch.Tensor"] = None  # uint8 [N, 3, S, S] channels_last, samples' order; None = stream
+    cache_side: int = 0
+
+    def counts(self) -> dict[str, int]:
+        out = {c: 0 for c in self.classes}
+        for s in self.samples:
+            out[self.classes[s.label]] += 1
+        return out
+
+
+def _list_files(root: Path) -> tuple[list[str], list[tuple[str, int, int]]]:
+    """(classes, [(relative path, label, size)]) for an ImageFolder tree; hidden files and folders are ignored."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = []
+    for label, cls in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(root / cls, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                full = Path(dirpath) / name
+                files.append((full.relative_to(root).as_posix(), label, full.stat().st_size))
+    files.sort(key=lambda f: f[0])
+    return classes, files
+
+
+def fingerprint_of(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def decode_image(path: Path, side: Optional[int]):
+    """Decode one file to RGB; with ``side``, return the central square resized to side x side as an HWC uint8
+    array (JPEGs are decoded at reduced scale when large). Raises on unreadable, truncated or non-image files."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        if side:
+            im.draft("RGB", (side, side))  # JPEG: let the decoder downscale by 2/4/8 while staying >= side
+        im = ImageOps.exif_transpose(im.convert("RGB"))  # convert() decodes everything: truncation raises here
+    if not side:
+        return None
+    import numpy as np
+
+    w, h = im.size
+    short = min(w, h)
+    box = ((w - short) / 2, (h - short) / 2, (w + short) / 2, (h + short) / 2)
+    return np.asarray(im.resize((side, side), Image.BILINEAR, box=box, reducing_gap=None if short < 3 * side else 2.0))
+
+
+def parse_memory(text: str) -> int:
+    """'2G', '512M', '0' -> bytes."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(float(text))
+    except ValueError:
+        raise ZooError(f"ZOO_CACHE_MEMORY='{text}' is not a size; use e.g. 2G, 512M or 0 (always stream).") from None
+
+
+def memory_budget() -> int:
+    """Bytes the decoded images may take: $ZOO_CACHE_MEMORY, default half the memory available now (<= 16 GiB)."""
+    env = os.environ.get("ZOO_CACHE_MEMORY")
+    if env:
+        return parse_memory(env)
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = 4 * 2**30
+    return min(available // 2, 16 * 2**30)
+
+
+def cache_side_for(image_sizes: list[int]) -> int:
+    """The cached resolution that serves every model of the command: eval crops need size / 0.875."""
+    return min(MAX_CACHE_SIDE, max(math.ceil(s / EVAL_CROP) for s in image_sizes))
+
+
+def check_classes(root: Path, classes: list[str], counts: dict[str, int], *, after_skip: bool = False) -> None:
+    if len(classes) < 2:
+        found = f"only '{classes[0]}'" if classes else "none"
+        raise ZooError(f"Data directory '{root}' needs at least two class sub-folders (found {found}); "
+                       f"put each class's images in its own folder, e.g. {root}/cat and {root}/dog.")
+    empty = [c for c in classes if counts.get(c, 0) == 0]
+    if empty:
+        what = "has no readable images" if after_skip else "is empty"
+        raise ZooError(f"Class folder '{empty[0]}' in '{root}' {what}"
+                       f"{' (also: ' + ', '.join(empty[1:]) + ')' if len(empty) > 1 else ''}; "
+                       f"add images to it or remove it.")
+
+
+def load_images(
+    root: Path,
+    *,
+    strict: bool = False,
+    image_sizes: list[int] = (224,),
+    split: Optional[tuple] = (8, 1, 1),
+    budget: Optional[int] = None,
+    workers: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+    warn: Optional[Callable[[str], None]] = None,
+) -> ImageSet:
+    """Scan ``root`` (one sub-folder per class), check every image once, and keep them decoded in memory when
+    N x 3 x S x S bytes fit ``budget``. Bad input raises ZooError before anything is decoded when possible.
+    ``split`` (train:val:test ratios) is checked to give every part an image of every class; None skips that."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ZooError(f"Data directory '{root}' does not exist; pass a folder with one sub-folder per class.")
+    classes, files = _list_files(root)
+    counts = {c: 0 for c in classes}
+    for _, label, _ in files:
+        counts[classes[label]] += 1
+    check_classes(root, classes, counts)
+    check_split_counts(counts, split)
+
+    side = cache_side_for(list(image_sizes))
+    budget = memory_budget() if budget is None else budget
+    in_memory = len(files) * 3 * side * side <= budget
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    def check(item):
+        rel = item[0]
+        try:
+            return decode_image(root / rel, side if in_memory else None), None
+        except Exception as exc:  # PIL raises many types for bad files; each one is reported, not fatal
+            reason = str(exc) or type(exc).__name__
+            return None, reason.split("\n")[0][:160]
+
+    arrays, skipped, good = [], [], []
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL releases the GIL while decoding
+        for item, (array, error) in zip(files, pool.map(check, files, chunksize=16)):
+            done += 1
+            if progress and (done % 32 == 0 or done == len(files)):
+                progress(done, len(files))
+            if error:
+                skipped.append((item[0], error))
+                continue
+            good.append(Sample(*item))
+            if in_memory:
+                arrays.append(array)
+
+    if skipped:
+        listing = "; ".join(f"{p} ({why})" for p, why in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        if strict:
+            raise ZooError(f"{len(skipped)} file(s) in '{root}' cannot be read as images: {listing}{more}. "
+                           f"Remove them, or drop --strict to skip them.")
+        if warn:
+            warn(f"Skipping {len(skipped)} file(s) that cannot be read as images: {listing}{more}.")
+    counts = {c: 0 for c in classes}
+    for s in good:
+        counts[classes[s.label]] += 1
+    check_classes(root, classes, counts, after_skip=True)
+    check_split_counts(counts, split)
+
+    fingerprint = fingerprint_of([f"{s.path}\t{s.size}" for s in good])
+    cache = None
+    if in_memory:
+        import numpy as np
+        import torch
+
+        # [N, S, S, 3] bytes viewed as NCHW: a channels_last tensor, the layout fast uint8 resizing wants.
+        cache = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return ImageSet(root, classes, good, skipped, fingerprint, cache, side if in_memory else 0)
+
+
+# ---------------------------------------------------------------------------------------------------- split
+
+
+def parse_split(text: str) -> tuple[int, int, int]:
+    """'8:1:1' -> (8, 1, 1); every part must be a positive number."""
+    parts = text.replace("/", ":").split(":")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or any(v <= 0 or not math.isfinite(v) for v in values):
+        raise ZooError(f"--split '{text}' must be three positive ratios train:val:test, e.g. 8:1:1.")
+    return tuple(int(v) if v == int(v) else v for v in values)  # type: ignore[return-value]
+
+
+def _part_sizes(n: int, ratios) -> tuple[int, int, int]:
+    total = sum(ratios)
+    n_val = max(1, round(n * ratios[1] / total))
+    n_test = max(1, round(n * ratios[2] / total))
+    return n - n_val - n_test, n_val, n_test
+
+
+def check_split_counts(counts: dict[str, int], ratios) -> None:
+    if ratios is None:
+        return
+    small = [(c, n) for c, n in counts.items() if n and _part_sizes(n, ratios)[0] < 1]
+    if small:
+        c, n = small[0]
+        ratio = ":".join(str(r) for r in ratios)
+        raise ZooError(f"Class '{c}' has only {n} image(s): the split {ratio} needs at least one image per class in "
+                       f"train, val and test (3 per class at least). Add images or change --split.")
+
+
+@dataclass
+class Split:
+    train: list[int]  # indices into ImageSet.samples
+    val: list[int]
+    test: list[int]
+    fingerprint: str
+    ratios: tuple = (8, 1, 1)
+    seed: int = 42
+
+    def part(self, name: str) -> list[int]:
+        return getattr(self, name)
+
+    def sizes(self) -> dict[str, int]:
+        return {f"{p}_size": len(self.part(p)) for p in PARTS}
+
+
+def split_samples(images: ImageSet, ratios=(8, 1, 1), seed: int = 42) -> Split:
+    """Stratified, seeded split. Each class is shuffled by its own generator (seed and class name), so the same
+    files, seed and ratios always give the same split, whatever the model."""
+    check_split_counts(images.counts(), ratios)
+    parts: dict[str, list[int]] = {p: [] for p in PARTS}
+    by_class: dict[int, list[int]] = {}
+    for i, s in enumerate(images.samples):
+        by_class.setdefault(s.label, []).append(i)
+    for label, indices in sorted(by_class.items()):
+        order = sorted(indices, key=lambda i: images.samples[i].path)
+        random.Random(f"{seed}:{images.classes[label]}").shuffle(order)
+        n_train, n_val, _ = _part_sizes(len(order), ratios)
+        parts["train"] += order[:n_train]
+        parts["val"] += order[n_train:n_train + n_val]
+        parts["test"] += order[n_train + n_val:]
+    for p in PARTS:
+        parts[p].sort()
+    lines = [f"{p}\t{images.samples[i].path}" for p in PARTS for i in parts[p]]
+    return Split(parts["train"], parts["val"], parts["test"], fingerprint_of(lines), tuple(ratios), seed)
+
+
+def dataset_record(images: ImageSet, split: Split, name: Optional[str] = None) -> dict[str, Any]:
+    """The ``dataset`` dict the registry stores with each run."""
+    record = {"path": str(images.root), "fingerprint": images.fingerprint, "split_fingerprint": split.fingerprint,
+              "classes": list(images.classes), **split.sizes()}
+    if name:
+        record["name"] = name
+    return record
+
+
+# ------------------------------------------------------------------------------------------------ transforms
+
+
+def crop_boxes(n: int, side_h: int, side_w: int, generator: "torch.Generator") -> "torch.Tensor":
+    """Random resized crop boxes [n, 4] (top, left, height, width) in pixels, vectorised: ten tries per sample
+    of an area in CROP_SCALE and a log-uniform aspect in CROP_RATIO; a sample with no fitting try gets the
+    whole image clamped to the ratio range (torchvision's fallback)."""
+    import torch
+
+    tries = 10
+    area = side_h * side_w
+    scale = torch.empty(n, tries).uniform_(*CROP_SCALE, generator=generator)
+    log_ratio = torch.empty(n, tries).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator=generator)
+    ratio = torch.exp(log_ratio)
+    w = torch.round(torch.sqrt(area * scale * ratio))
+    h = torch.round(torch.sqrt(area * scale / ratio))
+    ok = (w > 0) & (h > 0) & (w <= side_w) & (h <= side_h)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
+    rows = torch.arange(n)
+    pick = first.clamp(min=0)
+    h, w = h[rows, pick], w[rows, pick]
+    # fallback: the whole image, cropped to the nearest allowed aspect ratio
+    in_ratio = side_w / side_h
+    if in_ratio < CROP_RATIO[0]:
+        fw, fh = side_w, round(side_w / CROP_RATIO[0])
+    elif in_ratio > CROP_RATIO[1]:
+        fh, fw = side_h, round(side_h * CROP_RATIO[1])
+    else:
+        fh, fw = side_h, side_w
+    none = first < 0
+    h = torch.where(none, torch.tensor(float(fh)), h)
+    w = torch.where(none, torch.tensor(float(fw)), w)
+    u = torch.rand(n, 2, generator=generator)
+    top = torch.floor(u[:, 0] * (side_h - h + 1))
+    left = torch.floor(u[:, 1] * (side_w - w + 1))
+    return torch.stack([top, left, h, w], 1).long()
+
+
+def normalise(x: "torch.Tensor", mean=IMAGENET_MEAN, std=IMAGENET_STD) -> "torch.Tensor":
+    """uint8 [B, 3, H, W] -> float, (x / 255 - mean) / std, keeping x's memory format."""
+    import torch
+
+    scale = torch.tensor([1 / (255 * s) for s in std], device=x.device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(1, 3, 1, 1)
+    return torch.addcmul(shift, x.float(), scale)
+
+
+def resized_crops(images: "torch.Tensor", boxes: "torch.Tensor", size: int) -> "torch.Tensor":
+    """Crop each image [B, 3, S, S] (uint8) at its box (top, left, h, w) and resize it to size x size.
+
+    CPU: one antialiased uint8 interpolation per sample (torch's vectorised channels_last path, faster than any
+    batched float op there). CUDA: one batched grid_sample for the whole batch, in float."""
+    import torch
+    import torch.nn.functional as F
+
+    if images.device.type == "cpu":
+        out = torch.empty((len(images), 3, size, size), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+        for i, (t, l, h, w) in enumerate(boxes.tolist()):
+            out[i] = F.interpolate(images[i:i + 1, :, t:t + h, l:l + w], size=(size, size), mode="bilinear",
+                                   antialias=True, align_corners=False)[0]
+        return out
+    b, _, s_h, s_w = images.shape
+    boxes = boxes.to(images.device, torch.float32)
+    top, left, h, w = boxes.unbind(1)
+    theta = torch.zeros(b, 2, 3, device=images.device)
+    theta[:, 0, 0] = w / s_w
+    theta[:, 0, 2] = (2 * left + w) / s_w - 1
+    theta[:, 1, 1] = h / s_h
+    theta[:, 1, 2] = (2 * top + h) / s_h - 1
+    grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.clamp_(0, 255).round_().to(torch.uint8)
+
+
+def center_crops(images: "torch.Tensor", size: int, chunk: int = 256) -> "torch.Tensor":
+    """Deterministic eval transform on cached squares: the central 0.875 of each side, resized to size."""
+    import torch
+    import torch.nn.functional as F
+
+    side = images.shape[-1]
+    crop = max(1, round(side * EVAL_CROP))
+    start = (side - crop) // 2
+    outs = []
+    for i in range(0, len(images), chunk):
+        part = images[i:i + chunk, :, start:start + crop, start:start + crop]
+        if part.device.type != "cpu":
+            part = part.float()
+        out = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        outs.append(out.round().clamp(0, 255).to(torch.uint8) if out.is_floating_point() else out)
+    if not outs:
+        return torch.empty((0, 3, size, size), dtype=torch.uint8)
+    return torch.cat(outs).contiguous(memory_format=torch.channels_last)
+
+
+def pil_eval_transform(size: int):
+    """The same eval transform for images read from disk: resize shorter side to size / 0.875, centre crop."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.PILToTensor(), v2.Resize(round(size / EVAL_CROP), antialias=True), v2.CenterCrop(size)])
+
+
+def pil_train_transform(size: int):
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO,
+                                                                antialias=True), v2.RandomHorizontalFlip()])
+
+
+# -------------------------------------------------------------------------------------------------- batches
+
+
+class _DiskImages:
+    """A torch Dataset over files (the streaming fallback); returns uint8 [3, size, size] and the label."""
+
+    def __init__(self, root: Path, samples: list[Sample], indices: list[int], transform):
+        self.root, self.transform = root, transform
+        self.items = [(samples[i].path, samples[i].label) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        from PIL import Image, ImageOps
+
+        path, label = self.items[i]
+        with Image.open(self.root / path) as im:
+            im = ImageOps.exif_transpose(im.convert("RGB"))
+        return self.transform(im), label
+
+
+@dataclass
+class Pipeline:
+    """Normalised batches for one image size on one device: ``train_epoch(generator)`` and ``eval_batches``."""
+
+    images: ImageSet
+    split: Split
+    image_size: int
+    batch_size: int
+    device: "torch.device"
+    workers: int = 0
+    channels_last: bool = False
+    _train_x: Any = None  # cached uint8 train squares (device or pinned CPU)
+    _train_y: Any = None
+    _eval: dict = field(default_factory=dict)
+
+    @property
+    def streaming(self) -> bool:
+        return self.images.cache is None
+
+    @property
+    def train_size(self) -> int:
+        return len(self.split.train)
+
+    def batches_per_epoch(self) -> int:
+        n = self.train_size
+        full, rest = divmod(n, self.batch_size)
+        return full + (1 if rest > 1 else 0)  # a last batch of one image is dropped (BatchNorm needs two)
+
+    def _finish(self, x: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        x = normalise(x)
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def setup(self) -> "Pipeline":
+        import torch
+
+        if self.streaming:
+            return self
+        cache = self.images.cache
+        labels = torch.tensor([s.label for s in self.images.samples])
+        idx = torch.tensor(self.split.train, dtype=torch.long)
+        train_x = cache[idx]
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if train_x.numel() < 0.3 * free:  # the whole train set on the GPU: no copies per batch at all
+                train_x = train_x.to(self.device)
+            else:
+                train_x = train_x.pin_memory()
+        self._train_x, self._train_y = train_x, labels[idx].to(self.device)
+        for part in ("val", "test"):
+            pidx = torch.tensor(self.split.part(part), dtype=torch.long)
+            self._eval[part] = (center_crops(cache[pidx], self.image_size), labels[pidx])
+        return self
+
+    def train_epoch(self, generator: "torch.Generator") -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+        """One epoch of augmented, normalised batches on the device, in a seeded random order."""
+        import torch
+
+        if self.streaming:
+            yield from self._stream(self.split.train, pil_train_transform(self.image_size), True, generator)
+            return
+        n, bs = self.train_size, self.batch_size
+        order = torch.randperm(n, generator=generator)
+        side = self._train_x.shape[-1]
+        for b in range(self.batches_per_epoch()):
+            sel = order[b * bs:(b + 1) * bs]
+            boxes = crop_boxes(len(sel), side, side, generator)
+            flips = torch.rand(len(sel), generator=generator) < 0.5
+            if self._train_x.device.type == "cuda":
+                x = self._train_x[sel.to(self.device, non_blocking=True)]
+            elif self.device.type == "cuda":
+                x = self._train_x[sel].pin_memory().to(self.device, non_blocking=True)
+            else:
+                x = self._train_x[sel]
+            x = resized_crops(x, boxes, self.image_size)
+            if flips.any():
+                f = flips.nonzero().squeeze(1).to(x.device)
+                x[f] = x[f].flip(-1)
+            y = self._train_y[sel.to(self._train_y.device)]
+            yield self._finish(x), y
+
+    def eval_batches(self, part: str, batch_size: Optional[int] = None):
+        """Deterministic batches (resize + centre crop) of 'val' or 'test', in the split's order."""
+        bs = batch_size or self.batch_size * 2
+        if self.streaming:
+            yield from self._stream(self.split.part(part), pil_eval_transform(self.image_size), False, None, bs)
+            return
+        x_all, y_all = self._eval[part]
+        for i in range(0, len(y_all), bs):
+            x = x_all[i:i + bs]
+            y = y_all[i:i + bs]
+            if self.device.type != "cpu":
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
+            yield self._finish(x), y
+
+    def _stream(self, indices, transform, shuffle, generator, batch_size=None):
+        import torch
+        from torch.utils.data import DataLoader
+
+        dataset = _DiskImages(self.images.root, self.images.samples, indices, transform)
+        if generator is not None:  # seed the workers' own augmentation from the epoch's generator
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            generator = torch.Generator().manual_seed(seed)
+        loader = DataLoader(dataset, batch_size=batch_size or self.batch_size, shuffle=shuffle, generator=generator,
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                            drop_last=False, persistent_workers=False,
+                            prefetch_factor=4 if self.workers else None)
+        for x, y in loader:
+            if shuffle and len(y) < 2:
+                continue
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            yield self._finish(x), y
+
+
+def make_pipeline(images: ImageSet, split: Split, *, image_size: int, batch_size: int, device,
+                  workers: Optional[int] = None, channels_last: Optional[bool] = None) -> Pipeline:
+    import torch
+
+    device = torch.device(device)
+    if workers is None:
+        workers = 0 if images.cache is not None else min(8, os.cpu_count() or 1)
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    return Pipeline(images, split, image_size, batch_size, device, workers, channels_last).setup()

@@ -1,0 +1,356 @@
+"""The training engine: device and precision, the loop, early stopping, evaluation and test metrics.
+
+It imports no database or CLI code. It reports through a ``Callbacks`` object (the CLI's recorder writes those
+reports to the registry and draws the progress bar), so the same loop serves the CLI, tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    import torch
+
+    from zoo.data import Pipeline
+    from zoo.models import ModelInfo
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+# ------------------------------------------------------------------------------------------ device, precision
+
+
+def resolve_device(spec: str = "auto") -> "torch.device":
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> torch.device; an unavailable device is a ZooError."""
+    import torch
+
+    text = (spec or "auto").strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ZooError(f"--device {spec}: no CUDA GPU is available to this torch ({torch.__version__}); "
+                           f"use --device cpu or --device auto.")
+        index = torch.cuda.current_device() if text == "cuda" else text.split(":", 1)[1]
+        if not str(index).isdigit() or int(index) >= torch.cuda.device_count():
+            raise ZooError(f"--device {spec}: there are {torch.cuda.device_count()} CUDA device(s), "
+                           f"numbered from 0; use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
+        return torch.device("cuda", int(index))
+    if text == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ZooError("--device mps: Apple's MPS backend is not available here; use --device cpu or auto.")
+        return torch.device("mps")
+    raise ZooError(f"--device '{spec}' is not a device; use auto, cpu, cuda, cuda:N or mps.")
+
+
+def resolve_precision(spec: str, device: "torch.device") -> str:
+    """'auto' -> bf16 on GPUs that support it, fp16 (with a gradient scaler) on other GPUs, fp32 elsewhere."""
+    import torch
+
+    text = (spec or "auto").strip().lower()
+    if text not in PRECISIONS:
+        raise ZooError(f"--precision '{spec}' is not one of {', '.join(PRECISIONS)}.")
+    if text == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if text == "fp16" and device.type != "cuda":
+        raise ZooError(f"--precision fp16 needs a CUDA GPU (device here: {device}); use fp32 or bf16.")
+    if text == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ZooError("--precision bf16: this GPU does not support bfloat16; use fp16 or auto.")
+    return text
+
+
+def autocast(device: "torch.device", precision: str):
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------ config, results
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    patience: int = 7
+    min_delta: float = 0.0
+    seed: int = 42
+    pretrained: bool = False
+    weights: Optional[str] = None
+    device: str = "cpu"  # resolved
+    precision: str = "fp32"  # resolved
+    compile: bool = False
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | failed
+    stop_reason: str  # early_stop | max_epochs | nan_loss
+    epochs_run: int
+    best_epoch: Optional[int]
+    checkpoint: Optional[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    confusion: Optional[list[list[int]]] = None
+    error: Optional[str] = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Callbacks:
+    """What the engine reports while it trains; override any subset. Exceptions raised here propagate (a
+    KeyboardInterrupt raised in a callback behaves like Ctrl-C)."""
+
+    def on_message(self, text: str) -> None:  # e.g. which tensors of --weights were skipped
+        pass
+
+    def on_epoch_start(self, epoch: int, batches: int) -> None:
+        pass
+
+    def on_batch(self, epoch: int, batch: int, batches: int, running_loss: float, images_per_sec: float) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, values: dict[str, float], improved: bool) -> None:
+        pass
+
+    def on_checkpoint(self, path: str, epoch: int) -> None:
+        pass
+
+    def on_test(self, metrics: dict[str, float], confusion: list[list[int]]) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------------------- metrics
+
+
+def metrics_from_confusion(confusion: list[list[int]], classes: list[str], loss: Optional[float] = None,
+                           prefix: str = "test_") -> dict[str, float]:
+    """Accuracy, per-class and macro precision/recall/F1 from confusion[true][pred] (0 where undefined)."""
+    n = len(classes)
+    total = sum(sum(row) for row in confusion)
+    out: dict[str, float] = {f"{prefix}accuracy": (sum(confusion[i][i] for i in range(n)) / total) if total else 0.0}
+    if loss is not None:
+        out[f"{prefix}loss"] = float(loss)
+    precisions, recalls, f1s = [], [], []
+    for i, name in enumerate(classes):
+        tp = confusion[i][i]
+        predicted = sum(confusion[t][i] for t in range(n))
+        actual = sum(confusion[i])
+        p = tp / predicted if predicted else 0.0
+        r = tp / actual if actual else 0.0
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        out[f"{prefix}precision/{name}"], out[f"{prefix}recall/{name}"], out[f"{prefix}f1/{name}"] = p, r, f
+        precisions.append(p), recalls.append(r), f1s.append(f)
+    out[f"{prefix}precision"] = sum(precisions) / n if n else 0.0
+    out[f"{prefix}recall"] = sum(recalls) / n if n else 0.0
+    out[f"{prefix}f1"] = sum(f1s) / n if n else 0.0
+    return out
+
+
+def evaluate(model: "torch.nn.Module", batches, num_classes: int, device: "torch.device",
+             precision: str = "fp32") -> tuple[float, float, list[list[int]]]:
+    """(mean loss, accuracy, confusion[true][pred]) of ``model`` over (x, y) batches, without gradients."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    seen = 0
+    with torch.inference_mode():
+        for x, y in batches:
+            with autocast(device, precision):
+                out = model(x)
+            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
+            confusion += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes * num_classes)
+            seen += len(y)
+    matrix = confusion.view(num_classes, num_classes).tolist()
+    if not seen:
+        return float("nan"), 0.0, matrix
+    correct = sum(matrix[i][i] for i in range(num_classes))
+    return float(loss_sum) / seen, correct / seen, matrix
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(info: "ModelInfo", num_classes: int, config: TrainConfig, callbacks: Callbacks) -> "torch.nn.Module":
+    """The architecture with ``num_classes`` outputs: pretrained weights, then --weights FILE, if asked."""
+    seed_everything(config.seed)  # the same initial weights for the same model and seed
+    model = info.build(num_classes, pretrained=config.pretrained)
+    if config.weights:
+        from zoo.checkpoint import describe_skipped, load_weights
+
+        loaded, skipped = load_weights(model, Path(config.weights), info.name)
+        callbacks.on_message(f"Loaded {loaded} tensor(s) from '{config.weights}' into {info.name}.")
+        if skipped:
+            callbacks.on_message(describe_skipped(skipped, Path(config.weights)))
+    return model
+
+
+def setup_backend(device: "torch.device") -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config: TrainConfig,
+          callbacks: Optional[Callbacks] = None, checkpoint_path: Optional[Path] = None,
+          model: Optional["torch.nn.Module"] = None) -> TrainResult:
+    """Train ``info``'s architecture on the pipeline's train split with early stopping on validation loss,
+    restore the best weights, evaluate on the test split. A NaN/inf loss returns status 'failed'; Ctrl-C
+    (KeyboardInterrupt) propagates after the best checkpoint so far has been written."""
+    import torch
+    import torch.nn.functional as F
+
+    from zoo.checkpoint import save_checkpoint
+    from zoo.data import IMAGENET_MEAN, IMAGENET_STD
+
+    callbacks = callbacks or Callbacks()
+    device = torch.device(config.device)
+    setup_backend(device)
+    num_classes = len(classes)
+    if model is None:
+        model = build_model(info, num_classes, config, callbacks)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if config.compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
+    generator = torch.Generator().manual_seed(config.seed)
+
+    best_loss, best_epoch, best_state, stale = math.inf, None, None, 0
+    history: list[dict[str, float]] = []
+    stop_reason, status, error = "max_epochs", "completed", None
+    batches = pipeline.batches_per_epoch()
+    epoch = 0
+
+    def save_best() -> Optional[str]:
+        if checkpoint_path is None or best_state is None:
+            return None
+        save_checkpoint(checkpoint_path, model=info.name, plugin=info.plugin, classes=classes,
+                        image_size=pipeline.image_size, state_dict=best_state, epoch=best_epoch,
+                        mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return str(checkpoint_path)
+
+    for epoch in range(1, config.epochs + 1):
+        callbacks.on_epoch_start(epoch, batches)
+        step_model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen, last_report = 0, started
+        nan_at = None
+        for i, (x, y) in enumerate(pipeline.train_epoch(generator), 1):
+            with autocast(device, config.precision):
+                out = step_model(x)
+                loss = F.cross_entropy(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            loss_sum += loss.detach().float() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += len(y)
+            now = time.perf_counter()
+            if now - last_report >= 0.1 or i == batches:  # reading the loss syncs a GPU: a few times a second
+                last_report = now
+                running = float(loss_sum) / seen
+                if not math.isfinite(running):
+                    nan_at = i
+                    break
+                callbacks.on_batch(epoch, i, batches, running, seen / (now - started))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - started
+        train_loss = float(loss_sum) / max(seen, 1)
+        if nan_at is not None or not math.isfinite(train_loss):
+            stop_reason, status = "nan_loss", "failed"
+            where = f" (batch {nan_at})" if nan_at else ""
+            error = (f"The training loss became {train_loss if not math.isfinite(train_loss) else 'NaN'} in epoch "
+                     f"{epoch}{where}; try a lower --lr or --precision fp32.")
+            break
+        val_loss, val_acc, _ = evaluate(step_model, pipeline.eval_batches("val"), num_classes, device,
+                                        config.precision)
+        values = {"train_loss": train_loss, "train_acc": float(correct) / max(seen, 1), "val_loss": val_loss,
+                  "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": time.perf_counter() - started, "images_per_sec": seen / max(train_seconds, 1e-9)}
+        history.append(values)
+        if not math.isfinite(val_loss):
+            stop_reason, status = "nan_loss", "failed"
+            error = f"The validation loss became {val_loss} in epoch {epoch}; try a lower --lr or --precision fp32."
+            callbacks.on_epoch_end(epoch, values, False)
+            break
+        improved = val_loss < best_loss - config.min_delta
+        if improved:
+            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            path = save_best()
+            if path:
+                callbacks.on_checkpoint(path, epoch)
+        else:
+            stale += 1
+        callbacks.on_epoch_end(epoch, values, improved)
+        if not improved and stale >= config.patience:
+            stop_reason = "early_stop"
+            break
+
+    epochs_run = len(history)
+    checkpoint = str(checkpoint_path) if (checkpoint_path and best_state is not None) else None
+    result = TrainResult(status, stop_reason, epochs_run, best_epoch, checkpoint, error=error, history=history)
+    if status == "failed":
+        return result
+    model.load_state_dict(best_state)  # early stopping restores the best weights, also at max_epochs
+    test_loss, _, confusion = evaluate(step_model, pipeline.eval_batches("test"), num_classes, device,
+                                       config.precision)
+    result.metrics = metrics_from_confusion(confusion, classes, test_loss)
+    result.confusion = confusion
+    callbacks.on_test(result.metrics, confusion)
+    return result
+
+
+def train_images_per_sec(result: TrainResult) -> Optional[float]:
+    """Throughput of the epochs after the first (the first includes warm-up): total images / total seconds."""
+    rates = [h["images_per_sec"] for h in result.history[1:]]
+    return sum(rates) / len(rates) if rates else None
+
+
+__all__ = ["Callbacks", "TrainConfig", "TrainResult", "evaluate", "metrics_from_confusion", "resolve_device",
+           "resolve_precision", "train"]
