@@ -129,6 +129,7 @@ def main() -> None:
         "python -c 'pass'": [sys.executable, "-c", "pass"],
     }, args.repeat, env)
     torch_wall, torch_cpu = timings.pop("python -c 'import torch'")
+    print(f"load average after timing: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (wall >> cpu: shared CPU)")
     print(f"{'python -c import torch':<32} {torch_wall:.3f}s wall  {torch_cpu:.3f}s cpu  (median of {args.repeat})")
     worst = 0.0
     for name, (seconds, cpu_s) in timings.items():
