@@ -1,2 +1,360 @@
-"""Commands: placeholder until this module lands."""
-from zoo.cli.app import app  # noqa: F401
+"""``zoo train MODEL [MODEL...]``: every model on one shared split, every run recorded in the registry.
+
+The command parses and checks everything first (models, sizes, device, data), then for each model starts a run,
+lets the engine train it, and records what the engine reports through ``Recorder`` (engine callbacks ->
+Registry calls). torch is imported only once the command runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from zoo.cli.app import app, open_registry
+from zoo.errors import ZooError, print_warning
+
+DEFAULT_EPOCHS = 30  # a maximum: early stopping (patience 7) usually ends runs sooner
+DEFAULT_BATCH_SIZE = 32
+
+# Options that --from RUN copies from the earlier run's params unless given on the command line.
+REPRODUCED = ("data", "epochs", "batch_size", "lr", "momentum", "weight_decay", "patience", "min_delta", "split",
+              "image_size", "seed", "pretrained", "weights", "device", "workers", "precision", "compile", "strict")
+
+
+# --------------------------------------------------------------------------------------------- rendering
+
+
+def fmt(value: Optional[float], digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def epoch_line(model: str, epoch: int, epochs: int, values: dict[str, float], improved: bool) -> str:
+    mark = "  [green]best[/]" if improved else ""
+    return (f"{model} epoch {epoch:>{len(str(epochs))}}/{epochs}  train loss {fmt(values['train_loss'])} "
+            f"acc {fmt(values['train_acc'], 3)}  val loss {fmt(values['val_loss'])} acc {fmt(values['val_acc'], 3)}"
+            f"  {values['images_per_sec']:.0f} img/s  {values['seconds']:.1f}s{mark}")
+
+
+def summary_table(rows: list[dict[str, Any]]):
+    """The models trained by one command, best test accuracy first (runs without one last)."""
+    from rich.table import Table
+
+    table = Table(title="Trained in this command", title_justify="left")
+    for header, right in (("Run", True), ("Model", False), ("Status", False), ("Stop", False), ("Best epoch", True),
+                          ("Epochs", True), ("Test acc", True), ("Test F1", True), ("Test loss", True),
+                          ("Time", True)):
+        table.add_column(header, justify="right" if right else "left", no_wrap=True)
+    ordered = sorted(rows, key=lambda r: (r.get("test_accuracy") is None, -(r.get("test_accuracy") or 0.0)))
+    for r in ordered:
+        table.add_row(str(r["run"]), r["model"], r["status"], r.get("stop_reason") or "-",
+                      str(r.get("best_epoch") or "-"), str(r.get("epochs_run") or 0), fmt(r.get("test_accuracy")),
+                      fmt(r.get("test_f1")), fmt(r.get("test_loss")), f"{r.get('seconds', 0.0):.1f}s")
+    return table
+
+
+class Display:
+    """Progress bar (stderr, terminals only) and one line per finished epoch (stdout), both off with --quiet."""
+
+    def __init__(self, quiet: bool):
+        from rich.console import Console
+
+        self.quiet = quiet
+        self.out = Console(soft_wrap=True, highlight=False)
+        self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+        self.progress = None
+        self.task = None
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            self.out.print(text)
+
+    def start(self, description: str, total: int) -> None:
+        if self.quiet or not self.err.is_terminal:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if self.progress is None:
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                     console=self.err, transient=True)
+            self.progress.start()
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(description, total=total, info="")
+
+    def update(self, completed: int, info: str = "") -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=completed, info=info)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress, self.task = None, None
+
+
+# ----------------------------------------------------------------------------------------------- recorder
+
+
+def _recorder_class():
+    from zoo.engine import Callbacks
+
+    class Recorder(Callbacks):
+        """Engine callbacks -> registry lifecycle calls, plus the progress display."""
+
+        def __init__(self, reg, run_id: int, model: str, epochs: int, display: Display):
+            self.reg, self.run_id, self.model, self.epochs, self.display = reg, run_id, model, epochs, display
+            self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
+            self.metrics: dict[str, float] = {}
+
+        def on_message(self, text: str) -> None:
+            print_warning(text) if text.startswith("Skipped") else self.display.line(text)
+
+        def on_epoch_start(self, epoch: int, batches: int) -> None:
+            self.display.start(f"{self.model} epoch {epoch}/{self.epochs}", batches)
+
+        def on_batch(self, epoch, batch, batches, running_loss, images_per_sec) -> None:
+            self.display.update(batch, f"loss {running_loss:.4f}  {images_per_sec:.0f} img/s")
+
+        def on_epoch_end(self, epoch: int, values: dict[str, float], improved: bool) -> None:
+            self.reg.log_epoch(self.run_id, epoch, values)
+            self.epochs_run = epoch
+            self.display.stop()
+            self.display.line(epoch_line(self.model, epoch, self.epochs, values, improved))
+
+        def on_checkpoint(self, path: str, epoch: int) -> None:
+            self.checkpoint, self.best_epoch = path, epoch
+            self.reg.update_run(self.run_id, checkpoint=path, best_epoch=epoch)
+
+        def on_test(self, metrics: dict[str, float], confusion: list[list[int]]) -> None:
+            self.metrics = metrics
+            self.reg.log_metrics(self.run_id, metrics, confusion=confusion)
+
+        def finish(self, result) -> None:
+            self.reg.finish_run(self.run_id, result.status, stop_reason=result.stop_reason,
+                                best_epoch=result.best_epoch, epochs_run=result.epochs_run,
+                                checkpoint=result.checkpoint, error=result.error)
+
+        def stopped(self, status: str, stop_reason: str, error: Optional[str] = None) -> None:
+            self.display.stop()
+            self.reg.finish_run(self.run_id, status, stop_reason=stop_reason, best_epoch=self.best_epoch,
+                                epochs_run=self.epochs_run, checkpoint=self.checkpoint, error=error)
+
+    return Recorder
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+def parse_tags(tags: list[str]) -> dict[str, str]:
+    out = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key.strip():
+            raise ZooError(f"--tag '{tag}' must look like key=value, e.g. --tag purpose=baseline.")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _apply_from(ctx: typer.Context, ref: str, models: list[str], opts: dict[str, Any]) -> list[str]:
+    """Fill every option not given on the command line from run ``ref``'s params; its model by default."""
+    with open_registry(readonly=True, create=False) as reg:
+        source = reg.get_run(ref)
+    if not models:
+        models = [source.model]
+    same_model = models == [source.model]
+    for key in REPRODUCED:
+        if key in source.params and not _given(ctx, key):
+            if key == "image_size" and not same_model:
+                continue  # another architecture: its own default size
+            opts[key] = source.params[key]
+    if opts.get("data") is None:
+        raise ZooError(f"Run {source.id} recorded no --data; pass --data PATH|NAME.")
+    return models
+
+
+# ------------------------------------------------------------------------------------------------ command
+
+
+@app.command(no_args_is_help=True)
+def train(
+    ctx: typer.Context,
+    models: Optional[List[str]] = typer.Argument(None, metavar="MODEL...", show_default=False,
+                                                 help="Architectures to train, in turn, on one shared split."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", metavar="PATH|NAME", show_default=False,
+                                       help="Image folder (one sub-folder per class) or dataset name (demo, pets)."),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, "--epochs", min=1, help="Maximum epochs (early stopping may end sooner)."),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1),
+    lr: float = typer.Option(0.001, "--lr", min=0.0, help="SGD learning rate."),
+    momentum: float = typer.Option(0.9, "--momentum", min=0.0),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", min=0.0),
+    patience: int = typer.Option(7, "--patience", min=0, help="Epochs without a better validation loss before stopping."),
+    min_delta: float = typer.Option(0.0, "--min-delta", min=0.0, help="Smallest decrease of validation loss that counts."),
+    split: str = typer.Option("8:1:1", "--split", help="train:val:test ratios, stratified by class."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=1, show_default=False,
+                                             help="Square input size in px [default: each model's own]."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the split, the initial weights and the augmentation."),
+    pretrained: bool = typer.Option(False, "--pretrained/--no-pretrained", help="Start from the plugin's weights."),
+    weights: Optional[Path] = typer.Option(None, "--weights", metavar="FILE", show_default=False,
+                                           help="Start from a local state_dict or zoo checkpoint (mismatched "
+                                                "classifier tensors are skipped)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, show_default=False,
+                                          help="Threads that decode images, and loader processes when images are "
+                                               "streamed from disk [default: up to 8]."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 on GPUs, fp32 on CPU), fp32, bf16, fp16."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    strict: bool = typer.Option(False, "--strict", help="Refuse unreadable image files instead of skipping them."),
+    name: Optional[str] = typer.Option(None, "--name", help="A name for the run(s)."),
+    tag: List[str] = typer.Option([], "--tag", metavar="KEY=VALUE", help="Tag the run(s); repeatable."),
+    from_run: Optional[str] = typer.Option(None, "--from", metavar="RUN",
+                                           help="Reuse an earlier run's params (and model); options given here win."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings, errors and the final table."),
+) -> None:
+    """Train one or more models on one shared, stratified split and record every run in the registry."""
+    opts: dict[str, Any] = dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                                weight_decay=weight_decay, patience=patience, min_delta=min_delta, split=split,
+                                image_size=image_size, seed=seed, pretrained=pretrained,
+                                weights=str(weights) if weights else None, device=device, workers=workers,
+                                precision=precision, compile=compile, strict=strict)
+    models = list(models or [])
+    if from_run is not None:
+        models = _apply_from(ctx, from_run, models, opts)
+    if not models:
+        raise ZooError("Name at least one model to train (`zoo models` lists them), or rerun one with --from RUN.")
+    if opts["data"] is None:
+        raise ZooError("--data is required: an image folder with one sub-folder per class, or a dataset name "
+                       "such as demo.")
+    tags = parse_tags(tag)
+    run_training(models, opts, name=name, tags=tags, quiet=quiet)
+
+
+def run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str] = None,
+                 tags: Optional[dict[str, str]] = None, quiet: bool = False) -> list[dict[str, Any]]:
+    """Check everything, then train each model in turn; returns the summary rows. Raises typer.Exit(130) on
+    Ctrl-C (the run in progress is recorded as interrupted) and ZooError on bad input or a failed run."""
+    from zoo.data import dataset_record, load_images, make_pipeline, parse_split, resolve_data, split_samples
+    from zoo.engine import TrainConfig, resolve_device, resolve_precision
+    from zoo.plugins import get_plugins
+
+    display = Display(quiet)
+    # 1. Everything that can be wrong with the command line, before any image is read.
+    registry = get_plugins().models()
+    infos = [registry.get(m) for m in dict.fromkeys(models)]  # unknown names: error with suggestions
+    sizes = {}
+    for info in infos:
+        size = int(opts["image_size"] or info.default_size)
+        if size < info.min_size:
+            raise ZooError(f"--image-size {size} is below {info.name}'s minimum of {info.min_size} px; "
+                           f"use --image-size {info.min_size} or more.")
+        sizes[info.name] = size
+        if opts["pretrained"] and not info.pretrained:
+            raise ZooError(f"Model '{info.name}' has no pretrained weights; train it with --no-pretrained or pass a "
+                           f"local file with --weights FILE.")
+    ratios = parse_split(str(opts["split"]))
+    opts["split"] = ":".join(str(r) for r in ratios)
+    if opts["weights"]:
+        weights = Path(opts["weights"]).expanduser()
+        if not weights.is_file():
+            raise ZooError(f"--weights file '{weights}' does not exist.")
+        opts["weights"] = str(weights.resolve())
+    dev = resolve_device(str(opts["device"]))
+    prec = resolve_precision(str(opts["precision"]), dev)
+
+    # 2. The data: checked once, decoded once, split once, for every model.
+    root, dataset_name = resolve_data(str(opts["data"]))
+    opts["data"] = dataset_name or str(root)
+    display.start("Checking images", 1)
+    images = load_images(root, strict=bool(opts["strict"]), image_sizes=list(sizes.values()), split=ratios,
+                         workers=opts["workers"], progress=lambda done, total: _progress(display, done, total),
+                         warn=lambda text: (display.stop(), print_warning(text)))
+    display.stop()
+    split = split_samples(images, ratios, int(opts["seed"]))
+    counts = ", ".join(f"{c} {n}" for c, n in images.counts().items())
+    where = f"in memory at {images.cache_side} px" if images.cache is not None else "streamed from disk"
+    display.line(f"Data {root}: {len(images.samples)} images, {len(images.classes)} classes ({counts}); split "
+                 f"{len(split.train)}/{len(split.val)}/{len(split.test)} (seed {opts['seed']}), {where}")
+    dataset = dataset_record(images, split, dataset_name)
+
+    # 3. One run per model.
+    Recorder = _recorder_class()
+    rows: list[dict[str, Any]] = []
+    with open_registry() as reg:
+        for info in infos:
+            size = sizes[info.name]
+            params = {**opts, "image_size": size, "device": str(dev), "precision": prec}
+            config = TrainConfig(epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), lr=float(opts["lr"]),
+                                 momentum=float(opts["momentum"]), weight_decay=float(opts["weight_decay"]),
+                                 patience=int(opts["patience"]), min_delta=float(opts["min_delta"]),
+                                 seed=int(opts["seed"]), pretrained=bool(opts["pretrained"]),
+                                 weights=opts["weights"], device=str(dev), precision=prec,
+                                 compile=bool(opts["compile"]))
+            run_id = reg.start_run(model=info.name, plugin=info.plugin, params=params, name=name, device=str(dev),
+                                   dataset=dataset, tags=tags or None)
+            recorder = Recorder(reg, run_id, info.name, config.epochs, display)
+            row = {"run": run_id, "model": info.name, "status": "running"}
+            rows.append(row)
+            display.line(f"Run {run_id}: {info.name} at {size} px on {dev} ({prec}), batch {config.batch_size}, "
+                         f"up to {config.epochs} epochs")
+            started = time.perf_counter()
+            try:
+                from zoo.engine import train as train_model
+
+                pipeline = make_pipeline(images, split, image_size=size, batch_size=config.batch_size, device=dev,
+                                         workers=opts["workers"])
+                result = train_model(info, pipeline, images.classes, config, recorder,
+                                     (reg.run_artifacts_dir(run_id) / "best.pt").resolve())
+            except KeyboardInterrupt:
+                recorder.stopped("interrupted", "interrupted")
+                row.update(status="interrupted", stop_reason="interrupted", best_epoch=recorder.best_epoch,
+                           epochs_run=recorder.epochs_run, seconds=time.perf_counter() - started)
+                _summary(display, rows, force=True)
+                print_warning(f"Interrupted: run {run_id} ({info.name}) recorded as interrupted after "
+                              f"{recorder.epochs_run} epoch(s).")
+                raise typer.Exit(130)
+            except Exception as exc:
+                message = " ".join(exc.format_message().split()) if isinstance(exc, ZooError) else \
+                    f"{type(exc).__name__}: {exc}"
+                recorder.stopped("failed", "error", message)
+                from zoo.errors import debug_enabled
+
+                if debug_enabled():
+                    raise
+                raise ZooError(f"Run {run_id} ({info.name}) failed: {message}") from None
+            recorder.finish(result)
+            row.update(status=result.status, stop_reason=result.stop_reason, best_epoch=result.best_epoch,
+                       epochs_run=result.epochs_run, seconds=time.perf_counter() - started,
+                       test_accuracy=result.metrics.get("test_accuracy"), test_f1=result.metrics.get("test_f1"),
+                       test_loss=result.metrics.get("test_loss"), error=result.error)
+            if result.status == "failed":
+                print_warning(f"Run {run_id} ({info.name}) failed: {result.error}")
+            else:
+                display.line(f"Run {run_id} ({info.name}): {result.stop_reason.replace('_', ' ')} after "
+                             f"{result.epochs_run} epoch(s), best epoch {result.best_epoch}, test accuracy "
+                             f"{fmt(result.metrics.get('test_accuracy'))}")
+    _summary(display, rows, force=True)
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        raise ZooError(f"{len(failed)} of {len(rows)} run(s) failed: "
+                       + "; ".join(f"run {r['run']} ({r['model']}): {r.get('error')}" for r in failed))
+    return rows
+
+
+def _progress(display: Display, done: int, total: int) -> None:
+    if display.task is not None and display.progress is not None:
+        display.progress.update(display.task, total=total, completed=done)
+
+
+def _summary(display: Display, rows: list[dict[str, Any]], force: bool = False) -> None:
+    display.stop()
+    if rows:
+        display.out.print(summary_table(rows))
