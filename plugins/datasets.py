@@ -87,8 +87,10 @@ def _demo_image(cls: str, rng: random.Random, size: int = DEMO_SIZE):
     img = img.resize((size, size), Image.LANCZOS)
     if rng.random() < 0.5:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.7)))
-    noise = Image.effect_noise((size, size), rng.uniform(5, 25)).convert("RGB")
-    return Image.blend(img, noise, rng.uniform(0.05, 0.2))
+    import numpy as np  # pixel noise from a generator seeded by rng (PIL's own noise is not reproducible)
+
+    noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(5, 25), (size, size, 3))
+    return Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
 
 
 def prepare_demo(root: Path) -> Path:

@@ -285,19 +285,30 @@ def run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str]
                  f"{len(split.train)}/{len(split.val)}/{len(split.test)} (seed {opts['seed']}), {where}")
     dataset = dataset_record(images, split, dataset_name)
 
-    # 3. One run per model.
+    # 3. Every model built (pretrained weights found, --weights fitted) before the first run is recorded.
+    from zoo.engine import Callbacks, build_model
+
+    class Messages(Callbacks):
+        def on_message(self, text: str) -> None:
+            print_warning(text) if text.startswith("Skipped") else display.line(text)
+
+    def config_for(info) -> TrainConfig:
+        return TrainConfig(epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), lr=float(opts["lr"]),
+                           momentum=float(opts["momentum"]), weight_decay=float(opts["weight_decay"]),
+                           patience=int(opts["patience"]), min_delta=float(opts["min_delta"]),
+                           seed=int(opts["seed"]), pretrained=bool(opts["pretrained"]), weights=opts["weights"],
+                           device=str(dev), precision=prec, compile=bool(opts["compile"]))
+
+    built = {info.name: build_model(info, len(images.classes), config_for(info), Messages()) for info in infos}
+
+    # 4. One run per model.
     Recorder = _recorder_class()
     rows: list[dict[str, Any]] = []
     with open_registry() as reg:
         for info in infos:
             size = sizes[info.name]
             params = {**opts, "image_size": size, "device": str(dev), "precision": prec}
-            config = TrainConfig(epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), lr=float(opts["lr"]),
-                                 momentum=float(opts["momentum"]), weight_decay=float(opts["weight_decay"]),
-                                 patience=int(opts["patience"]), min_delta=float(opts["min_delta"]),
-                                 seed=int(opts["seed"]), pretrained=bool(opts["pretrained"]),
-                                 weights=opts["weights"], device=str(dev), precision=prec,
-                                 compile=bool(opts["compile"]))
+            config = config_for(info)
             run_id = reg.start_run(model=info.name, plugin=info.plugin, params=params, name=name, device=str(dev),
                                    dataset=dataset, tags=tags or None)
             recorder = Recorder(reg, run_id, info.name, config.epochs, display)
@@ -312,7 +323,8 @@ def run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str]
                 pipeline = make_pipeline(images, split, image_size=size, batch_size=config.batch_size, device=dev,
                                          workers=opts["workers"])
                 result = train_model(info, pipeline, images.classes, config, recorder,
-                                     (reg.run_artifacts_dir(run_id) / "best.pt").resolve())
+                                     (reg.run_artifacts_dir(run_id) / "best.pt").resolve(),
+                                     model=built.pop(info.name))
             except KeyboardInterrupt:
                 recorder.stopped("interrupted", "interrupted")
                 row.update(status="interrupted", stop_reason="interrupted", best_epoch=recorder.best_epoch,
