@@ -160,9 +160,10 @@ def parse_tags(tags: list[str]) -> dict[str, str]:
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
-    from click.core import ParameterSource
-
-    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    """Whether an option was given on the command line (or its environment variable), not defaulted.
+    Compared by name: Typer may carry its own copy of click's ParameterSource enum."""
+    source = ctx.get_parameter_source(name)
+    return getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def _apply_from(ctx: typer.Context, ref: str, models: list[str], opts: dict[str, Any]) -> list[str]:
