@@ -424,3 +424,17 @@ def test_user_text_is_shown_as_typed_not_as_markup(cli):
         add_run(reg, "tinycnn", params={"note": "[red]x[/red]"}, acc=0.5, loss=0.5, name="[bold]mine[/bold]")
     assert "[bold]mine[/bold]" in cli("list-runs").stdout
     assert "[red]x[/red]" in cli("show", "1").stdout
+
+
+def test_read_commands_leave_garbage_collection_as_they_found_it(cli, runs):
+    import gc
+
+    assert gc.isenabled()
+    assert cli("list-runs").exit_code == 0 and cli("compare").exit_code == 0
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert cli("show", runs["a"]).exit_code == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -6,7 +6,9 @@ read-only and never change the file. Imports stay inside the commands so `zoo --
 
 from __future__ import annotations
 
+import functools
 import re
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import List, Optional
@@ -67,6 +69,45 @@ def run_filter(*, model=None, status=None, tag=None, since=None, ids=None):
     )
 
 
+@contextmanager
+def short_lived():
+    """Around a read command, which prints and exits: no cyclic garbage collection.
+
+    Start-up leaves ~half a million long-lived objects (typer, pydantic, SQLAlchemy, rich) that every full
+    collection, and the final one at interpreter exit, walks again: 50-100 ms, a quarter of such a command's
+    time (bench/NOTES-registry.md). Objects are still freed by reference counting; collection is back on when
+    the command returns (under CliRunner too), and at exit gc.freeze() lets the last collection skip them.
+    """
+    import atexit
+    import gc
+
+    global _freeze_registered
+    if not _freeze_registered:
+        atexit.register(gc.freeze)
+        _freeze_registered = True
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+_freeze_registered = False
+
+
+def read_command(function):
+    """Marks a command that only reads the registry and prints: it runs inside short_lived()."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with short_lived():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def _console():
     from rich.console import Console
 
@@ -89,6 +130,7 @@ FORMAT_HELP = "Output format: {}."
 
 
 @app.command("list-runs")
+@read_command
 def list_runs(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only models matching this pattern (resnet*)."),
     status: Optional[str] = typer.Option(None, "--status", help=f"Only runs with this status: {', '.join(STATUS_CHOICES)}."),
@@ -122,6 +164,7 @@ def _filtered(flt) -> bool:
 
 
 @app.command("show")
+@read_command
 def show(
     run: str = typer.Argument(..., help="Run id (from list-runs) or a uuid prefix."),
     fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json")),
@@ -159,6 +202,7 @@ METRIC_HELP = "Metric to rank by: accuracy, f1, precision, recall, loss or any r
 
 
 @app.command("compare")
+@read_command
 def compare(
     runs: Optional[List[str]] = typer.Argument(None, help="Runs to compare (default: all runs with the metric)."),
     metric: str = typer.Option("accuracy", "--metric", "-M", help=METRIC_HELP),
@@ -193,6 +237,7 @@ def compare(
 
 
 @app.command("plot")
+@read_command
 def plot(
     runs: Optional[List[str]] = typer.Argument(None, help="Runs to plot (default: the runs compare would show)."),
     output: Path = typer.Option(..., "--output", "-o", help="Image file to write (.png, .svg, .pdf)."),
