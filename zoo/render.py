@@ -408,7 +408,7 @@ def compare_rows(cmp: Any, *, numbers: bool) -> list[list[Any]]:
 
 def compare_markdown(cmp: Any) -> str:
     headers = ["rank", "run", "name", "model", *[short_metric(k) for k in [cmp.metric, *cmp.other_metrics]],
-               "epochs", "best epoch", "duration", *cmp.differing_params]
+               "epochs run", "best epoch", "duration", *cmp.differing_params]
     numeric = [True, True, False, False] + [True] * (len(cmp.other_metrics) + 4)
     return to_markdown(headers, compare_rows(cmp, numbers=False), numeric)
 
@@ -444,7 +444,7 @@ def compare_table(cmp: Any) -> Table:
     table.add_column("duration", justify="right", no_wrap=True)
     table.add_column("loss: train | val", no_wrap=True)
     for key in cmp.differing_params:
-        table.add_column(key, justify="right", style="cyan")
+        table.add_column(key, justify="right", style="cyan", header_style="bold cyan")
     for rank, run in enumerate(cmp.runs, 1):
         losses = cmp.losses.get(run.id, {})
         train = sparkline([v for _, v in losses.get("train_loss", [])], width=12)
@@ -456,6 +456,8 @@ def compare_table(cmp: Any) -> Table:
             *[fmt_value(cmp.differing_params[k][run.id]) for k in cmp.differing_params],
         )
     caption = f"Ranked by {cmp.metric}, {arrow}."
+    if cmp.differing_params:
+        caption += f" Params that differ: {', '.join(cmp.differing_params)}."
     if cmp.total > len(cmp.runs):
         caption += f" {len(cmp.runs)} of {cmp.total} runs shown (--top N or --all for more)."
     table.caption = caption
