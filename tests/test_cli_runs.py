@@ -438,3 +438,16 @@ def test_read_commands_leave_garbage_collection_as_they_found_it(cli, runs):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_narrow_terminals_get_fewer_columns_not_squeezed_ones(cli, runs, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "72")
+    listing = cli("list-runs").stdout
+    header = listing.splitlines()[1]
+    for column in ("id", "model", "status", "test acc"):
+        assert column in header
+    assert "resnet18" in listing and "interrupted" in listing and "…" not in listing
+    assert max(len(line) for line in listing.splitlines()) <= 72
+    table = cli("compare").stdout
+    assert "accuracy (↑)" in table and "resnet18" in table and "lr" in table and "…" not in table.split("Ranked")[0]
+    assert "loss: train | val" not in table  # the sparklines go first

@@ -8,9 +8,11 @@ import csv
 import io
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Optional, Sequence
 
+from rich.cells import cell_len
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -156,23 +158,59 @@ def to_markdown(headers: Sequence[str], rows: Iterable[Sequence[Any]], align_rig
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class Col:
+    """A table column with its cells; ``drop`` > 0 lets a narrow terminal leave it out (highest first)."""
+
+    header: str
+    cells: list
+    justify: str = "left"
+    style: Optional[str] = None
+    header_style: Optional[str] = None
+    drop: int = 0
+
+    def width(self) -> int:
+        return max(cell_len(c.plain if isinstance(c, Text) else c) for c in [self.header, *self.cells])
+
+
+def fitted_table(cols: list[Col], width: Optional[int], **options: Any) -> Table:
+    """A Table of these columns, leaving out droppable ones until its natural width fits ``width``.
+
+    The columns that stay never wrap, so a narrow terminal shows fewer columns instead of squeezed ones.
+    """
+    cols = list(cols)
+    while width and sum(c.width() + 3 for c in cols) + 1 > width and any(c.drop for c in cols):
+        cols.remove(max(cols, key=lambda c: c.drop))
+    table = Table(header_style="bold", caption_justify="left", **options)
+    for c in cols:
+        table.add_column(c.header, justify=c.justify, style=c.style, header_style=c.header_style,
+                         no_wrap=c.header not in ("name", "model"))
+    for row in zip(*[c.cells for c in cols]):
+        table.add_row(*row)
+    return table
+
+
 # ----------------------------------------------------------------------------- list-runs
 LIST_HEADERS = ("id", "name", "model", "status", "started", "duration_s", "epochs_run", "best_epoch",
                 "best_val_loss", "test_accuracy")
 
 
-def runs_table(runs: Sequence[Any], total: int) -> Table:
-    table = Table(title=None, header_style="bold", caption_justify="left")
-    for name, justify in (("id", "right"), ("name", "left"), ("model", "left"), ("status", "left"),
-                          ("started", "left"), ("duration", "right"), ("epochs (best)", "right"),
-                          ("best val loss", "right"), ("test acc", "right")):
-        table.add_column(name, justify=justify, no_wrap=name not in ("name", "model"))
-    for run in runs:
-        table.add_row(
-            str(run.id), run.name or "", run.model, status_text(run.display_status), fmt_time(run.started),
-            fmt_duration(run.duration), epochs_cell(run), fmt_num(run.best_val_loss),
-            fmt_num(run.metrics.get("test_accuracy")),
-        )
+def runs_table(runs: Sequence[Any], total: int, width: Optional[int] = None) -> Table:
+    """The list-runs table; in a narrow terminal the least useful columns go first (id, model, status stay)."""
+    cols = [
+        Col("id", [str(r.id) for r in runs], justify="right"),
+        Col("name", [r.name or "" for r in runs], drop=5),
+        Col("model", [r.model for r in runs]),
+        Col("status", [status_text(r.display_status) for r in runs]),
+        Col("started", [fmt_time(r.started) for r in runs], drop=3),
+        Col("duration", [fmt_duration(r.duration) for r in runs], justify="right", drop=4),
+        Col("epochs (best)", [epochs_cell(r) for r in runs], justify="right", drop=1),
+        Col("best val loss", [fmt_num(r.best_val_loss) for r in runs], justify="right", drop=2),
+        Col("test acc", [fmt_num(r.metrics.get("test_accuracy")) for r in runs], justify="right"),
+    ]
+    if not any(r.name for r in runs):
+        cols.pop(1)
+    table = fitted_table(cols, width)
     if total > len(runs):
         table.caption = f"{len(runs)} of {total} runs shown, newest first (--limit N or --all for more)."
     return table
@@ -430,31 +468,31 @@ def compare_warnings(cmp: Any) -> list[str]:
     return lines
 
 
-def compare_table(cmp: Any) -> Table:
+def compare_table(cmp: Any, width: Optional[int] = None) -> Table:
+    """The compare table; in a narrow terminal sparklines, then the other metrics, then timings go first."""
     arrow = "lower is better" if cmp.lower_is_better else "higher is better"
-    table = Table(header_style="bold", caption_justify="left")
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("run", justify="right")
-    table.add_column("model")
-    table.add_column(f"{short_metric(cmp.metric)} ({'↓' if cmp.lower_is_better else '↑'})", justify="right",
-                     style="bold", no_wrap=True)
-    for key in cmp.other_metrics:
-        table.add_column(short_metric(key), justify="right", no_wrap=True)
-    table.add_column("epochs (best)", justify="right", no_wrap=True)
-    table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("loss: train | val", no_wrap=True)
-    for key in cmp.differing_params:
-        table.add_column(key, justify="right", style="cyan", header_style="bold cyan")
-    for rank, run in enumerate(cmp.runs, 1):
+    runs = cmp.runs
+    sparks = []
+    for run in runs:
         losses = cmp.losses.get(run.id, {})
         train = sparkline([v for _, v in losses.get("train_loss", [])], width=12)
         val = sparkline([v for _, v in losses.get("val_loss", [])], width=12)
-        table.add_row(
-            str(rank), str(run.id) + (f" {run.name}" if run.name else ""), run.model,
-            fmt_num(run.metrics.get(cmp.metric)), *[fmt_num(run.metrics.get(k)) for k in cmp.other_metrics],
-            epochs_cell(run), fmt_duration(run.duration), f"{train:<12} | {val}",
-            *[fmt_value(cmp.differing_params[k][run.id]) for k in cmp.differing_params],
-        )
+        sparks.append(f"{train:<12} | {val}")
+    cols = [
+        Col("#", [str(i) for i in range(1, len(runs) + 1)], justify="right"),
+        Col("run", [str(r.id) + (f" {r.name}" if r.name else "") for r in runs], justify="right"),
+        Col("model", [r.model for r in runs]),
+        Col(f"{short_metric(cmp.metric)} ({'↓' if cmp.lower_is_better else '↑'})",
+            [fmt_num(r.metrics.get(cmp.metric)) for r in runs], justify="right", style="bold"),
+        *[Col(short_metric(k), [fmt_num(r.metrics.get(k)) for r in runs], justify="right", drop=5 + i)
+          for i, k in enumerate(cmp.other_metrics)],
+        Col("epochs (best)", [epochs_cell(r) for r in runs], justify="right", drop=2),
+        Col("duration", [fmt_duration(r.duration) for r in runs], justify="right", drop=3),
+        Col("loss: train | val", sparks, drop=50),
+        *[Col(k, [fmt_value(cmp.differing_params[k][r.id]) for r in runs], justify="right", style="cyan",
+              header_style="bold cyan", drop=1) for k in cmp.differing_params],
+    ]
+    table = fitted_table(cols, width)
     caption = f"Ranked by {cmp.metric}, {arrow}."
     if cmp.differing_params:
         caption += f" Params that differ: {', '.join(cmp.differing_params)}."

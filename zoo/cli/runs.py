@@ -156,7 +156,8 @@ def list_runs(
     elif not runs:
         typer.echo("No runs match these filters." if total or _filtered(flt) else "No runs recorded yet.")
     else:
-        _console().print(render.runs_table(runs, total))
+        console = _console()
+        console.print(render.runs_table(runs, total, width=console.width))
 
 
 def _filtered(flt) -> bool:
@@ -233,7 +234,8 @@ def compare(
     elif not cmp.runs:
         typer.echo(f"No runs with {cmp.metric} match these filters.")
     else:
-        _console().print(render.compare_table(cmp))
+        console = _console()
+        console.print(render.compare_table(cmp, width=console.width))
 
 
 @app.command("plot")
