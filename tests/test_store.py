@@ -249,6 +249,9 @@ def test_compact_leaves_a_file_that_readers_open_without_side_files(db):
     with Registry.open(db, readonly=True) as reg:
         assert reg.get_run(1).model == "m"
     assert sorted(os.listdir(db.parent)) == files and digest(db) == before
+    with Registry.open(db) as reg:  # the next writer turns WAL back on
+        with reg.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 def test_stale_runs_are_computed_when_read(db):

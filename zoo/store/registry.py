@@ -252,6 +252,8 @@ class Registry:
                 f"up to {latest}). Upgrade zoo (pip install -U zoo-vision) to use it."
             )
         if version == latest:
+            if not self.readonly and self.path is not None:
+                self._pragma("journal_mode", "wal")  # e.g. after compact(); a no-op check otherwise
             return
         if self.readonly:
             if not tables:
