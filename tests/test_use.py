@@ -158,7 +158,7 @@ def test_onnx_export_writes_a_valid_model(cli, trained, tmp_path):
 
 
 def test_unknown_export_format_and_missing_checkpoint(cli, trained, tmp_path):
-    registry, _, run = trained
+    registry, data, run = trained
     result = cli("--registry", registry, "export", run, "--format", "tflite", "--output", tmp_path / "x")
     assert result.exit_code == 1 and "torchscript" in result.output
     from zoo.store import Registry
@@ -167,5 +167,5 @@ def test_unknown_export_format_and_missing_checkpoint(cli, trained, tmp_path):
     shutil.copy(registry, copy)
     with Registry.open(str(copy)) as reg:
         reg.update_run(run, checkpoint=str(tmp_path / "gone.pt"))
-    result = cli("--registry", copy, "predict", run, tmp_path)
+    result = cli("--registry", copy, "predict", run, data / "cat")
     assert result.exit_code == 1 and "checkpoint" in result.output and "missing" in result.output

@@ -7,6 +7,7 @@ code: the CLI passes in what it read from the registry and records what comes ba
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -190,11 +191,14 @@ def export(run: Any, fmt: str, output: Path) -> dict[str, Any]:
     try:
         with torch.inference_mode():
             if fmt == "torchscript":
-                scripted = torch.jit.trace(wrapped, example, check_trace=False)
-                torch.jit.save(scripted, str(tmp), _extra_files={"zoo.json": json.dumps(info)})
+                with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; it still loads anywhere
+                    warnings.simplefilter("ignore", FutureWarning)
+                    scripted = torch.jit.trace(wrapped, example, check_trace=False)
+                    torch.jit.save(scripted, str(tmp), _extra_files={"zoo.json": json.dumps(info)})
             else:
+                batch = torch.export.Dim("batch", min=1)
                 torch.onnx.export(wrapped, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                                  dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+                                  dynamic_shapes=({0: batch},))
         tmp.replace(output)
     finally:
         tmp.unlink(missing_ok=True)
