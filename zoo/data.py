@@ -381,12 +381,19 @@ def crop_boxes(n: int, side_h: int, side_w: int, generator: "torch.Generator") -
     return torch.stack([top, left, h, w], 1).long()
 
 
+_NORM_CACHE: dict = {}
+
+
 def normalise(x: "torch.Tensor", mean=IMAGENET_MEAN, std=IMAGENET_STD) -> "torch.Tensor":
     """uint8 [B, 3, H, W] -> float, (x / 255 - mean) / std, keeping x's memory format."""
     import torch
 
-    scale = torch.tensor([1 / (255 * s) for s in std], device=x.device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(1, 3, 1, 1)
+    key = (x.device, tuple(mean), tuple(std))
+    if key not in _NORM_CACHE:
+        scale = torch.tensor([1 / (255 * s) for s in std], device=x.device).view(1, 3, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(1, 3, 1, 1)
+        _NORM_CACHE[key] = (scale, shift)
+    scale, shift = _NORM_CACHE[key]
     return torch.addcmul(shift, x.float(), scale)
 
 
@@ -399,11 +406,9 @@ def resized_crops(images: "torch.Tensor", boxes: "torch.Tensor", size: int) -> "
     import torch.nn.functional as F
 
     if images.device.type == "cpu":
-        out = torch.empty((len(images), 3, size, size), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
-        for i, (t, l, h, w) in enumerate(boxes.tolist()):
-            out[i] = F.interpolate(images[i:i + 1, :, t:t + h, l:l + w], size=(size, size), mode="bilinear",
-                                   antialias=True, align_corners=False)[0]
-        return out
+        return torch.cat([F.interpolate(images[i:i + 1, :, t:t + h, l:l + w], size=(size, size), mode="bilinear",
+                                        antialias=True, align_corners=False)
+                          for i, (t, l, h, w) in enumerate(boxes.tolist())])
     b, _, s_h, s_w = images.shape
     boxes = boxes.to(images.device, torch.float32)
     top, left, h, w = boxes.unbind(1)
@@ -473,6 +478,50 @@ class _DiskImages:
         return self.transform(im), label
 
 
+def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
+    """Run ``iterator`` in a background thread, ``depth`` items ahead (torch releases the GIL in its kernels,
+    so augmentation overlaps the training step). Its exceptions re-raise here; stopping early stops it."""
+    import queue
+    import threading
+
+    items: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in iterator:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            put((done, exc))
+            return
+        put((done, None))
+
+    thread = threading.Thread(target=work, name="zoo-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if isinstance(item, tuple) and len(item) == 2 and item[0] is done:
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 @dataclass
 class Pipeline:
     """Normalised batches for one image size on one device: ``train_epoch(generator)`` and ``eval_batches``."""
@@ -484,6 +533,7 @@ class Pipeline:
     device: "torch.device"
     workers: int = 0
     channels_last: bool = False
+    prefetch: bool = False  # make the next batches in a background thread
     _train_x: Any = None  # cached uint8 train squares (device or pinned CPU)
     _train_y: Any = None
     _eval: dict = field(default_factory=dict)
@@ -529,12 +579,17 @@ class Pipeline:
         return self
 
     def train_epoch(self, generator: "torch.Generator") -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
-        """One epoch of augmented, normalised batches on the device, in a seeded random order."""
+        """One epoch of augmented, normalised batches on the device, in a seeded random order. In memory, the
+        next batches are made by a background thread while the model trains on the current one."""
+        if self.streaming:
+            return self._stream(self.split.train, pil_train_transform(self.image_size), True, generator)
+        if self.prefetch:
+            return prefetch(self._augmented(generator), depth=2)
+        return self._augmented(generator)
+
+    def _augmented(self, generator: "torch.Generator") -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
         import torch
 
-        if self.streaming:
-            yield from self._stream(self.split.train, pil_train_transform(self.image_size), True, generator)
-            return
         n, bs = self.train_size, self.batch_size
         order = torch.randperm(n, generator=generator)
         side = self._train_x.shape[-1]
@@ -597,6 +652,8 @@ def make_pipeline(images: ImageSet, split: Split, *, image_size: int, batch_size
     device = torch.device(device)
     if workers is None:
         workers = 0 if images.cache is not None else min(8, os.cpu_count() or 1)
-    if channels_last is None:
-        channels_last = device.type == "cuda"
-    return Pipeline(images, split, image_size, batch_size, device, workers, channels_last).setup()
+    if channels_last is None:  # the engine keeps models channels_last on CUDA and CPU
+        channels_last = device.type in ("cuda", "cpu")
+    # A background thread overlaps augmentation with the step on GPUs; on a CPU it only competes for the cores.
+    return Pipeline(images, split, image_size, batch_size, device, workers, channels_last,
+                    prefetch=device.type == "cuda").setup()

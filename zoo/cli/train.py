@@ -41,18 +41,23 @@ def epoch_line(model: str, epoch: int, epochs: int, values: dict[str, float], im
 
 def summary_table(rows: list[dict[str, Any]]):
     """The models trained by one command, best test accuracy first (runs without one last)."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="Trained in this command", title_justify="left")
-    for header, right in (("Run", True), ("Model", False), ("Status", False), ("Stop", False), ("Best epoch", True),
-                          ("Epochs", True), ("Test acc", True), ("Test F1", True), ("Test loss", True),
-                          ("Time", True)):
-        table.add_column(header, justify="right" if right else "left", no_wrap=True)
+    from zoo.render import fmt_duration
+
+    table = Table(title="Trained in this command", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, right in (("Run", True), ("Model", False), ("Result", False), ("Best", True), ("Epochs", True),
+                          ("Test acc", True), ("F1", True), ("Loss", True), ("Time", True)):
+        table.add_column(header, justify="right" if right else "left", no_wrap=not header == "Model")
     ordered = sorted(rows, key=lambda r: (r.get("test_accuracy") is None, -(r.get("test_accuracy") or 0.0)))
     for r in ordered:
-        table.add_row(str(r["run"]), r["model"], r["status"], r.get("stop_reason") or "-",
-                      str(r.get("best_epoch") or "-"), str(r.get("epochs_run") or 0), fmt(r.get("test_accuracy")),
-                      fmt(r.get("test_f1")), fmt(r.get("test_loss")), f"{r.get('seconds', 0.0):.1f}s")
+        result = r.get("stop_reason") or r["status"]
+        if r["status"] not in ("completed", result):
+            result = f"{r['status']}: {result}"
+        table.add_row(str(r["run"]), r["model"], result, str(r.get("best_epoch") or "-"),
+                      str(r.get("epochs_run") or 0), fmt(r.get("test_accuracy")), fmt(r.get("test_f1")),
+                      fmt(r.get("test_loss")), fmt_duration(r.get("seconds")))
     return table
 
 
