@@ -106,6 +106,23 @@ def test_crop_boxes_stay_inside_and_follow_the_seed():
     assert area.min() >= 0.05 and area.max() <= 1.0 and area.std() > 0.1  # random areas, about 8%..100%
 
 
+def test_gpu_style_batched_crops_match_the_cpu_ones():
+    import torch
+
+    from zoo.data import resized_crops
+
+    # smooth images, so that bilinear sampling with or without antialiasing gives nearly the same pixels
+    base = torch.rand(6, 3, 5, 5) * 255
+    images = torch.nn.functional.interpolate(base, size=(40, 40), mode="bicubic", align_corners=False)
+    images = images.clamp(0, 255).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)
+    boxes = torch.tensor([[0, 0, 40, 40], [5, 10, 20, 30], [10, 0, 30, 12], [0, 20, 16, 20], [3, 3, 34, 34],
+                          [20, 20, 20, 20]])
+    cpu = resized_crops(images, boxes, 24, batched=False).float()
+    gpu = resized_crops(images, boxes, 24, batched=True)
+    assert cpu.shape == gpu.shape == (6, 3, 24, 24)
+    assert (cpu - gpu).abs().mean() < 2.0  # same boxes, same orientation (a wrong box would differ by ~30)
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["memory", "disk"])
 def test_eval_transforms_are_deterministic_and_train_ones_random(make_images, monkeypatch, stream):
     import torch
@@ -131,6 +148,28 @@ def test_eval_transforms_are_deterministic_and_train_ones_random(make_images, mo
     if not stream:  # workers seed themselves from the generator; in memory it is exactly reproducible
         assert all(torch.equal(a, b) for a, b in zip(e1, e2))
     assert not all(torch.equal(a, b) for a, b in zip(e1, e3))
+
+
+def test_prefetched_batches_are_the_same_and_errors_come_through(make_images):
+    import torch
+
+    from zoo.data import prefetch
+
+    root = make_images({"cat": 10, "dog": 10}, size=20)
+    images = load_images(root, image_sizes=[16])
+    pipe = make_pipeline(images, split_samples(images, (8, 1, 1), 42), image_size=16, batch_size=4, device="cpu")
+    plain = list(pipe.train_epoch(torch.Generator().manual_seed(5)))
+    pipe.prefetch = True
+    ahead = list(pipe.train_epoch(torch.Generator().manual_seed(5)))
+    assert len(plain) == len(ahead) == 4
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(plain, ahead))
+
+    def broken():
+        yield 1
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(prefetch(broken()))
 
 
 def test_memory_and_disk_eval_agree(make_images, monkeypatch):

@@ -397,15 +397,18 @@ def normalise(x: "torch.Tensor", mean=IMAGENET_MEAN, std=IMAGENET_STD) -> "torch
     return torch.addcmul(shift, x.float(), scale)
 
 
-def resized_crops(images: "torch.Tensor", boxes: "torch.Tensor", size: int) -> "torch.Tensor":
+def resized_crops(images: "torch.Tensor", boxes: "torch.Tensor", size: int,
+                  batched: Optional[bool] = None) -> "torch.Tensor":
     """Crop each image [B, 3, S, S] (uint8) at its box (top, left, h, w) and resize it to size x size.
 
     CPU: one antialiased uint8 interpolation per sample (torch's vectorised channels_last path, faster than any
-    batched float op there). CUDA: one batched grid_sample for the whole batch, in float."""
+    batched float op there), uint8 out. CUDA: one batched grid_sample for the whole batch, float 0..255 out."""
     import torch
     import torch.nn.functional as F
 
-    if images.device.type == "cpu":
+    if batched is None:
+        batched = images.device.type != "cpu"
+    if not batched:
         return torch.cat([F.interpolate(images[i:i + 1, :, t:t + h, l:l + w], size=(size, size), mode="bilinear",
                                         antialias=True, align_corners=False)
                           for i, (t, l, h, w) in enumerate(boxes.tolist())])
@@ -418,8 +421,8 @@ def resized_crops(images: "torch.Tensor", boxes: "torch.Tensor", size: int) -> "
     theta[:, 1, 1] = h / s_h
     theta[:, 1, 2] = (2 * top + h) / s_h - 1
     grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
-    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out.clamp_(0, 255).round_().to(torch.uint8)
+    # float 0..255 (no rounding back to uint8: normalise() takes either)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def center_crops(images: "torch.Tensor", size: int, chunk: int = 256) -> "torch.Tensor":
