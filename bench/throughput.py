@@ -6,8 +6,9 @@ For each model (tinycnn, resnet18, alexnet) and size (64, 224 px):
   train phase of the epochs after the first, as the engine records them in each epoch's history;
 - limit: forward + backward + SGD step on one batch of tensors already in memory, same model, batch and size,
   timed over the same number of batches, in the same process.
-ratio = zoo / limit (target >= 0.97). The best of several epochs / repeats is taken on both sides, because the
-CPU may be shared with other work; the medians are printed too.
+The two are measured in alternation (one limit measurement after each zoo epoch), so that both see the same
+load when the CPU is shared; ratio = median over epochs 2.. of zoo / limit (target >= 0.97). Columns: median
+images/s of each side, the ratio, and best zoo epoch / best limit repeat.
 
     python bench/throughput.py [--models tinycnn,resnet18,alexnet] [--sizes 64,224] [--epochs 4]
 """
@@ -36,41 +37,43 @@ def make_folder(root: Path, per_class: int, side: int) -> Path:
     return root
 
 
-def compute_limit(model, batch: int, size: int, batches: int, repeats: int) -> list[float]:
-    """images/s of forward + backward + SGD step on fixed in-memory tensors (channels_last, as zoo uses)."""
-    import torch
-    import torch.nn.functional as F
+class ComputeLimit:
+    """forward + backward + SGD step on one fixed in-memory batch (channels_last, as zoo uses): images/s."""
 
-    model = model.to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 2, (batch,))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    model.train()
-    rates = []
-    for r in range(repeats + 1):
+    def __init__(self, model, batch: int, size: int, batches: int):
+        import torch
+
+        self.model = model.to(memory_format=torch.channels_last).train()
+        self.x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+        self.y = torch.randint(0, 2, (batch,))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9)
+        self.batches = batches
+        self()  # warm-up
+
+    def __call__(self) -> float:
+        import torch.nn.functional as F
+
         start = time.perf_counter()
-        for _ in range(batches):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
+        for _ in range(self.batches):
+            loss = F.cross_entropy(self.model(self.x), self.y)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-        if r:  # the first repeat warms up
-            rates.append(batch * batches / (time.perf_counter() - start))
-    return rates
+            self.opt.step()
+        return len(self.y) * self.batches / (time.perf_counter() - start)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tinycnn,resnet18,alexnet")
     parser.add_argument("--sizes", default="64,224")
-    parser.add_argument("--epochs", type=int, default=4, help="zoo epochs per case (the first is not counted)")
+    parser.add_argument("--epochs", type=int, default=7, help="zoo epochs per case (the first is not counted)")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
     import torch
 
     from zoo.data import load_images, make_pipeline, split_samples
-    from zoo.engine import TrainConfig, train
+    from zoo.engine import Callbacks, TrainConfig, train
     from zoo.plugins import build_plugins
 
     registry = build_plugins(autoload=False).models()
@@ -79,7 +82,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'model':10} {'size':>5} {'batches':>7} {'zoo img/s':>10} {'limit img/s':>12} {'ratio':>6} "
-          f"{'(median ratio)':>14}")
+          f"{'(best/best)':>12}")
     worst = None
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
@@ -94,17 +97,22 @@ def main() -> int:
                 info = registry.get(name)
                 pipe = make_pipeline(images, split, image_size=size, batch_size=bs, device="cpu")
                 config = TrainConfig(epochs=args.epochs, batch_size=bs, patience=args.epochs, lr=1e-4)
-                result = train(info, pipe, images.classes, config)
-                zoo_rates = [h["images_per_sec"] for h in result.history[1:]]
                 torch.manual_seed(0)
-                limit_rates = compute_limit(info.build(2), bs, size, batches, repeats=args.epochs - 1)
-                result = train(info, pipe, images.classes, config)  # again: the CPU may be shared, best of both
-                zoo_rates += [h["images_per_sec"] for h in result.history[1:]]
-                ratio = max(zoo_rates) / max(limit_rates)
-                median = statistics.median(zoo_rates) / statistics.median(limit_rates)
+                limit = ComputeLimit(info.build(2), bs, size, batches)
+                limit_rates: list[float] = []
+
+                class Interleave(Callbacks):  # one limit measurement after each zoo epoch: same CPU weather
+                    def on_epoch_end(self, epoch, values, improved):
+                        if epoch > 1:
+                            limit_rates.append(limit())
+
+                result = train(info, pipe, images.classes, config, Interleave())
+                zoo_rates = [h["images_per_sec"] for h in result.history[1:]]
+                ratio = statistics.median(z / l for z, l in zip(zoo_rates, limit_rates))
+                best = max(zoo_rates) / max(limit_rates)
                 worst = ratio if worst is None else min(worst, ratio)
-                print(f"{name:10} {size:>5} {batches:>7} {max(zoo_rates):>10.1f} {max(limit_rates):>12.1f} "
-                      f"{ratio:>6.3f} {median:>14.3f}", flush=True)
+                print(f"{name:10} {size:>5} {batches:>7} {statistics.median(zoo_rates):>10.1f} "
+                      f"{statistics.median(limit_rates):>12.1f} {ratio:>6.3f} {best:>12.3f}", flush=True)
     print(f"worst ratio {worst:.3f} (target >= 0.97); load average now {os.getloadavg()[0]:.2f}")
     return 0
 

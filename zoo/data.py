@@ -124,8 +124,9 @@ def decode_image(path: Path, side: Optional[int]):
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
-        if side:
-            im.draft("RGB", (side, side))  # JPEG: let the decoder downscale by 2/4/8 while staying >= side
+        # JPEG: let the decoder downscale by 2/4/8 while staying >= side (a check alone decodes at 1/8 scale;
+        # the whole stream is still read, so truncation is still found)
+        im.draft("RGB", (side, side) if side else (16, 16))
         im = ImageOps.exif_transpose(im.convert("RGB"))  # convert() decodes everything: truncation raises here
     if not side:
         return None
@@ -425,6 +426,17 @@ def resized_crops(images: "torch.Tensor", boxes: "torch.Tensor", size: int,
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def cpu_resized_crops(cache: "torch.Tensor", indices: "torch.Tensor", boxes: "torch.Tensor",
+                      size: int) -> "torch.Tensor":
+    """``resized_crops(cache[indices], boxes, size)`` on the CPU without gathering the batch first."""
+    import torch
+    import torch.nn.functional as F
+
+    return torch.cat([F.interpolate(cache[i:i + 1, :, t:t + h, l:l + w], size=(size, size), mode="bilinear",
+                                    antialias=True, align_corners=False)
+                      for i, (t, l, h, w) in zip(indices.tolist(), boxes.tolist())])
+
+
 def center_crops(images: "torch.Tensor", size: int, chunk: int = 256) -> "torch.Tensor":
     """Deterministic eval transform on cached squares: the central 0.875 of each side, resized to size."""
     import torch
@@ -596,17 +608,19 @@ class Pipeline:
         n, bs = self.train_size, self.batch_size
         order = torch.randperm(n, generator=generator)
         side = self._train_x.shape[-1]
+        all_boxes = crop_boxes(n, side, side, generator)  # the epoch's crops and flips, drawn at once
+        all_flips = torch.rand(n, generator=generator) < 0.5
         for b in range(self.batches_per_epoch()):
             sel = order[b * bs:(b + 1) * bs]
-            boxes = crop_boxes(len(sel), side, side, generator)
-            flips = torch.rand(len(sel), generator=generator) < 0.5
-            if self._train_x.device.type == "cuda":
-                x = self._train_x[sel.to(self.device, non_blocking=True)]
-            elif self.device.type == "cuda":
-                x = self._train_x[sel].pin_memory().to(self.device, non_blocking=True)
+            boxes, flips = all_boxes[b * bs:(b + 1) * bs], all_flips[b * bs:(b + 1) * bs]
+            if self.device.type == "cpu":  # crop straight from the cache: no gathered copy of the batch
+                x = cpu_resized_crops(self._train_x, sel, boxes, self.image_size)
             else:
-                x = self._train_x[sel]
-            x = resized_crops(x, boxes, self.image_size)
+                if self._train_x.device.type == "cuda":
+                    x = self._train_x[sel.to(self.device, non_blocking=True)]
+                else:
+                    x = self._train_x[sel].pin_memory().to(self.device, non_blocking=True)
+                x = resized_crops(x, boxes, self.image_size)
             if flips.any():
                 f = flips.nonzero().squeeze(1).to(x.device)
                 x[f] = x[f].flip(-1)
