@@ -226,8 +226,16 @@ def load_images(
             reason = str(exc) or type(exc).__name__
             return None, reason.split("\n")[0][:160]
 
-    arrays, skipped, good = [], [], []
+    skipped, good = [], []
     done = 0
+    cache = None
+    if in_memory:
+        import torch
+
+        # [N, S, S, 3] bytes, filled in place (no second copy); viewed as NCHW it is a channels_last tensor,
+        # the layout torch's fast uint8 resizing wants.
+        cache = torch.empty((len(files), side, side, 3), dtype=torch.uint8)
+        cache_np = cache.numpy()  # the same memory, written through numpy (PIL's arrays are read-only)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL releases the GIL while decoding
         for item, (array, error) in zip(files, pool.map(check, files, chunksize=16)):
             done += 1
@@ -236,9 +244,9 @@ def load_images(
             if error:
                 skipped.append((item[0], error))
                 continue
+            if cache is not None:
+                cache_np[len(good)] = array
             good.append(Sample(*item))
-            if in_memory:
-                arrays.append(array)
 
     if skipped:
         listing = "; ".join(f"{p} ({why})" for p, why in skipped[:10])
@@ -255,13 +263,8 @@ def load_images(
     check_split_counts(counts, split)
 
     fingerprint = fingerprint_of([f"{s.path}\t{s.size}" for s in good])
-    cache = None
-    if in_memory:
-        import numpy as np
-        import torch
-
-        # [N, S, S, 3] bytes viewed as NCHW: a channels_last tensor, the layout fast uint8 resizing wants.
-        cache = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    if cache is not None:
+        cache = cache[:len(good)].permute(0, 3, 1, 2)
     return ImageSet(root, classes, good, skipped, fingerprint, cache, side if in_memory else 0)
 
 
@@ -395,7 +398,7 @@ def normalise(x: "torch.Tensor", mean=IMAGENET_MEAN, std=IMAGENET_STD) -> "torch
         shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(1, 3, 1, 1)
         _NORM_CACHE[key] = (scale, shift)
     scale, shift = _NORM_CACHE[key]
-    return torch.addcmul(shift, x.float(), scale)
+    return torch.addcmul(shift, x, scale)  # uint8 x is promoted to float inside the one kernel
 
 
 def resized_crops(images: "torch.Tensor", boxes: "torch.Tensor", size: int,
