@@ -207,7 +207,7 @@ def train(
     min_delta: float = typer.Option(0.0, "--min-delta", min=0.0, help="Smallest decrease of validation loss that counts."),
     split: str = typer.Option("8:1:1", "--split", help="train:val:test ratios, stratified by class."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=1, show_default=False,
-                                             help="Square input size in px [default: each model's own]."),
+                                             help="Square input size in px (default: each model's own)."),
     seed: int = typer.Option(42, "--seed", help="Seed of the split, the initial weights and the augmentation."),
     pretrained: bool = typer.Option(False, "--pretrained/--no-pretrained", help="Start from the plugin's weights."),
     weights: Optional[Path] = typer.Option(None, "--weights", metavar="FILE", show_default=False,
@@ -216,7 +216,7 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, show_default=False,
                                           help="Threads that decode images, and loader processes when images are "
-                                               "streamed from disk [default: up to 8]."),
+                                               "streamed from disk (default: up to 8)."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16/fp16 on GPUs, fp32 on CPU), fp32, bf16, fp16."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     strict: bool = typer.Option(False, "--strict", help="Refuse unreadable image files instead of skipping them."),
