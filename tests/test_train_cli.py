@@ -217,3 +217,13 @@ def test_from_reproduces_params_and_command_line_overrides(cli, make_images):
     assert {k for k in one.params if one.params[k] != three.params[k]} == {"lr", "epochs"}
     assert three.params["lr"] == 0.05 and three.params["seed"] == 3 and three.params["image_size"] == 20
     assert cli("train", "--from", "99").exit_code == 1
+
+
+def test_streaming_from_disk_when_over_the_memory_budget(cli, make_images, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_MEMORY", "0")  # nothing fits: DataLoader workers read the files every epoch
+    data = make_images({"cat": 6, "dog": 6}, size=20)
+    result = cli("train", "tinycnn", "--data", data, *FAST, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "streamed from disk" in result.output
+    (run,) = runs(registry())
+    assert run.status == "completed" and run.epochs_run == 2 and "test_accuracy" in run.metrics
