@@ -619,10 +619,12 @@ class Pipeline:
             if self.device.type == "cpu":  # crop straight from the cache: no gathered copy of the batch
                 x = cpu_resized_crops(self._train_x, sel, boxes, self.image_size)
             else:
-                if self._train_x.device.type == "cuda":
+                if self._train_x.device == self.device:  # the whole train set lives on the GPU
                     x = self._train_x[sel.to(self.device, non_blocking=True)]
-                else:
+                elif self.device.type == "cuda":
                     x = self._train_x[sel].pin_memory().to(self.device, non_blocking=True)
+                else:  # mps and other accelerators
+                    x = self._train_x[sel].to(self.device)
                 x = resized_crops(x, boxes, self.image_size)
             if flips.any():
                 f = flips.nonzero().squeeze(1).to(x.device)
