@@ -672,6 +672,8 @@ def make_pipeline(images: ImageSet, split: Split, *, image_size: int, batch_size
     import torch
 
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     if workers is None:
         workers = 0 if images.cache is not None else min(8, os.cpu_count() or 1)
     if channels_last is None:  # the engine keeps models channels_last on CUDA and CPU
