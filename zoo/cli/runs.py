@@ -75,7 +75,7 @@ def short_lived():
 
     Start-up leaves ~half a million long-lived objects (typer, pydantic, SQLAlchemy, rich) that every full
     collection, and the final one at interpreter exit, walks again: 50-100 ms, a quarter of such a command's
-    time (bench/NOTES-registry.md). Objects are still freed by reference counting; collection is back on when
+    time (BENCHMARKS.md). Objects are still freed by reference counting; collection is back on when
     the command returns (under CliRunner too), and at exit gc.freeze() lets the last collection skip them.
     """
     import atexit

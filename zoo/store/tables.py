@@ -1,7 +1,7 @@
 """Light Core views (``sqlalchemy.table``) of the tables in zoo.store.schema, for the read path.
 
 The read-only commands query through these so that they never import ``sqlalchemy.orm`` (about 90 ms of CLI
-start-up, a third of the speed budget in bench/NOTES-registry.md). Writes and migrations use the declarative
+start-up, a third of the speed budget in BENCHMARKS.md). Writes and migrations use the declarative
 classes in schema.py; tests/test_store.py checks that both describe the same columns with the same types.
 """
 
