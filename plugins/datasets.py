@@ -6,7 +6,6 @@ A dataset plugin registers a ``prepare(root) -> Path`` function; zoo calls it wi
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import shutil

@@ -77,7 +77,7 @@ def test_unknown_format_is_a_one_line_error(cli, command):
     result = cli(command, "--format", "yaml")
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "Error: Unknown format 'yaml'. Use --format table or --format json."]
+        "Error: Unknown --format 'yaml': choose one of table, json."]
 
 
 def test_plugins_json_and_table(cli):

@@ -10,19 +10,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from zoo.cli.app import app
+from zoo.cli.app import app, check_choice
 from zoo.errors import ZooError
 from zoo.models import ModelInfo
 from zoo.naming import suggest
 
 FORMATS = ("table", "json")
 WILDCARDS = set("*?[")
-
-
-def check_format(value: str) -> str:
-    if value.lower() not in FORMATS:
-        raise ZooError(f"Unknown format '{value}'. Use --format table or --format json.")
-    return value.lower()
 
 
 def human_count(n: Optional[int]) -> str:
@@ -102,7 +96,7 @@ def models(
     """
     from zoo.plugins import get_plugins
 
-    fmt = check_format(fmt)
+    fmt = check_choice("--format", fmt, FORMATS)
     registry = get_plugins().models()
     names = registry.names(pattern)
     if not names:
@@ -125,6 +119,6 @@ def plugins(
     """
     from zoo.plugins import get_plugins
 
-    fmt = check_format(fmt)
+    fmt = check_choice("--format", fmt, FORMATS)
     records = get_plugins().records
     _emit(fmt, [plugin_record(r) for r in records], plugins_table(records))

@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from zoo.cli.app import app, open_registry
+from zoo.cli.app import app, check_choice, open_registry, parse_tags
 from zoo.errors import ZooError
 
 STATUS_CHOICES = ("running", "stale", "completed", "failed", "interrupted")
@@ -40,24 +40,6 @@ def parse_since(text: str) -> datetime:
     if when.tzinfo is None:
         when = when.astimezone()  # local time
     return when.astimezone(timezone.utc).replace(tzinfo=None)
-
-
-def parse_tags(values: Optional[List[str]]) -> list[tuple[str, str]]:
-    tags = []
-    for value in values or []:
-        key, sep, tag_value = value.partition("=")
-        if not sep or not key.strip():
-            raise ZooError(f"Bad --tag '{value}': write it as key=value, e.g. --tag experiment=baseline.")
-        tags.append((key.strip(), tag_value))
-    return tags
-
-
-def check_choice(option: str, value: Optional[str], choices: tuple[str, ...]) -> Optional[str]:
-    if value is None:
-        return None
-    if value.lower() not in choices:
-        raise ZooError(f"Unknown {option} '{value}': choose one of {', '.join(choices)}.")
-    return value.lower()
 
 
 def run_filter(*, model=None, status=None, tag=None, since=None, ids=None):

@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from zoo.cli.app import app, open_registry
+from zoo.cli.app import app, open_registry, parse_tags
 from zoo.errors import ZooError, print_warning
 
 DEFAULT_EPOCHS = 30  # a maximum: early stopping (patience 7) usually ends runs sooner
@@ -154,16 +154,6 @@ def _recorder_class():
 # ---------------------------------------------------------------------------------------------- options
 
 
-def parse_tags(tags: list[str]) -> dict[str, str]:
-    out = {}
-    for tag in tags:
-        key, sep, value = tag.partition("=")
-        if not sep or not key.strip():
-            raise ZooError(f"--tag '{tag}' must look like key=value, e.g. --tag purpose=baseline.")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether an option was given on the command line (or its environment variable), not defaulted.
     Compared by name: Typer may carry its own copy of click's ParameterSource enum."""
@@ -240,7 +230,7 @@ def train(
     if opts["data"] is None:
         raise ZooError("--data is required: an image folder with one sub-folder per class, or a dataset name "
                        "such as demo.")
-    tags = parse_tags(tag)
+    tags = dict(parse_tags(tag))
     run_training(models, opts, name=name, tags=tags, quiet=quiet)
 
 

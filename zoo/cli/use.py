@@ -8,19 +8,14 @@ from typing import List, Optional
 
 import typer
 
-from zoo.cli.app import app, open_registry
-from zoo.errors import ZooError, print_warning
+from zoo.cli.app import app, check_choice, open_registry
+from zoo.errors import print_warning
 
 
 def _console():
     from rich.console import Console
 
     return Console(soft_wrap=True)
-
-
-def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
-    if fmt not in allowed:
-        raise ZooError(f"Unknown --format '{fmt}'; choose one of: {', '.join(allowed)}.")
 
 
 @app.command()
@@ -33,7 +28,7 @@ def evaluate(
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
     """Evaluate a run's best checkpoint and record the result as a new evaluation of that run."""
-    _check_format(fmt, ("table", "json"))
+    fmt = check_choice("--format", fmt, ("table", "json"))
     from zoo.inference import evaluate_run
 
     with open_registry(create=False) as reg:
@@ -66,7 +61,7 @@ def predict(
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
     """Top-k classes with probabilities for each image, from a run's best checkpoint."""
-    _check_format(fmt, ("table", "json"))
+    fmt = check_choice("--format", fmt, ("table", "json"))
     from zoo.inference import predict as run_predict
 
     with open_registry(readonly=True, create=False) as reg:
