@@ -11,18 +11,27 @@ def debug_enabled() -> bool:
     return os.environ.get("ZOO_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def print_error(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
+def console(*, stderr: bool = False):
+    """A rich Console that shows text exactly as given: no markup, no emoji codes, no highlighting.
 
-    Console(stderr=True, soft_wrap=True, highlight=False).print(f"[bold red]Error:[/] [red]{escape(message)}[/]")
+    Run names, paths, class names and error messages are user text; style them with rich Text, never markup."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def _print_line(label: str, style: str, message: str, message_style: str = "") -> None:
+    from rich.text import Text
+
+    console(stderr=True).print(Text.assemble((label, style), (message, message_style)))
+
+
+def print_error(message: str) -> None:
+    _print_line("Error: ", "bold red", message, "red")
 
 
 def print_warning(message: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, soft_wrap=True, highlight=False).print(f"[bold yellow]Warning:[/] {escape(message)}")
+    _print_line("Warning: ", "bold yellow", message)
 
 
 class ZooError(Exception):
