@@ -50,6 +50,8 @@ def test_evaluate_own_split_records_a_new_evaluation(cli, trained):
     assert after.metrics == before.metrics  # the original test metrics are never overwritten
     assert len(after.evaluations) == len(before.evaluations) + 1
     assert after.evaluations[-1].dataset_fingerprint == before.dataset_fingerprint
+    assert after.evaluations[-1].dataset.endswith("(test split)")  # told apart from the whole folder
+    assert out["metrics"]["images"] == before.test_size
 
 
 def test_evaluate_on_another_folder_with_matching_classes(cli, trained, make_images):
@@ -60,7 +62,8 @@ def test_evaluate_on_another_folder_with_matching_classes(cli, trained, make_ima
     out = json.loads(result.output)
     assert sum(map(sum, out["confusion"])) == 9  # every image of the other folder, not a split of it
     assert [sum(row) for row in out["confusion"]] == [5, 4]
-    assert out["dataset"] == str(other.resolve())
+    assert out["dataset"] == f"{other.resolve()} (all images)"
+    assert out["metrics"]["images"] == 9
     shown = cli("--registry", registry, "show", run)
     assert str(other.resolve()) in shown.output or other.name in shown.output
 
@@ -169,3 +172,31 @@ def test_unknown_export_format_and_missing_checkpoint(cli, trained, tmp_path):
         reg.update_run(run, checkpoint=str(tmp_path / "gone.pt"))
     result = cli("--registry", copy, "predict", run, data / "cat")
     assert result.exit_code == 1 and "checkpoint" in result.output and "missing" in result.output
+
+
+def test_predict_names_with_brackets_and_all_unreadable(cli, trained, tmp_path):
+    registry, data, run = trained
+    folder = tmp_path / "odd[/]name"
+    folder.mkdir()
+    shutil.copy(sorted((data / "dog").iterdir())[0], folder / "[red]dog.jpg")
+    result = cli("--registry", registry, "predict", run, folder)
+    assert result.exit_code == 0, result.output
+    assert "[red]dog.jpg" in result.output  # user text shown as typed, not read as markup
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"nope")
+    (bad / "b.png").write_bytes(b"nope")
+    result = cli("--registry", registry, "predict", run, bad)
+    assert result.exit_code == 1
+    assert "Error: None of the 2 file(s) could be read" in result.output
+
+
+def test_export_to_a_folder_or_unwritable_place_is_one_line(cli, trained, tmp_path):
+    registry, _, run = trained
+    result = cli("--registry", registry, "export", run, "-f", "torchscript", "-o", tmp_path)
+    assert result.exit_code == 1 and "is a folder" in result.output
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = cli("--registry", registry, "export", run, "-o", blocker / "sub" / "m.pt")
+    assert result.exit_code == 1 and result.output.startswith("Error: Cannot create the folder")
+    assert "Traceback" not in result.output

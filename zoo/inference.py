@@ -6,6 +6,8 @@ code: the CLI passes in what it read from the registry and records what comes ba
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -19,13 +21,14 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 EXPORT_FORMATS = ("torchscript", "onnx")
+SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
 def checkpoint_of(run: Any) -> Path:
     """The best checkpoint file of a registry run, or a clear error."""
     if not run.checkpoint:
-        raise ZooError(f"Run {run.id} has no checkpoint (status {run.status}); only runs that finished at least one "
-                       f"epoch can be used. Train it again with 'zoo train --from {run.id}'.")
+        raise ZooError(f"Run {run.id} has no saved checkpoint (status {run.status}: no epoch ended with a finite "
+                       f"validation loss). Train it again with 'zoo train --from {run.id}'.")
     path = Path(run.checkpoint)
     if not path.is_file():
         raise ZooError(f"The checkpoint of run {run.id} is missing: '{path}'. It may have been moved or deleted; "
@@ -66,12 +69,14 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
         matches = split.fingerprint == run.split_fingerprint if run.split_fingerprint else None
         if matches is False and warn:
             warn(f"The files in '{root}' changed since run {run.id} was trained: its test split is not the same.")
+        label = f"{root} (test split)"
     else:
         root, _ = resolve_data(data)
         images = load_images(root, image_sizes=[size], split=None, warn=warn)
         everything = list(range(len(images.samples)))
         split = Split([], [], everything, fingerprint_of([f"test\t{s.path}" for s in images.samples]))
         matches = None
+        label = f"{root} (all images)"
     if images.classes != classes:
         raise ZooError(f"The classes of '{root}' ({', '.join(images.classes)}) do not match run {run.id}'s classes "
                        f"({', '.join(classes)}); pass a folder with one sub-folder per class of the run.")
@@ -79,8 +84,8 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
     pipeline = make_pipeline(images, split, image_size=size, batch_size=batch_size, device=dev)
     loss, _, confusion = evaluate(model.to(dev), pipeline.eval_batches("test", batch_size), len(classes), dev,
                                   resolve_precision("auto", dev))
-    metrics = metrics_from_confusion(confusion, classes, loss)
-    return Evaluation(metrics, confusion, classes, str(root), images.fingerprint, matches, list(images.skipped))
+    metrics = {**metrics_from_confusion(confusion, classes, loss), "images": float(len(split.test))}
+    return Evaluation(metrics, confusion, classes, label, images.fingerprint, matches, list(images.skipped))
 
 
 def _ratios(text: Any) -> tuple:
@@ -186,10 +191,15 @@ def export(run: Any, fmt: str, output: Path) -> dict[str, Any]:
     wrapped = _exportable(model, ckpt["mean"], ckpt["std"])
     example = torch.rand(1, 3, size, size)
     output = Path(output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.is_dir():
+        raise ZooError(f"--output '{output}' is a folder; give a file name, e.g. {output / ('model' + SUFFIX[fmt])}.")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(f"Cannot create the folder of --output '{output}': {exc.strerror or exc}.") from None
     tmp = output.with_name(f".{output.name}.tmp")
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), contextlib.redirect_stdout(io.StringIO()):  # the ONNX exporter chats
             if fmt == "torchscript":
                 with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; it still loads anywhere
                     warnings.simplefilter("ignore", FutureWarning)
@@ -200,6 +210,8 @@ def export(run: Any, fmt: str, output: Path) -> dict[str, Any]:
                 torch.onnx.export(wrapped, (example,), str(tmp), input_names=["image"], output_names=["logits"],
                                   dynamic_shapes=({0: batch},))
         tmp.replace(output)
+    except OSError as exc:
+        raise ZooError(f"Cannot write --output '{output}': {exc.strerror or exc}.") from None
     finally:
         tmp.unlink(missing_ok=True)
     return {**info, "file": str(output), "format": fmt}

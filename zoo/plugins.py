@@ -149,6 +149,10 @@ def build_plugins(*, autoload: Optional[bool] = None, plugin_dirs: Optional[list
         if plugin_dirs is None:
             plugin_dirs = [d for d in os.environ.get("ZOO_PLUGINS_DIR", "").split(os.pathsep) if d]
         for directory in plugin_dirs:
+            if not Path(directory).expanduser().is_dir():
+                records.append(PluginRecord(directory, "directory", directory,
+                                            error="this ZOO_PLUGINS_DIR folder does not exist"))
+                continue
             for path in sorted(Path(directory).expanduser().glob("*.py")):
                 if path.name.startswith("_"):
                     continue

@@ -9,19 +9,41 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, print_error
+
+try:  # typer >= 0.29 vendors its own click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer on real click
+    from click.exceptions import UsageError
 
 
 class ZooGroup(TyperGroup):
-    """Prints a ZooError from any command as one red line and exits 1, also under CliRunner: recent typer (0.29
-    here) vendors its own click, whose handler does not catch ``click.ClickException`` subclasses such as ZooError."""
+    """Prints a ZooError, or a mistyped command line, as one red line and exits 1, also under CliRunner.
 
-    def invoke(self, ctx):
+    Recent typer (0.29 here) vendors its own click, whose handler knows nothing of ZooError; and click's own
+    usage errors (a bad option value, a missing argument) would otherwise be a boxed message with exit code 2."""
+
+    def make_context(self, *args, **kwargs):  # the global options: zoo --bogus
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            self._usage_error(exc)
+
+    def invoke(self, ctx):  # the command and its options
         try:
             return super().invoke(ctx)
         except ZooError as exc:
             exc.show()
             raise typer.Exit(exc.exit_code) from None
+        except UsageError as exc:
+            self._usage_error(exc)
+
+    @staticmethod
+    def _usage_error(exc: UsageError):
+        if type(exc).__name__ == "NoArgsIsHelpError" or exc.ctx is None:
+            raise exc  # 'zoo train' alone prints its help, as asked
+        print_error(f"{' '.join(exc.format_message().split())} (see '{exc.ctx.command_path} --help')")
+        raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -88,7 +110,7 @@ def _version(value: bool) -> None:
 def main_options(
     registry: Optional[str] = typer.Option(
         None, "--registry", envvar="ZOO_REGISTRY", metavar="PATH_OR_URL",
-        help="Run registry: a SQLite file path or a SQLAlchemy URL. [default: ./registry.db]",
+        help="Run registry: a SQLite file path or a SQLAlchemy URL (default: ./registry.db).",
     ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show zoo's version and exit."

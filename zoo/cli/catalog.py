@@ -7,16 +7,20 @@ from typing import Any, Iterable, Optional
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from zoo.cli.app import app, check_choice
-from zoo.errors import ZooError
+from zoo.errors import ZooError, console
 from zoo.models import ModelInfo
 from zoo.naming import suggest
 
 FORMATS = ("table", "json")
 WILDCARDS = set("*?[")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def human_count(n: Optional[int]) -> str:
@@ -39,7 +43,7 @@ def model_record(info: ModelInfo) -> dict[str, Any]:
 
 def models_table(infos: Iterable[ModelInfo]) -> Table:
     infos = list(infos)
-    table = Table(caption=f"{len(infos)} models; min/default: square input size in pixels", box=box.SIMPLE_HEAD)
+    table = Table(caption=f"{plural(len(infos), 'model')}; min/default: square input size in pixels", box=box.SIMPLE_HEAD)
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("family", overflow="ellipsis")
     table.add_column("params", justify="right", no_wrap=True)
@@ -63,7 +67,7 @@ def plugin_record(record) -> dict[str, Any]:
 def plugins_table(records: Iterable) -> Table:
     records = list(records)
     failed = sum(1 for r in records if r.error)
-    caption = f"{len(records)} plugins" + (f", {failed} failed to load" if failed else "")
+    caption = plural(len(records), "plugin") + (f", {failed} failed to load" if failed else "")
     table = Table(caption=caption, box=box.SIMPLE_HEAD)
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("version")
@@ -71,7 +75,7 @@ def plugins_table(records: Iterable) -> Table:
     table.add_column("source")
     table.add_column("location", overflow="fold")
     for r in records:
-        hooks = f"[red]failed: {r.error}[/]" if r.error else ", ".join(r.hooks) or "-"
+        hooks = Text(f"failed: {r.error}", style="red") if r.error else ", ".join(r.hooks) or "-"
         table.add_row(r.name, r.version or "-", hooks, r.source, r.location)
     return table
 
@@ -80,13 +84,13 @@ def _emit(fmt: str, records: list[dict[str, Any]], table: Table) -> None:
     if fmt == "json":
         typer.echo(json.dumps(records, indent=2))
     else:
-        Console().print(table)
+        console().print(table)
 
 
 @app.command("models")
 def models(
     pattern: Optional[str] = typer.Argument(
-        None, help="Shell-style pattern, case-insensitive, e.g. 'resnet*' or '*vit*'. [default: all]"
+        None, help="Shell-style pattern, case-insensitive, e.g. 'resnet*' or '*vit*' (default: all)."
     ),
     fmt: str = typer.Option("table", "--format", "-f", help="table or json (a list of objects with 'name')."),
 ) -> None:

@@ -9,13 +9,24 @@ from typing import List, Optional
 import typer
 
 from zoo.cli.app import app, check_choice, open_registry
-from zoo.errors import print_warning
+from zoo.errors import console, print_error, print_warning
 
 
-def _console():
-    from rich.console import Console
+def predictions_table(results: list[dict], title: str):
+    """One row per file: its top-k classes with probabilities, or why it could not be read."""
+    from rich.table import Table
+    from rich.text import Text
 
-    return Console(soft_wrap=True)
+    table = Table(title=title, title_justify="left")
+    table.add_column("file")
+    for i in range(max((len(r.get("predictions", [])) for r in results), default=0)):
+        table.add_column(f"#{i + 1}")
+    for r in results:
+        if "error" in r:
+            table.add_row(r["file"], Text(f"unreadable: {r['error']}", style="red"))
+        else:
+            table.add_row(r["file"], *(f"{p['class']} {p['probability']:.1%}" for p in r["predictions"]))
+    return table
 
 
 @app.command()
@@ -25,7 +36,7 @@ def evaluate(
                                        "(default: the run's own test split)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
 ) -> None:
     """Evaluate a run's best checkpoint and record the result as a new evaluation of that run."""
     fmt = check_choice("--format", fmt, ("table", "json"))
@@ -44,13 +55,12 @@ def evaluate(
         return
     from zoo.render import confusion_table, per_class, per_class_table
 
-    console = _console()
-    where = "its own test split" if data is None else result.dataset
-    console.print(f"Run {view.id} ({view.model}) on {where}: accuracy {result.metrics['test_accuracy']:.4f}, "
+    out = console()
+    out.print(f"Run {view.id} ({view.model}) on {result.dataset}, {int(result.metrics['images'])} images: accuracy {result.metrics['test_accuracy']:.4f}, "
                   f"loss {result.metrics['test_loss']:.4f}, macro F1 {result.metrics['test_f1']:.4f} "
                   f"(evaluation {eval_id})")
-    console.print(per_class_table(per_class(result.classes, result.metrics, result.confusion)))
-    console.print(confusion_table(result.classes, result.confusion))
+    out.print(per_class_table(per_class(result.classes, result.metrics, result.confusion)))
+    out.print(confusion_table(result.classes, result.confusion))
 
 
 @app.command()
@@ -58,7 +68,7 @@ def predict(
     run: str = typer.Argument(..., help="Run id."),
     images: List[str] = typer.Argument(..., help="Image files or folders."),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many classes to show per image."),
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
 ) -> None:
     """Top-k classes with probabilities for each image, from a run's best checkpoint."""
     fmt = check_choice("--format", fmt, ("table", "json"))
@@ -71,28 +81,18 @@ def predict(
     if fmt == "json":
         typer.echo(json.dumps(results, indent=2))
     else:
-        from rich.table import Table
-
-        table = Table(title=f"Run {view.id} ({view.model}) predictions")
-        table.add_column("file")
-        for i in range(max((len(r.get("predictions", [])) for r in results), default=0)):
-            table.add_column(f"#{i + 1}")
-        for r in results:
-            if "error" in r:
-                table.add_row(r["file"], f"[red]unreadable: {r['error']}[/]")
-            else:
-                table.add_row(r["file"], *(f"{p['class']} {p['probability']:.1%}" for p in r["predictions"]))
-        _console().print(table)
+        console().print(predictions_table(results, f"Run {view.id} ({view.model}) predictions"))
     for r in failed:
         print_warning(f"Cannot read '{r['file']}': {r['error']}")
     if failed and len(failed) == len(results):
+        print_error(f"None of the {len(results)} file(s) could be read as an image; nothing was predicted.")
         raise typer.Exit(1)
 
 
 @app.command()
 def export(
     run: str = typer.Argument(..., help="Run id."),
-    fmt: str = typer.Option("torchscript", "--format", help="torchscript or onnx."),
+    fmt: str = typer.Option("torchscript", "--format", "-f", help="torchscript or onnx."),
     output: Path = typer.Option(..., "--output", "-o", help="File to write."),
 ) -> None:
     """Write a run's best model as a file that loads and runs without zoo (TorchScript or ONNX)."""
@@ -101,5 +101,5 @@ def export(
     with open_registry(readonly=True, create=False) as reg:
         view = reg.get_run(run)
     info = run_export(view, fmt, output)
-    _console().print(f"Wrote {info['file']} ({fmt}): input {info['input']}; image size {info['image_size']}; "
+    console().print(f"Wrote {info['file']} ({fmt}): input {info['input']}; image size {info['image_size']}; "
                      f"classes {', '.join(info['classes'])}.")
