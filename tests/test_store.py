@@ -211,22 +211,51 @@ def test_an_older_registry_is_upgraded_in_place_by_writers_only(db, monkeypatch,
         calls.append(1)
         migrations.add_column(conn, "runs", "note", "TEXT")
 
-    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, (2, "add_note", add_note)])
+    latest = migrations.latest_version()
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, (latest + 1, "add_note", add_note)])
     before = digest(db)
     with pytest.raises(ZooError, match="zoo migrate"):
         Registry.open(db, readonly=True)
     assert digest(db) == before
 
     result = cli("--registry", db, "migrate")
-    assert result.exit_code == 0 and "schema version 2" in result.output
+    assert result.exit_code == 0 and f"schema version {latest + 1}" in result.output
     assert calls == [1]
     with Registry.open(db) as reg:  # applied once, recorded, data kept
-        assert reg.schema_version() == 2 and reg.get_run(run_id).model == "m"
+        assert reg.schema_version() == latest + 1 and reg.get_run(run_id).model == "m"
     assert calls == [1]
     con = sqlite3.connect(db)
     assert "note" in [row[1] for row in con.execute("PRAGMA table_info(runs)")]
-    assert [row[0] for row in con.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+    versions = [row[0] for row in con.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == list(range(1, latest + 2))
     con.close()
+
+
+def test_run_ids_are_never_reused_after_a_delete(db, cli):
+    with Registry.open(db) as reg:
+        assert [reg.start_run(model="m", plugin="p", params={}) for _ in range(3)] == [1, 2, 3]
+        reg.finish_run(3, "completed")
+    assert cli("--registry", db, "delete", "3", "--yes").exit_code == 0
+    with Registry.open(db) as reg:
+        assert reg.start_run(model="m", plugin="p", params={}) == 4
+        reg.delete_runs([4, 2])
+        assert reg.start_run(model="m", plugin="p", params={}) == 5
+
+
+def test_a_registry_from_before_the_run_id_counter_is_migrated_and_keeps_counting(db):
+    with Registry.open(db) as reg:
+        for _ in range(3):
+            reg.start_run(model="m", plugin="p", params={})
+    con = sqlite3.connect(db)  # make it what zoo with schema version 1 wrote: no counter
+    con.execute("DROP TABLE counters")
+    con.execute("DELETE FROM schema_migrations WHERE version >= 2")
+    con.commit()
+    con.close()
+    with Registry.open(db) as reg:  # the writer upgrades it: the counter starts at the highest id present
+        assert reg.schema_version() == migrations.latest_version()
+        reg.delete_runs([3])
+        assert reg.start_run(model="m", plugin="p", params={}) == 4
+        assert [v.id for v in (reg.get_run(i) for i in (1, 2, 4))] == [1, 2, 4]
 
 
 def test_sqlalchemy_url_locations(tmp_path):
@@ -318,3 +347,20 @@ def test_read_only_opening_does_not_import_the_orm(db):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.parametrize("url, fragments", [
+    ("postgresql://u:secret@localhost/db", ["driver 'psycopg'", "pip install 'psycopg[binary]'", "u:***@"]),
+    ("mysql+pymysql://u@localhost/db", ["driver 'pymysql'", "pip install 'PyMySQL'"]),
+    ("foo://bar", ["no database dialect 'foo'"]),
+    ("not a url://x", ["not a valid SQLAlchemy URL"]),
+    ("sqlite+pysqlite:////proc/no-such-dir/x.db", ["Cannot read registry", "unable to open database file"]),
+])
+def test_registry_urls_with_a_missing_driver_or_a_bad_url_are_one_clear_line(cli, url, fragments):
+    result = cli("--registry", url, "list-runs")
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "Unexpected" not in lines[0], result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "secret" not in result.output

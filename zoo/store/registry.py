@@ -220,11 +220,11 @@ class Registry:
         elif "://" not in location:
             path = Path(location).expanduser()
         if path is None:
-            engine = create_engine(location)
+            engine = _url_engine(location)
         else:
             _check_sqlite_file(path, readonly=readonly, create=create)
             engine = _sqlite_engine(path, readonly=readonly)
-        registry = cls(engine, location=str(path) if path else location, path=path, readonly=readonly)
+        registry = cls(engine, location=str(path) if path else _hide_password(location), path=path, readonly=readonly)
         try:
             registry._prepare()
         except BaseException:
@@ -376,7 +376,8 @@ class Registry:
         )
         schema = _schema()
         with self._write() as conn:
-            run_id = conn.execute(insert(schema.runs).values(**row)).inserted_primary_key[0]
+            run_id = _next_run_id(conn)
+            conn.execute(insert(schema.runs).values(id=run_id, **row))
             if params:
                 conn.execute(
                     insert(schema.params),
@@ -555,6 +556,68 @@ def _schema():
     from zoo.store import schema
 
     return schema
+
+
+# Driver modules SQLAlchemy imports for a URL -> the package that provides them (pip name).
+DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "asyncpg": "asyncpg", "pg8000": "pg8000",
+    "MySQLdb": "mysqlclient", "pymysql": "PyMySQL", "mysql": "mysql-connector-python", "mariadb": "mariadb",
+    "oracledb": "oracledb", "cx_Oracle": "cx_Oracle", "pyodbc": "pyodbc", "pymssql": "pymssql",
+}
+
+
+def _url_engine(location: str) -> Engine:
+    """create_engine for a SQLAlchemy URL, with a missing driver or a bad URL as one clear ZooError."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = _hide_password(location)
+    try:
+        return create_engine(location)
+    except NoSuchModuleError:
+        scheme = location.split("://", 1)[0]
+        raise ZooError(
+            f"Registry URL {shown}: SQLAlchemy has no database dialect '{scheme}'. Use a path to a SQLite file, "
+            "or a URL such as sqlite:///runs.db or postgresql://user@host/db."
+        ) from None
+    except ArgumentError as exc:
+        raise ZooError(
+            f"Registry URL {shown} is not a valid SQLAlchemy URL ({str(exc).splitlines()[0]}): write it as "
+            "dialect+driver://user@host/database, or give a file path."
+        ) from None
+    except ImportError as exc:
+        module = (exc.name or str(exc)).split(".")[0]
+        package = DRIVER_PACKAGES.get(module, module)
+        raise ZooError(
+            f"Registry URL {shown} needs the database driver '{module}', which is not installed: "
+            f"pip install '{package}'."
+        ) from None
+
+
+def _hide_password(location: str) -> str:
+    """The URL with any password replaced by ***, for messages."""
+    import re
+
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", location)
+
+
+def _next_run_id(conn: Connection) -> int:
+    """A run id never issued before in this registry (call inside the write transaction that inserts the run).
+
+    The counter row is updated first, which takes its write lock on any database; the highest id present covers
+    runs inserted without the counter (bulk loads, older zoo versions).
+    """
+    from sqlalchemy import func
+
+    c, runs = _schema().counters, _schema().runs
+    conn.execute(update(c).where(c.c.name == "runs").values(value=c.c.value + 1))
+    issued = conn.scalar(select(c.c.value).where(c.c.name == "runs"))
+    highest = conn.scalar(select(func.max(runs.c.id))) or 0
+    run_id = max(issued or 0, highest + 1)
+    if issued is None:
+        conn.execute(insert(c).values(name="runs", value=run_id))
+    elif issued != run_id:
+        conn.execute(update(c).where(c.c.name == "runs").values(value=run_id))
+    return run_id
 
 
 def _opt_str(value: Any) -> Optional[str]:
