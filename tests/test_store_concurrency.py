@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from zoo.store import Registry
+from zoo.store import Registry, migrations
 
 WORKERS = 8
 EPOCHS = 50
@@ -81,10 +81,11 @@ def test_eight_writers_lose_no_row(tmp_path: Path):
     assert int(out) >= 1
 
     run_ids = sorted(int(out) for out, _ in outputs)
-    assert len(set(run_ids)) == WORKERS
+    assert run_ids == list(range(1, WORKERS + 1))  # distinct, issued in turn from the counter
     con = sqlite3.connect(db)
     assert con.execute("SELECT count(*) FROM history").fetchone()[0] == WORKERS * EPOCHS * len(KEYS)
-    assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == 1
+    assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(migrations.MIGRATIONS)
+    assert con.execute("SELECT value FROM counters WHERE name = 'runs'").fetchone()[0] == WORKERS
     con.close()
     with Registry.open(db, readonly=True) as reg:
         for run_id in run_ids:

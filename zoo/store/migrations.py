@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import Connection, inspect, insert, select
+from sqlalchemy import Connection, func, inspect, insert, select
 
 from zoo.store import tables
 
@@ -30,9 +30,20 @@ def add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None
         conn.exec_driver_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {ddl_type}')
 
 
+def run_id_counter(conn: Connection) -> None:
+    """Version 2: a counter of the highest run id ever issued (from the highest id left), so ids are never reused."""
+    from zoo.store import schema
+
+    schema.counters.create(conn, checkfirst=True)
+    if conn.scalar(select(schema.counters.c.value).where(schema.counters.c.name == "runs")) is None:
+        highest = conn.scalar(select(func.max(schema.runs.c.id))) or 0
+        conn.execute(insert(schema.counters).values(name="runs", value=highest))
+
+
 # (version, name, function), in the order they are applied. Append only; never renumber.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create_tables", create_tables),
+    (2, "run_id_counter", run_id_counter),
 ]
 
 

@@ -115,6 +115,15 @@ class Evaluation(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(Json)
 
 
+class Counter(Base):
+    """A named counter; 'runs' holds the highest run id ever issued, so a deleted run's id is never reused."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
 class SchemaMigration(Base):
     """One applied migration; the highest version is the schema version of the file."""
 
@@ -131,6 +140,7 @@ history = HistoryPoint.__table__
 metrics = Metric.__table__
 tags = Tag.__table__
 evaluations = Evaluation.__table__
+counters = Counter.__table__
 schema_migrations = SchemaMigration.__table__
 
 RUN_COLUMNS = tuple(c.name for c in runs.columns)

@@ -34,8 +34,9 @@ evaluations = table(
     column("dataset_fingerprint", String), column("classes", Json), column("confusion", Json),
     column("metrics", Json),
 )
+counters = table("counters", column("name", String), column("value", Integer))
 schema_migrations = table("schema_migrations", column("version", Integer), column("name", String),
                           column("applied", DateTime))
 
-ALL = (runs, params, history, metrics, tags, evaluations, schema_migrations)
+ALL = (runs, params, history, metrics, tags, evaluations, counters, schema_migrations)
 RUN_COLUMNS = tuple(c.name for c in runs.columns)
