@@ -47,6 +47,11 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
 ]
 
 
+# The oldest schema version the read-only commands can read as it is (version 2 only adds the run-id counter,
+# which only writers use), so a read-only open of such a registry works without `zoo migrate`.
+READABLE_FROM = 1
+
+
 def latest_version() -> int:
     return max(version for version, _, _ in MIGRATIONS)
 

@@ -256,6 +256,8 @@ class Registry:
                 self._pragma("journal_mode", "wal")  # e.g. after compact(); a no-op check otherwise
             return
         if self.readonly:
+            if tables and version >= migrations.READABLE_FROM:
+                return  # older, but nothing the read path needs is missing; writers upgrade it
             if not tables:
                 raise ZooError(f"Registry {self.location} is empty: no runs recorded yet. Train one with `zoo train`.")
             raise ZooError(
