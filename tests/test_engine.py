@@ -130,6 +130,17 @@ def test_nan_loss_stops_the_run_as_failed(tiny, tmp_path):
     assert result.status == "failed" and result.stop_reason == "nan_loss"
     assert "--lr" in result.error and result.epochs_run == 0 and result.checkpoint is None
     assert not (tmp_path / "best.pt").exists() and not result.metrics
+    assert "--precision" not in result.error  # the run was already fp32: that advice would change nothing
+
+
+def test_nan_loss_in_bf16_suggests_fp32(tiny, tmp_path):
+    from zoo.engine import TrainConfig, train
+
+    images, pipe, info = tiny
+    result = train(info, pipe, images.classes, TrainConfig(epochs=3, lr=float("inf"), precision="bf16"), None,
+                   tmp_path / "best.pt")
+    assert result.status == "failed" and result.stop_reason == "nan_loss"
+    assert "--lr" in result.error and "--precision fp32" in result.error
 
 
 def test_weights_skip_a_mismatched_classifier(tmp_path):

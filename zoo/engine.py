@@ -252,6 +252,8 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config: T
     scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
     generator = torch.Generator().manual_seed(config.seed)
 
+    # What to try after a NaN/inf loss: fp32 only helps when the run was not already in fp32.
+    remedy = "try a lower --lr" + (" or --precision fp32" if config.precision in ("bf16", "fp16") else "") + "."
     best_loss, best_epoch, best_state, stale = math.inf, None, None, 0
     history: list[dict[str, float]] = []
     stop_reason, status, error = "max_epochs", "completed", None
@@ -305,7 +307,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config: T
             stop_reason, status = "nan_loss", "failed"
             where = f" (batch {nan_at})" if nan_at else ""
             error = (f"The training loss became {train_loss if not math.isfinite(train_loss) else 'NaN'} in epoch "
-                     f"{epoch}{where}; try a lower --lr or --precision fp32.")
+                     f"{epoch}{where}; {remedy}")
             break
         val_loss, val_acc, _ = evaluate(step_model, pipeline.eval_batches("val"), num_classes, device,
                                         config.precision)
@@ -315,7 +317,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config: T
         history.append(values)
         if not math.isfinite(val_loss):
             stop_reason, status = "nan_loss", "failed"
-            error = f"The validation loss became {val_loss} in epoch {epoch}; try a lower --lr or --precision fp32."
+            error = f"The validation loss became {val_loss} in epoch {epoch}; {remedy}"
             callbacks.on_epoch_end(epoch, values, False)
             break
         improved = val_loss < best_loss - config.min_delta
