@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo.data import (crop_boxes, load_images, make_pipeline, parse_split, resolve_data, split_samples)
+from zoo.data import (crop_boxes, load_images, make_pipeline, parse_split, resolve_data, scan_images,
+                      split_samples)
 from zoo.errors import ZooError
 
 
@@ -281,3 +282,21 @@ def test_pets_offline_says_it_needs_the_network_once(tmp_path, monkeypatch):
     message = caught.value.format_message()
     assert "needs the network once" in message and str(tmp_path / "pets" / "oxford-iiit-pet") in message
     assert not (tmp_path / "pets" / "cat-vs-dog").exists()
+
+
+def test_scan_checks_the_folder_without_decoding_and_load_reuses_it(make_images, tmp_path):
+    from conftest import write_images
+
+    data = make_images({"cat": 6, "dog": 6}, size=16)
+    (data / "dog" / "broken.jpg").write_bytes(b"not an image")
+    scanned = scan_images(data, split=(1, 1, 1))
+    assert scanned.classes == ["cat", "dog"] and len(scanned.files) == 13  # listed, not opened: broken one too
+    images = load_images(data, image_sizes=[16], split=(1, 1, 1), scanned=scanned)
+    plain = load_images(data, image_sizes=[16], split=(1, 1, 1))
+    assert images.samples == plain.samples and images.fingerprint == plain.fingerprint
+    assert [p for p, _ in images.skipped] == ["dog/broken.jpg"]
+    one_class = write_images(tmp_path / "one", {"cat": 4}, size=16)
+    with pytest.raises(ZooError, match="at least two class"):
+        scan_images(one_class)
+    with pytest.raises(ZooError, match="needs at least one image per class"):
+        scan_images(data, split=(1, 1, 20))

@@ -189,6 +189,30 @@ def check_classes(root: Path, classes: list[str], counts: dict[str, int], *, aft
                        f"add images to it or remove it.")
 
 
+@dataclass(frozen=True)
+class Scan:
+    """An ImageFolder listed and checked, nothing decoded: its classes and (relative path, label, bytes) files."""
+
+    root: Path
+    classes: list[str]
+    files: list[tuple[str, int, int]]
+
+
+def scan_images(root: Path, *, split: Optional[tuple] = (8, 1, 1)) -> Scan:
+    """List ``root`` (one sub-folder per class) and check the class folders, their counts and ``split`` without
+    opening an image: cheap, so bad input fails before anything slow."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ZooError(f"Data directory '{root}' does not exist; pass a folder with one sub-folder per class.")
+    classes, files = _list_files(root)
+    counts = {c: 0 for c in classes}
+    for _, label, _ in files:
+        counts[classes[label]] += 1
+    check_classes(root, classes, counts)
+    check_split_counts(counts, split)
+    return Scan(root, classes, files)
+
+
 def load_images(
     root: Path,
     *,
@@ -199,19 +223,16 @@ def load_images(
     workers: Optional[int] = None,
     progress: Optional[Callable[[int, int], None]] = None,
     warn: Optional[Callable[[str], None]] = None,
+    scanned: Optional[Scan] = None,
 ) -> ImageSet:
     """Scan ``root`` (one sub-folder per class), check every image once, and keep them decoded in memory when
     N x 3 x S x S bytes fit ``budget``. Bad input raises ZooError before anything is decoded when possible.
-    ``split`` (train:val:test ratios) is checked to give every part an image of every class; None skips that."""
+    ``split`` (train:val:test ratios) is checked to give every part an image of every class; None skips that.
+    ``scanned``: the result of ``scan_images(root, split=split)`` already made, so the folder is listed once."""
     root = Path(root)
-    if not root.is_dir():
-        raise ZooError(f"Data directory '{root}' does not exist; pass a folder with one sub-folder per class.")
-    classes, files = _list_files(root)
-    counts = {c: 0 for c in classes}
-    for _, label, _ in files:
-        counts[classes[label]] += 1
-    check_classes(root, classes, counts)
-    check_split_counts(counts, split)
+    if scanned is None or Path(scanned.root) != root:
+        scanned = scan_images(root, split=split)
+    classes, files = scanned.classes, scanned.files
 
     side = cache_side_for(list(image_sizes))
     budget = memory_budget() if budget is None else budget
