@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -40,7 +44,8 @@ def test_train_records_everything(cli, make_images):
     assert run.status == "completed" and run.stop_reason == "max_epochs" and run.epochs_run == 2
     assert run.name == "first" and run.tags == {"purpose": "test", "size": "tiny"}
     assert run.model == "tinycnn" and run.plugin == "tinycnn" and run.device == "cpu"
-    assert run.params["image_size"] == 16 and run.params["lr"] == 0.01 and run.params["precision"] == "fp32"
+    assert run.params["image_size"] == 16 and run.params["lr"] == 0.01 and run.params["precision"] == "auto"
+    assert run.params["resolved_precision"] == "fp32" and run.params["resolved_device"] == "cpu"
     assert run.params["data"] == str(data.resolve()) and run.params["split"] == "8:1:1"
     assert set(run.params) >= {"epochs", "batch_size", "momentum", "weight_decay", "patience", "min_delta", "seed",
                                "pretrained", "weights", "workers", "compile", "strict", "device"}
@@ -200,6 +205,7 @@ def test_pretrained_offline_message(cli, make_images, tmp_path, monkeypatch):
     assert result.exit_code == 1 and "'resnet18'" in out and "--weights FILE" in out
     assert str(home / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in out
     assert no_runs_recorded()
+    assert "images, 2 classes" not in out  # the weights are looked for before any image is decoded
 
 
 def test_from_reproduces_params_and_command_line_overrides(cli, make_images):
@@ -227,3 +233,129 @@ def test_streaming_from_disk_when_over_the_memory_budget(cli, make_images, monke
     assert "streamed from disk" in result.output
     (run,) = runs(registry())
     assert run.status == "completed" and run.epochs_run == 2 and "test_accuracy" in run.metrics
+
+
+# ------------------------------------------------------------------ stopping from outside, registry first, markup
+
+
+def zoo_process(*args: str, **kwargs) -> subprocess.Popen:
+    """The real `zoo` entry point in a child process (the environment of the test: its registry, no plugins)."""
+    return subprocess.Popen([sys.executable, "-m", "zoo", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_closed_stdout_records_the_run_interrupted(make_images):
+    """`zoo train ... | head -1`: rich exits 1 on the broken pipe; the run must not stay 'running'."""
+    data = make_images({"cat": 6, "dog": 6}, size=16)
+    child = zoo_process("train", "tinycnn", "--data", data, "--epochs", "200", "--image-size", "16")
+    first = child.stdout.readline()  # what `head -1` reads, then it closes the pipe
+    child.stdout.close()
+    err = child.stderr.read()
+    assert child.wait(timeout=120) == 1 and first.startswith("Data ")
+    (run,) = runs(registry())
+    assert run.status == "interrupted" and run.stop_reason == "interrupted" and "broken pipe" in run.error
+    assert f"Run {run.id} (tinycnn) recorded as interrupted" in err and "Traceback" not in err
+
+
+def test_sigterm_records_the_run_interrupted_and_exits_143(make_images):
+    data = make_images({"cat": 6, "dog": 6}, size=16)
+    child = zoo_process("train", "tinycnn", "--data", data, "--epochs", "500", "--image-size", "16")
+    for line in child.stdout:
+        if "tinycnn epoch" in line:  # the first epoch is recorded: stop it now
+            break
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 143, err
+    (run,) = runs(registry())
+    assert run.status == "interrupted" and run.stop_reason == "interrupted" and "SIGTERM" in run.error
+    assert 1 <= run.epochs_run < 500 and run.checkpoint and Path(run.checkpoint).is_file()
+    assert "Terminated: run 1 (tinycnn) recorded as interrupted" in err and "Traceback" not in err
+    assert "Trained in this command" in out
+
+
+def test_sigterm_handler_is_restored_after_train(cli, make_images):
+    before = signal.getsignal(signal.SIGTERM)
+    data = make_images({"cat": 6, "dog": 6}, size=16)
+    assert cli("train", "tinycnn", "--data", data, *FAST).exit_code == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("registry", "is not a SQLite database"),
+    ("artifacts", "is a file, not a folder; point ZOO_ARTIFACTS at a folder"),
+])
+def test_registry_and_artifacts_are_checked_before_the_data(cli, make_images, tmp_path, monkeypatch, setup, message):
+    data = make_images({"cat": 6, "dog": 6}, size=16)
+    bad = tmp_path / "notdb.txt"
+    bad.write_text("not a database\n")
+    args = ("--registry", bad) if setup == "registry" else ()
+    if setup == "artifacts":
+        monkeypatch.setenv("ZOO_ARTIFACTS", str(bad))
+    result = cli(*args, "train", "tinycnn", "--data", data, *FAST)
+    assert result.exit_code == 1 and message in " ".join(result.output.split()), result.output
+    assert "Data " not in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert bad.read_text() == "not a database\n" and no_runs_recorded()
+
+
+def set_params(run_id: int, **values) -> None:
+    """Rewrite recorded params in the SQLite file, as a run recorded elsewhere (or by an older zoo) has them."""
+    from sqlalchemy import text
+
+    with registry().engine.begin() as conn:
+        for key, value in values.items():
+            conn.execute(text("DELETE FROM params WHERE run_id = :r AND key = :k"), {"r": run_id, "k": key})
+            if value is not None:
+                conn.execute(text("INSERT INTO params (run_id, key, value) VALUES (:r, :k, :v)"),
+                             {"r": run_id, "k": key, "v": json.dumps(value)})
+
+
+def test_from_replays_the_device_as_given_not_as_resolved(cli, make_images):
+    data = make_images({"cat": 6, "dog": 6}, size=16)
+    assert cli("train", "tinycnn", "--data", data, "--epochs", "1", "--image-size", "16").exit_code == 0
+    (gpu,) = runs(registry())
+    assert gpu.params["device"] == "auto" and gpu.params["precision"] == "auto" and gpu.device == "cpu"
+    assert gpu.params["resolved_device"] == "cpu" and gpu.params["resolved_precision"] == "fp32"
+    set_params(gpu.id, resolved_device="cuda:0", resolved_precision="bf16")  # as if trained on a GPU
+    again = cli("train", "--from", str(gpu.id))
+    assert again.exit_code == 0, again.output
+    replay = runs(registry())[1]
+    assert replay.status == "completed" and replay.device == "cpu"
+    assert (replay.params["device"], replay.params["precision"]) == ("auto", "auto")
+    assert (replay.params["resolved_device"], replay.params["resolved_precision"]) == ("cpu", "fp32")
+    # options given on the command line still win
+    forced = cli("train", "--from", str(gpu.id), "--device", "cpu", "--precision", "bf16")
+    assert forced.exit_code == 0, forced.output
+    third = runs(registry())[2]
+    assert (third.params["device"], third.params["precision"], third.params["resolved_precision"]) == \
+        ("cpu", "bf16", "bf16")
+    # a run recorded before the split stored the resolved values as device/precision: not replayed
+    set_params(gpu.id, device="cuda:0", precision="bf16", resolved_device=None, resolved_precision=None)
+    old = cli("train", "--from", str(gpu.id))
+    assert old.exit_code == 0, old.output
+    fourth = runs(registry())[3]
+    assert (fourth.params["device"], fourth.params["precision"], fourth.device) == ("auto", "auto", "cpu")
+    shown = cli("show", str(fourth.id))
+    assert shown.exit_code == 0 and "resolved_precision" in shown.output and "fp32" in shown.output
+
+
+@pytest.mark.parametrize("folder", ["wd[/]x", "b[red]", "e :smile: [bold]"])
+def test_user_text_is_printed_as_given_never_as_markup(cli, make_images, folder):
+    data = make_images({"cat": 6, "dog": 6}, size=16, name=folder)
+    result = cli("train", "tinycnn", "--data", data, *FAST)
+    assert result.exit_code == 0, result.output
+    assert f"Data {data.resolve()}: 12 images" in result.output
+    (run,) = runs(registry())
+    assert run.params["data"] == str(data.resolve()) and run.status == "completed"
+
+
+def test_epoch_line_styles_best_with_text_not_markup():
+    from zoo.cli.train import epoch_line
+
+    values = {"train_loss": 0.5, "train_acc": 0.75, "val_loss": float("nan"), "val_acc": 0.5,
+              "images_per_sec": 100.0, "seconds": 0.25}
+    line = epoch_line("m[red]", 3, 10, values, improved=True)
+    assert line.plain == ("m[red] epoch  3/10  train loss 0.5000 acc 0.750  val loss nan acc 0.500  100 img/s  "
+                          "0.2s  best")
+    assert [(line.plain[s.start:s.end], str(s.style)) for s in line.spans] == [("best", "green")]
+    assert not epoch_line("m", 1, 1, values, improved=False).spans

@@ -1,21 +1,36 @@
 """``zoo train MODEL [MODEL...]``: every model on one shared split, every run recorded in the registry.
 
-The command parses and checks everything first (models, sizes, device, data), then for each model starts a run,
-lets the engine train it, and records what the engine reports through ``Recorder`` (engine callbacks ->
-Registry calls). torch is imported only once the command runs.
+The command checks everything first (models, sizes, device, the registry and its artifacts folder, the data
+folder, every model built), decodes the images once, then for each model starts a run, lets the engine train it,
+and records what the engine reports through ``Recorder`` (engine callbacks -> Registry calls). torch is imported
+only once the command runs.
+
+How a run ends when the command is stopped: zoo never leaves a run 'running'. Ctrl-C and SIGTERM record the run in
+progress as 'interrupted' (stop_reason 'interrupted') and exit 130 (Ctrl-C) or 143 (SIGTERM, 128 + 15). Any other
+stop from outside the training (SystemExit, e.g. rich exiting when stdout is a closed pipe as in
+``zoo train ... | head -1``) is also recorded 'interrupted', with the cause in the run's error, and the exit goes on
+unchanged. An exception in the training itself records the run 'failed' (stop_reason 'error').
+
+``--from RUN`` replays the options as the user gave them: params hold ``device``/``precision`` as typed ('auto' by
+default) and the values they resolved to under ``resolved_device``/``resolved_precision`` (the run's device column
+holds the resolved device too), so a GPU run replays on a CPU machine. Runs recorded before that split stored only
+the resolved values; --from does not replay device and precision from them.
 """
 
 from __future__ import annotations
 
-import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
 from zoo.cli.app import app, open_registry, parse_tags
-from zoo.errors import ZooError, print_warning
+from zoo.errors import ZooError, console, print_warning
+from zoo.render import fmt_num
 
 DEFAULT_EPOCHS = 30  # a maximum: early stopping (patience 7) usually ends runs sooner
 DEFAULT_BATCH_SIZE = 32
@@ -23,20 +38,31 @@ DEFAULT_BATCH_SIZE = 32
 # Options that --from RUN copies from the earlier run's params unless given on the command line.
 REPRODUCED = ("data", "epochs", "batch_size", "lr", "momentum", "weight_decay", "patience", "min_delta", "split",
               "image_size", "seed", "pretrained", "weights", "device", "workers", "precision", "compile", "strict")
+# Recorded beside them: what "auto" became on the machine that trained. Never replayed.
+RESOLVED = ("resolved_device", "resolved_precision")
+
+EXIT_CTRL_C = 130
+EXIT_SIGTERM = 143  # 128 + SIGTERM, what shells report for a process ended by SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during ``zoo train``: handled exactly like Ctrl-C, but exits 143."""
 
 
 # --------------------------------------------------------------------------------------------- rendering
 
 
-def fmt(value: Optional[float], digits: int = 4) -> str:
-    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+def epoch_line(model: str, epoch: int, epochs: int, values: dict[str, float], improved: bool):
+    """One finished epoch as rich Text (plain text, plus a green "best" when validation loss improved)."""
+    from rich.text import Text
 
-
-def epoch_line(model: str, epoch: int, epochs: int, values: dict[str, float], improved: bool) -> str:
-    mark = "  [green]best[/]" if improved else ""
-    return (f"{model} epoch {epoch:>{len(str(epochs))}}/{epochs}  train loss {fmt(values['train_loss'])} "
-            f"acc {fmt(values['train_acc'], 3)}  val loss {fmt(values['val_loss'])} acc {fmt(values['val_acc'], 3)}"
-            f"  {values['images_per_sec']:.0f} img/s  {values['seconds']:.1f}s{mark}")
+    line = Text(f"{model} epoch {epoch:>{len(str(epochs))}}/{epochs}  train loss {fmt_num(values['train_loss'])} "
+                f"acc {fmt_num(values['train_acc'], 3)}  val loss {fmt_num(values['val_loss'])} "
+                f"acc {fmt_num(values['val_acc'], 3)}  {values['images_per_sec']:.0f} img/s  "
+                f"{values['seconds']:.1f}s")
+    if improved:
+        line.append("  ").append("best", style="green")
+    return line
 
 
 def summary_table(rows: list[dict[str, Any]]):
@@ -55,25 +81,24 @@ def summary_table(rows: list[dict[str, Any]]):
         result = r.get("stop_reason") or r["status"]
         if r["status"] not in ("completed", result):
             result = f"{r['status']}: {result}"
-        table.add_row(str(r["run"]), r["model"], result, str(r.get("best_epoch") or "-"),
-                      str(r.get("epochs_run") or 0), fmt(r.get("test_accuracy")), fmt(r.get("test_f1")),
-                      fmt(r.get("test_loss")), fmt_duration(r.get("seconds")))
+        table.add_row(str(r["run"]), r["model"], result, str(r.get("best_epoch") or "—"),
+                      str(r.get("epochs_run") or 0), fmt_num(r.get("test_accuracy")), fmt_num(r.get("test_f1")),
+                      fmt_num(r.get("test_loss")), fmt_duration(r.get("seconds")))
     return table
 
 
 class Display:
-    """Progress bar (stderr, terminals only) and one line per finished epoch (stdout), both off with --quiet."""
+    """Progress bar (stderr, terminals only) and one line per finished epoch (stdout), both off with --quiet.
+    Paths, names and messages are user text: the consoles show them as given (no markup); colour comes from Text."""
 
     def __init__(self, quiet: bool):
-        from rich.console import Console
-
         self.quiet = quiet
-        self.out = Console(soft_wrap=True, highlight=False)
-        self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+        self.out = console()
+        self.err = console(stderr=True)
         self.progress = None
         self.task = None
 
-    def line(self, text: str) -> None:
+    def line(self, text) -> None:
         if not self.quiet:
             self.out.print(text)
 
@@ -83,8 +108,9 @@ class Display:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         if self.progress is None:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+            self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                                     MofNCompleteColumn(), TextColumn("{task.fields[info]}", markup=False),
+                                     TimeRemainingColumn(),
                                      console=self.err, transient=True)
             self.progress.start()
         if self.task is not None:
@@ -110,9 +136,10 @@ def _recorder_class():
     class Recorder(Callbacks):
         """Engine callbacks -> registry lifecycle calls, plus the progress display."""
 
-        def __init__(self, reg, run_id: int, model: str, epochs: int, display: Display):
+        def __init__(self, reg, run_id: Optional[int], model: str, epochs: int, display: Display):
             self.reg, self.run_id, self.model, self.epochs, self.display = reg, run_id, model, epochs, display
             self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
+            self.finished = False  # finish_run called: the run has its final status
             self.metrics: dict[str, float] = {}
 
         def on_message(self, text: str) -> None:
@@ -142,11 +169,13 @@ def _recorder_class():
             self.reg.finish_run(self.run_id, result.status, stop_reason=result.stop_reason,
                                 best_epoch=result.best_epoch, epochs_run=result.epochs_run,
                                 checkpoint=result.checkpoint, error=result.error)
+            self.finished = True
 
         def stopped(self, status: str, stop_reason: str, error: Optional[str] = None) -> None:
             self.display.stop()
             self.reg.finish_run(self.run_id, status, stop_reason=stop_reason, best_epoch=self.best_epoch,
                                 epochs_run=self.epochs_run, checkpoint=self.checkpoint, error=error)
+            self.finished = True
 
     return Recorder
 
@@ -168,10 +197,15 @@ def _apply_from(ctx: typer.Context, ref: str, models: list[str], opts: dict[str,
     if not models:
         models = [source.model]
     same_model = models == [source.model]
+    # Runs recorded before the resolved values had keys of their own stored the resolved device and precision
+    # (cuda:0, bf16) under device/precision: those are not replayed, so the machine here picks its own.
+    resolved_only = not any(key in source.params for key in RESOLVED)
     for key in REPRODUCED:
         if key in source.params and not _given(ctx, key):
             if key == "image_size" and not same_model:
                 continue  # another architecture: its own default size
+            if key in ("device", "precision") and resolved_only:
+                continue
             opts[key] = source.params[key]
     if opts.get("data") is None:
         raise ZooError(f"Run {source.id} recorded no --data; pass --data PATH|NAME.")
@@ -237,13 +271,65 @@ def train(
 def run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str] = None,
                  tags: Optional[dict[str, str]] = None, quiet: bool = False) -> list[dict[str, Any]]:
     """Check everything, then train each model in turn; returns the summary rows. Raises typer.Exit(130) on
-    Ctrl-C (the run in progress is recorded as interrupted) and ZooError on bad input or a failed run."""
-    from zoo.data import dataset_record, load_images, make_pipeline, parse_split, resolve_data, split_samples
-    from zoo.engine import TrainConfig, resolve_device, resolve_precision
+    Ctrl-C and typer.Exit(143) on SIGTERM (the run in progress is recorded as interrupted), ZooError on bad input
+    or a failed run; any other stop (SystemExit) is re-raised after the run in progress is recorded."""
+    with _sigterm_as_interrupt():
+        try:
+            return _run_training(models, opts, name=name, tags=tags, quiet=quiet)
+        except Terminated:  # before any run started: nothing to record
+            from zoo.errors import print_error
+
+            print_error("Terminated (SIGTERM).")
+            raise typer.Exit(EXIT_SIGTERM)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """While ``zoo train`` runs, SIGTERM raises Terminated (a KeyboardInterrupt) once; later ones are ignored
+    while the run is being recorded. The previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _check_artifacts(reg) -> Path:
+    """The artifacts folder exists (created if missing) and is writable, or a one-line ZooError."""
+    import os
+
+    try:
+        folder = reg.artifacts_dir
+    except OSError as exc:
+        where = exc.filename or os.environ.get("ZOO_ARTIFACTS") or "the artifacts folder"
+        what = "is a file, not a folder" if Path(str(where)).is_file() else f"cannot be created ({exc.strerror or exc})"
+        raise ZooError(f"Artifacts folder {where} {what}; point ZOO_ARTIFACTS at a folder zoo can write "
+                       f"(it is created if missing).") from None
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ZooError(f"Artifacts folder {folder} is not a writable folder; point ZOO_ARTIFACTS at a folder zoo "
+                       f"can write (it is created if missing).")
+    return folder
+
+
+def _run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str], tags: Optional[dict[str, str]],
+                  quiet: bool) -> list[dict[str, Any]]:
+    from zoo.data import (dataset_record, load_images, make_pipeline, parse_split, resolve_data, scan_images,
+                          split_samples)
+    from zoo.engine import Callbacks, TrainConfig, build_model, resolve_device, resolve_precision
     from zoo.plugins import get_plugins
 
     display = Display(quiet)
-    # 1. Everything that can be wrong with the command line, before any image is read.
+    # 1. Everything that can be wrong with the command line, before any file is read.
     registry = get_plugins().models()
     infos = [registry.get(m) for m in dict.fromkeys(models)]  # unknown names: error with suggestions
     sizes = {}
@@ -266,54 +352,60 @@ def run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str]
     dev = resolve_device(str(opts["device"]))
     prec = resolve_precision(str(opts["precision"]), dev)
 
-    # 2. The data: checked once, decoded once, split once, for every model.
-    root, dataset_name = resolve_data(str(opts["data"]))
-    opts["data"] = dataset_name or str(root)
-    display.start("Checking images", 1)
-    images = load_images(root, strict=bool(opts["strict"]), image_sizes=list(sizes.values()), split=ratios,
-                         workers=opts["workers"], progress=lambda done, total: _progress(display, done, total),
-                         warn=lambda text: (display.stop(), print_warning(text)))
-    display.stop()
-    split = split_samples(images, ratios, int(opts["seed"]))
-    counts = ", ".join(f"{c} {n}" for c, n in images.counts().items())
-    where = f"in memory at {images.cache_side} px" if images.cache is not None else "streamed from disk"
-    display.line(f"Data {root}: {len(images.samples)} images, {len(images.classes)} classes ({counts}); split "
-                 f"{len(split.train)}/{len(split.val)}/{len(split.test)} (seed {opts['seed']}), {where}")
-    dataset = dataset_record(images, split, dataset_name)
-
-    # 3. Every model built (pretrained weights found, --weights fitted) before the first run is recorded.
-    from zoo.engine import Callbacks, build_model
-
-    class Messages(Callbacks):
-        def on_message(self, text: str) -> None:
-            print_warning(text) if text.startswith("Skipped") else display.line(text)
-
-    def config_for(info) -> TrainConfig:
-        return TrainConfig(epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), lr=float(opts["lr"]),
-                           momentum=float(opts["momentum"]), weight_decay=float(opts["weight_decay"]),
-                           patience=int(opts["patience"]), min_delta=float(opts["min_delta"]),
-                           seed=int(opts["seed"]), pretrained=bool(opts["pretrained"]), weights=opts["weights"],
-                           device=str(dev), precision=prec, compile=bool(opts["compile"]))
-
-    built = {info.name: build_model(info, len(images.classes), config_for(info), Messages()) for info in infos}
-
-    # 4. One run per model.
-    Recorder = _recorder_class()
-    rows: list[dict[str, Any]] = []
+    # 2. The registry and its artifacts folder: a bad --registry or ZOO_ARTIFACTS fails before any data work.
     with open_registry() as reg:
+        _check_artifacts(reg)
+
+        # 3. The data folder listed and checked (classes, counts, split) without decoding a pixel.
+        root, dataset_name = resolve_data(str(opts["data"]))
+        opts["data"] = dataset_name or str(root)
+        scanned = scan_images(root, split=ratios)
+
+        # 4. Every model built (pretrained weights found, --weights fitted) before images are decoded.
+        class Messages(Callbacks):
+            def on_message(self, text: str) -> None:
+                print_warning(text) if text.startswith("Skipped") else display.line(text)
+
+        def config_for(info) -> TrainConfig:
+            return TrainConfig(epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), lr=float(opts["lr"]),
+                               momentum=float(opts["momentum"]), weight_decay=float(opts["weight_decay"]),
+                               patience=int(opts["patience"]), min_delta=float(opts["min_delta"]),
+                               seed=int(opts["seed"]), pretrained=bool(opts["pretrained"]), weights=opts["weights"],
+                               device=str(dev), precision=prec, compile=bool(opts["compile"]))
+
+        built = {info.name: build_model(info, len(scanned.classes), config_for(info), Messages()) for info in infos}
+
+        # 5. The images: decoded once, split once, for every model.
+        display.start("Checking images", 1)
+        images = load_images(root, strict=bool(opts["strict"]), image_sizes=list(sizes.values()), split=ratios,
+                             workers=opts["workers"], progress=lambda done, total: _progress(display, done, total),
+                             warn=lambda text: (display.stop(), print_warning(text)), scanned=scanned)
+        display.stop()
+        split = split_samples(images, ratios, int(opts["seed"]))
+        counts = ", ".join(f"{c} {n}" for c, n in images.counts().items())
+        where = f"in memory at {images.cache_side} px" if images.cache is not None else "streamed from disk"
+        display.line(f"Data {root}: {len(images.samples)} images, {len(images.classes)} classes ({counts}); split "
+                     f"{len(split.train)}/{len(split.val)}/{len(split.test)} (seed {opts['seed']}), {where}")
+        dataset = dataset_record(images, split, dataset_name)
+
+        # 6. One run per model. From start_run on, the run is finished whatever stops the command.
+        Recorder = _recorder_class()
+        rows: list[dict[str, Any]] = []
         for info in infos:
             size = sizes[info.name]
-            params = {**opts, "image_size": size, "device": str(dev), "precision": prec}
+            params = {**opts, "image_size": size, "resolved_device": str(dev), "resolved_precision": prec}
             config = config_for(info)
-            run_id = reg.start_run(model=info.name, plugin=info.plugin, params=params, name=name, device=str(dev),
-                                   dataset=dataset, tags=tags or None)
-            recorder = Recorder(reg, run_id, info.name, config.epochs, display)
-            row = {"run": run_id, "model": info.name, "status": "running"}
-            rows.append(row)
-            display.line(f"Run {run_id}: {info.name} at {size} px on {dev} ({prec}), batch {config.batch_size}, "
-                         f"up to {config.epochs} epochs")
+            recorder = Recorder(reg, None, info.name, config.epochs, display)
+            row: dict[str, Any] = {"run": None, "model": info.name, "status": "running"}
             started = time.perf_counter()
             try:
+                recorder.run_id = run_id = reg.start_run(model=info.name, plugin=info.plugin, params=params,
+                                                         name=name, device=str(dev), dataset=dataset,
+                                                         tags=tags or None)
+                row["run"] = run_id
+                rows.append(row)
+                display.line(f"Run {run_id}: {info.name} at {size} px on {dev} ({prec}), batch "
+                             f"{config.batch_size}, up to {config.epochs} epochs")
                 from zoo.engine import train as train_model
 
                 pipeline = make_pipeline(images, split, image_size=size, batch_size=config.batch_size, device=dev,
@@ -321,15 +413,21 @@ def run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str]
                 result = train_model(info, pipeline, images.classes, config, recorder,
                                      (reg.run_artifacts_dir(run_id) / "best.pt").resolve(),
                                      model=built.pop(info.name))
-            except KeyboardInterrupt:
-                recorder.stopped("interrupted", "interrupted")
+                recorder.finish(result)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+                if recorder.run_id is None or recorder.finished:
+                    raise
+                terminated = isinstance(exc, Terminated)
+                recorder.stopped("interrupted", "interrupted", "Terminated (SIGTERM)." if terminated else None)
                 row.update(status="interrupted", stop_reason="interrupted", best_epoch=recorder.best_epoch,
                            epochs_run=recorder.epochs_run, seconds=time.perf_counter() - started)
                 _summary(display, rows, force=True)
-                print_warning(f"Interrupted: run {run_id} ({info.name}) recorded as interrupted after "
-                              f"{recorder.epochs_run} epoch(s).")
-                raise typer.Exit(130)
+                print_warning(f"{'Terminated' if terminated else 'Interrupted'}: run {run_id} ({info.name}) "
+                              f"recorded as interrupted after {recorder.epochs_run} epoch(s).")
+                raise typer.Exit(EXIT_SIGTERM if terminated else EXIT_CTRL_C)
             except Exception as exc:
+                if recorder.run_id is None or recorder.finished:
+                    raise
                 message = " ".join(exc.format_message().split()) if isinstance(exc, ZooError) else \
                     f"{type(exc).__name__}: {exc}"
                 recorder.stopped("failed", "error", message)
@@ -338,7 +436,14 @@ def run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str]
                 if debug_enabled():
                     raise
                 raise ZooError(f"Run {run_id} ({info.name}) failed: {message}") from None
-            recorder.finish(result)
+            except BaseException as exc:  # SystemExit (e.g. stdout closed under `| head`), GeneratorExit...
+                if recorder.run_id is not None and not recorder.finished:
+                    cause = ("its output was closed (broken pipe)" if display.out.quiet and not quiet
+                             else f"{type(exc).__name__}({exc})")
+                    recorder.stopped("interrupted", "interrupted", f"Stopped: {cause}.")
+                    print_warning(f"Run {recorder.run_id} ({info.name}) recorded as interrupted after "
+                                  f"{recorder.epochs_run} epoch(s): {cause}.")
+                raise
             row.update(status=result.status, stop_reason=result.stop_reason, best_epoch=result.best_epoch,
                        epochs_run=result.epochs_run, seconds=time.perf_counter() - started,
                        test_accuracy=result.metrics.get("test_accuracy"), test_f1=result.metrics.get("test_f1"),
@@ -348,7 +453,7 @@ def run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str]
             else:
                 display.line(f"Run {run_id} ({info.name}): {result.stop_reason.replace('_', ' ')} after "
                              f"{result.epochs_run} epoch(s), best epoch {result.best_epoch}, test accuracy "
-                             f"{fmt(result.metrics.get('test_accuracy'))}")
+                             f"{fmt_num(result.metrics.get('test_accuracy'))}")
     _summary(display, rows, force=True)
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
