@@ -181,7 +181,7 @@ def test_show_a_completed_run(cli, runs):
                  "Confusion matrix (evaluation 1: /data/other)"):
         assert text in out, text
     assert any(ch in out for ch in "▁▂▃▄▅▆▇█")  # loss sparklines
-    history_rows = [line for line in out.splitlines() if line.startswith("│") and "0.0100" in line]
+    history_rows = [line for line in out.splitlines() if line.startswith("│") and "0.01 │" in line]
     assert len(history_rows) == 4  # one row per epoch (lr column)
 
 
@@ -441,13 +441,140 @@ def test_read_commands_leave_garbage_collection_as_they_found_it(cli, runs):
 
 
 def test_narrow_terminals_get_fewer_columns_not_squeezed_ones(cli, runs, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "72")
+    monkeypatch.setenv("COLUMNS", "60")
     listing = cli("list-runs").stdout
-    header = listing.splitlines()[1]
-    for column in ("id", "model", "status", "test acc"):
+    header = "\n".join(listing.splitlines()[:2])
+    for column in ("id", "model", "status", "test", "acc"):
         assert column in header
     assert "resnet18" in listing and "interrupted" in listing and "…" not in listing
-    assert max(len(line) for line in listing.splitlines()) <= 72
+    assert max(len(line) for line in listing.splitlines()) <= 60
+    assert "hidden (name" in listing
     table = cli("compare").stdout
-    assert "accuracy (↑)" in table and "resnet18" in table and "lr" in table and "…" not in table.split("Ranked")[0]
+    assert "accuracy" in table and "resnet18" in table and "lr" in table and "…" not in table.split("Ranked")[0]
     assert "loss: train | val" not in table  # the sparklines go first
+    assert max(len(line) for line in table.splitlines()) <= 60
+
+
+# ----------------------------------------------------------------------------- review fixes
+def test_80_columns_keep_every_required_column_and_say_what_is_hidden(cli, runs, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    listing = cli("list-runs").stdout
+    head = "\n".join(listing.splitlines()[:3])
+    for column in ("id", "name", "model", "status", "started", "duration", "epochs", "best val", "test"):
+        assert column in head, column
+    assert "first" in listing and max(len(line) for line in listing.splitlines()) <= 80
+    table = cli("compare").stdout
+    head = "\n".join(table.splitlines()[:3])
+    for column in ("run", "model", "accuracy", "f1", "precision", "recall", "loss", "epochs", "duration"):
+        assert column in head, column
+    assert max(len(line) for line in table.splitlines()) <= 80
+    assert "hidden (loss sparklines" in table and "--format markdown/csv" in table
+    monkeypatch.setenv("COLUMNS", "200")
+    wide = cli("compare", "--all").stdout  # 200 columns: everything, no caption about hidden columns
+    assert "loss: train | val" in wide and "hidden" not in wide
+
+
+def test_compare_marks_params_so_they_never_clash_with_metrics(cli, runs):
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        first = add_run(reg, "tinycnn", params={"precision": "fp32", "epochs": 4}, acc=0.6, loss=0.5)
+        second = add_run(reg, "tinycnn", params={"precision": "bf16", "epochs": 8}, acc=0.7, loss=0.5)
+    table = cli("compare", first, second).stdout
+    assert "param:precision" in table and "param:epochs" in table and "epochs (best)" in table
+    markdown = cli("compare", first, second, "--format", "markdown").stdout.splitlines()[0]
+    assert "| param:precision |" in markdown and "| precision |" in markdown
+
+
+def test_compare_reads_loss_history_only_for_shown_sparklines(cli, runs, monkeypatch):
+    from zoo.store import queries
+
+    calls = []
+    real = queries.histories
+
+    def spy(conn, ids, keys=None):
+        calls.append(list(ids))
+        return real(conn, ids, keys)
+
+    monkeypatch.setattr(queries, "histories", spy)
+    for fmt in ("json", "csv", "markdown"):
+        assert cli("compare", "--format", fmt).exit_code == 0
+    monkeypatch.setenv("COLUMNS", "80")
+    assert "loss: train" not in cli("compare").stdout
+    assert calls == []
+    monkeypatch.setenv("COLUMNS", "200")
+    assert "loss: train | val" in cli("compare").stdout
+    assert len(calls) == 1
+
+
+def test_compare_with_nothing_finished_says_there_is_nothing_to_compare(cli):
+    Registry.open(os.environ["ZOO_REGISTRY"]).close()
+    empty = cli("compare")
+    assert empty.exit_code == 0 and "No runs recorded yet" in empty.stdout
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        running = add_run(reg, "tinycnn", params={"lr": 0.01}, status="running", epochs=1)
+    result = cli("compare")
+    assert result.exit_code == 0 and "Nothing to compare yet" in result.stdout and "Unknown metric" not in result.output
+    assert as_json(cli("compare", "--format", "json")) == []
+    one = cli("compare", running)
+    assert one.exit_code == 0 and f"run {running} (tinycnn, running) has no test metrics yet" in one.stdout
+
+
+def test_compare_of_a_run_without_metrics_names_it_not_filters(cli, runs):
+    result = cli("compare", runs["running"])
+    assert result.exit_code == 0
+    assert f"run {runs['running']} (tinycnn, running) has no test_accuracy yet" in result.stdout
+    assert "filters" not in result.output
+
+
+def test_delete_counts_each_artifact_once(cli, runs):
+    result = cli("delete", runs["c"], "--yes")  # best.pt inside run-<id>/: one folder
+    assert result.exit_code == 0 and "Deleted 1 run and 1 artifact folder." in result.stdout
+
+
+def test_show_rounds_throughput_and_fits_80_columns(cli, runs, monkeypatch):
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        reg.log_epoch(runs["a"], 5, {"images_per_sec": 285.7531234, "seconds": 12.345, "lr": 0.000123,
+                                     "train_loss": 0.5, "val_loss": 0.4, "train_acc": 0.9, "val_acc": 0.8})
+    monkeypatch.setenv("COLUMNS", "80")
+    out = cli("show", runs["a"]).stdout
+    history = out[out.index("History"):out.index("train_loss ")]
+    assert "286" in history and "285.75" not in history and "12.3" in history and "0.000123" in history
+    assert "img/s" in history and "…" not in history
+    assert max(len(line) for line in history.splitlines()) <= 80
+
+
+def test_help_shows_the_defaults(cli):
+    for command in ("compare", "plot"):
+        assert "(default 20)" in cli(command, "--help").stdout
+
+
+def test_plot_to_a_bad_place_is_one_clear_line(cli, runs, tmp_path):
+    for target, fragment in ((Path("/proc/no-such-dir/x.png"), "Cannot write"), (tmp_path, "is a directory")):
+        result = cli("plot", "-o", target)
+        assert result.exit_code == 1 and fragment in result.output and "Unexpected" not in result.output
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    result = cli("plot", "-o", blocker / "x.png")
+    assert result.exit_code == 1 and "Cannot write" in result.output and "Unexpected" not in result.output
+
+
+def test_plot_without_extension_says_the_file_it_wrote(cli, runs, tmp_path):
+    result = cli("plot", "-o", tmp_path / "noext")
+    written = tmp_path / "noext.png"
+    assert result.exit_code == 0 and f"Wrote {written} " in result.stdout
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_treats_all_nan_losses_as_no_history(cli, tmp_path):
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        nan_run = reg.start_run(model="tinycnn", plugin="builtin", params={})
+        for epoch in (1, 2):
+            reg.log_epoch(nan_run, epoch, {"train_loss": float("nan"), "val_loss": float("nan")})
+        reg.finish_run(nan_run, "failed", stop_reason="nan_loss")
+    result = cli("plot", nan_run, "-o", tmp_path / "nan.png")
+    assert result.exit_code == 1 and "No loss history to plot" in result.output
+    assert not (tmp_path / "nan.png").exists()
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        good = add_run(reg, "resnet18", params={}, acc=0.5, loss=0.5)
+    result = cli("plot", nan_run, good, "-o", tmp_path / "mixed.png")
+    assert result.exit_code == 0 and "(1 run)" in result.stdout
+    assert f"run {nan_run} (tinycnn, failed)" in result.output

@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from rich.cells import cell_len
 from rich.console import Group
@@ -160,7 +160,13 @@ def to_markdown(headers: Sequence[str], rows: Iterable[Sequence[Any]], align_rig
 
 @dataclass
 class Col:
-    """A table column with its cells; ``drop`` > 0 lets a narrow terminal leave it out (highest first)."""
+    """A table column with its cells.
+
+    ``drop`` > 0 lets a narrow terminal leave it out (highest first; see OPTIONAL), 0 never. ``short`` is the
+    header (lines split by newline) and ``short_cells`` the cells used by the compact layouts; ``wrap`` lets the
+    cells wrap at spaces; ``fill`` computes the cells only when the column is shown (``cells`` then holds
+    placeholders as wide as the widest cell can be); ``label`` names it in the "hidden" caption.
+    """
 
     header: str
     cells: list
@@ -168,26 +174,104 @@ class Col:
     style: Optional[str] = None
     header_style: Optional[str] = None
     drop: int = 0
+    short: Optional[str] = None
+    short_cells: Optional[list] = None
+    wrap: bool = False
+    fill: Optional[Callable[[], list]] = None
+    label: Optional[str] = None
 
-    def width(self) -> int:
-        return max(cell_len(c.plain if isinstance(c, Text) else c) for c in [self.header, *self.cells])
+    def heading(self, compact: bool) -> str:
+        return self.short if compact and self.short else self.header
+
+    def values(self, compact: bool) -> list:
+        return self.short_cells if compact and self.short_cells is not None else self.cells
+
+    def width(self, compact: bool = False) -> int:
+        """The narrowest this column can be without truncation: the widest header line and cell (word, if wrap)."""
+        widths = [cell_len(line) for line in self.heading(compact).split("\n")]
+        for cell in self.values(compact):
+            text = cell.plain if isinstance(cell, Text) else str(cell)
+            pieces = text.split() if self.wrap else [text]
+            widths += [cell_len(piece) for piece in pieces]
+        return max(widths)
+
+
+# Columns with drop >= OPTIONAL go before any layout change; lower ones (wanted, but not vital) only after the
+# tightest layout still does not fit.
+OPTIONAL = 100
+# (name, compact headers/cells, cost of the borders and padding for n columns)
+LAYOUTS = (
+    ("boxed", False, lambda n: 3 * n + 1),
+    ("compact", True, lambda n: 2 * (n - 1)),  # no box, two spaces between columns, headers on two lines
+    ("tight", True, lambda n: n - 1),  # one space between columns
+)
+
+
+def fit_columns(cols: list[Col], width: Optional[int]) -> tuple[list[Col], str, list[Col]]:
+    """Which columns to show in which layout so the table fits ``width`` without truncating a cell.
+
+    For each layout, widest first, the optional columns (drop >= OPTIONAL) go one by one until it fits; only when
+    even the tightest layout does not fit without them do the other droppable ones go. Returns the columns shown,
+    the layout and the columns hidden.
+    """
+    def fits(shown: list[Col], layout) -> bool:
+        _, compact, cost = layout
+        return sum(c.width(compact) for c in shown) + cost(len(shown)) <= width
+
+    if not width:
+        return list(cols), LAYOUTS[0][0], []
+    for layout in LAYOUTS:
+        shown = list(cols)
+        while not fits(shown, layout) and any(c.drop >= OPTIONAL for c in shown):
+            shown.remove(max(shown, key=lambda c: c.drop))
+        if fits(shown, layout):
+            return shown, layout[0], [c for c in cols if c not in shown]
+    layout = LAYOUTS[-1]
+    while not fits(shown, layout) and any(c.drop for c in shown):
+        shown.remove(max(shown, key=lambda c: c.drop))
+    return shown, layout[0], [c for c in cols if c not in shown]
 
 
 def fitted_table(cols: list[Col], width: Optional[int], **options: Any) -> Table:
-    """A Table of these columns, leaving out droppable ones until its natural width fits ``width``.
+    """A Table of these columns in the roomiest layout that fits ``width`` (see fit_columns).
 
-    The columns that stay never wrap, so a narrow terminal shows fewer columns instead of squeezed ones.
+    The columns shown never truncate: a narrow terminal shows fewer columns instead of squeezed ones, and
+    ``hidden_caption`` says which went.
     """
-    cols = list(cols)
-    while width and sum(c.width() + 3 for c in cols) + 1 > width and any(c.drop for c in cols):
-        cols.remove(max(cols, key=lambda c: c.drop))
+    from rich import box
+
+    shown, layout, hidden = fit_columns(cols, width)
+    compact = layout != "boxed"
+    if compact:
+        options = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False,
+                   "padding": (0, 1, 0, 0) if layout == "compact" else 0, **options}
     table = Table(header_style="bold", caption_justify="left", **options)
-    for c in cols:
-        table.add_column(c.header, justify=c.justify, style=c.style, header_style=c.header_style,
-                         no_wrap=c.header not in ("name", "model"))
-    for row in zip(*[c.cells for c in cols]):
+    for c in shown:
+        table.add_column(c.heading(compact), justify=c.justify, style=c.style, header_style=c.header_style,
+                         no_wrap=not c.wrap, overflow="fold" if c.wrap else "ellipsis")
+    cells = [c.fill() if c.fill else c.values(compact) for c in shown]
+    for row in zip(*cells):
         table.add_row(*row)
+    table.hidden = hidden  # type: ignore[attr-defined]
     return table
+
+
+def hidden_caption(hidden: Sequence[Col], formats: str) -> str:
+    """'2 columns hidden (duration, param:lr): widen the terminal or use --format csv/json.' or ''."""
+    if not hidden:
+        return ""
+    names = ", ".join(c.label or c.header for c in hidden)
+    count = f"{len(hidden)} column{'s' if len(hidden) != 1 else ''}"
+    return f"{count} hidden ({names}): widen the terminal or use --format {formats}."
+
+
+def fmt_started(values: Sequence[Optional[datetime]]) -> list[str]:
+    """Start times for a narrow table: 'MM-DD HH:MM' when all are in this year, else as fmt_time."""
+    local = [v.replace(tzinfo=timezone.utc).astimezone() if v else None for v in values]
+    year = datetime.now().astimezone().year
+    if all(v is None or v.year == year for v in local):
+        return [v.strftime("%m-%d %H:%M") if v else "" for v in local]
+    return [fmt_time(v) for v in values]
 
 
 # ----------------------------------------------------------------------------- list-runs
@@ -196,23 +280,29 @@ LIST_HEADERS = ("id", "name", "model", "status", "started", "duration_s", "epoch
 
 
 def runs_table(runs: Sequence[Any], total: int, width: Optional[int] = None) -> Table:
-    """The list-runs table; in a narrow terminal the least useful columns go first (id, model, status stay)."""
+    """The list-runs table; a narrow terminal gets a compact layout first, then the least useful columns go
+    (id, model, status and test acc always stay), and the caption says which."""
     cols = [
         Col("id", [str(r.id) for r in runs], justify="right"),
-        Col("name", [r.name or "" for r in runs], drop=5),
-        Col("model", [r.model for r in runs]),
+        Col("name", [r.name or "" for r in runs], drop=5, wrap=True),
+        Col("model", [r.model for r in runs], wrap=True),
         Col("status", [status_text(r.display_status) for r in runs]),
-        Col("started", [fmt_time(r.started) for r in runs], drop=3),
+        Col("started", [fmt_time(r.started) for r in runs], drop=3, short_cells=fmt_started([r.started for r in runs])),
         Col("duration", [fmt_duration(r.duration) for r in runs], justify="right", drop=4),
-        Col("epochs (best)", [epochs_cell(r) for r in runs], justify="right", drop=1),
-        Col("best val loss", [fmt_num(r.best_val_loss) for r in runs], justify="right", drop=2),
-        Col("test acc", [fmt_num(r.metrics.get("test_accuracy")) for r in runs], justify="right"),
+        Col("epochs (best)", [epochs_cell(r) for r in runs], justify="right", drop=1, short="epochs\n(best)"),
+        Col("best val loss", [fmt_num(r.best_val_loss) for r in runs], justify="right", drop=2,
+            short="best val\nloss"),
+        Col("test acc", [fmt_num(r.metrics.get("test_accuracy")) for r in runs], justify="right",
+            short="test\nacc"),
     ]
     if not any(r.name for r in runs):
         cols.pop(1)
     table = fitted_table(cols, width)
+    notes = []
     if total > len(runs):
-        table.caption = f"{len(runs)} of {total} runs shown, newest first (--limit N or --all for more)."
+        notes.append(f"{len(runs)} of {total} runs shown, newest first (--limit N or --all for more).")
+    notes.append(hidden_caption(table.hidden, "csv/json"))
+    table.caption = " ".join(n for n in notes if n) or None
     return table
 
 
@@ -357,19 +447,36 @@ def _sizes(run: Any) -> str:
     return (" (" + ", ".join(sizes) + ")") if sizes else ""
 
 
+# How the history table heads and rounds the keys the engine logs (others: the key, 4 decimals).
+HISTORY_HEADS = {"train_loss": "train\nloss", "train_acc": "train\nacc", "val_loss": "val\nloss",
+                 "val_acc": "val\nacc", "lr": "lr", "seconds": "time\n(s)", "images_per_sec": "img/s"}
+
+
+def history_cell(key: str, value: Optional[float]) -> str:
+    if value is None or not math.isfinite(value):
+        return fmt_num(value)
+    if key == "images_per_sec":
+        return f"{value:,.0f}"
+    if key == "seconds":
+        return f"{value:.1f}"
+    if key == "lr":
+        return f"{value:.3g}"
+    return fmt_num(value)
+
+
 def history_table(history: History, best_epoch: Optional[int]) -> Table:
     keys = ordered_keys(history, HISTORY_ORDER)
     table = Table(title="History (* best epoch)", title_justify="left", title_style="bold", header_style="bold")
-    table.add_column("epoch", justify="right")
+    table.add_column("epoch", justify="right", no_wrap=True)
     for key in keys:
-        table.add_column(key, justify="right")
+        table.add_column(HISTORY_HEADS.get(key, key), justify="right", no_wrap=True)
     by_epoch: dict[int, dict[str, Optional[float]]] = {}
     for key in keys:
         for epoch, value in history[key]:
             by_epoch.setdefault(epoch, {})[key] = value
     for epoch in sorted(by_epoch):
         best = epoch == best_epoch
-        table.add_row(f"{epoch}{'*' if best else ''}", *[fmt_num(by_epoch[epoch].get(k)) for k in keys],
+        table.add_row(f"{epoch}{'*' if best else ''}", *[history_cell(k, by_epoch[epoch].get(k)) for k in keys],
                       style="bold green" if best else None)
     return table
 
@@ -446,7 +553,7 @@ def compare_rows(cmp: Any, *, numbers: bool) -> list[list[Any]]:
 
 def compare_markdown(cmp: Any) -> str:
     headers = ["rank", "run", "name", "model", *[short_metric(k) for k in [cmp.metric, *cmp.other_metrics]],
-               "epochs run", "best epoch", "duration", *cmp.differing_params]
+               "epochs run", "best epoch", "duration", *[f"param:{k}" for k in cmp.differing_params]]
     numeric = [True, True, False, False] + [True] * (len(cmp.other_metrics) + 4)
     return to_markdown(headers, compare_rows(cmp, numbers=False), numeric)
 
@@ -468,29 +575,46 @@ def compare_warnings(cmp: Any) -> list[str]:
     return lines
 
 
-def compare_table(cmp: Any, width: Optional[int] = None) -> Table:
-    """The compare table; in a narrow terminal sparklines, then the other metrics, then timings go first."""
+def compare_table(cmp: Any, width: Optional[int] = None, losses: Optional[Callable[[], dict]] = None) -> Table:
+    """The compare table. A narrow terminal loses the loss sparklines, then params beyond the first three, then
+    switches to a compact layout; only then do the first params, the other metrics, duration and epochs go
+    (rank, run, model and the metric always stay). The caption names what is hidden.
+
+    ``losses`` reads the train/val loss history of the ranked runs; it is called only when the sparkline
+    column is shown (default: ``cmp.losses``).
+    """
     arrow = "lower is better" if cmp.lower_is_better else "higher is better"
     runs = cmp.runs
-    sparks = []
-    for run in runs:
-        losses = cmp.losses.get(run.id, {})
-        train = sparkline([v for _, v in losses.get("train_loss", [])], width=12)
-        val = sparkline([v for _, v in losses.get("val_loss", [])], width=12)
-        sparks.append(f"{train:<12} | {val}")
+
+    def sparks() -> list[str]:
+        history = losses() if losses is not None else cmp.losses
+        cells = []
+        for run in runs:
+            points = history.get(run.id, {})
+            train = sparkline([v for _, v in points.get("train_loss", [])], width=12)
+            val = sparkline([v for _, v in points.get("val_loss", [])], width=12)
+            cells.append(f"{train:<12} | {val}")
+        return cells
+
+    params = list(cmp.differing_params)
+    metric_head = f"{short_metric(cmp.metric)} ({'↓' if cmp.lower_is_better else '↑'})"
+    others = list(cmp.other_metrics)
     cols = [
         Col("#", [str(i) for i in range(1, len(runs) + 1)], justify="right"),
-        Col("run", [str(r.id) + (f" {r.name}" if r.name else "") for r in runs], justify="right"),
-        Col("model", [r.model for r in runs]),
-        Col(f"{short_metric(cmp.metric)} ({'↓' if cmp.lower_is_better else '↑'})",
-            [fmt_num(r.metrics.get(cmp.metric)) for r in runs], justify="right", style="bold"),
-        *[Col(short_metric(k), [fmt_num(r.metrics.get(k)) for r in runs], justify="right", drop=5 + i)
-          for i, k in enumerate(cmp.other_metrics)],
-        Col("epochs (best)", [epochs_cell(r) for r in runs], justify="right", drop=2),
-        Col("duration", [fmt_duration(r.duration) for r in runs], justify="right", drop=3),
-        Col("loss: train | val", sparks, drop=50),
-        *[Col(k, [fmt_value(cmp.differing_params[k][r.id]) for r in runs], justify="right", style="cyan",
-              header_style="bold cyan", drop=1) for k in cmp.differing_params],
+        Col("run", [str(r.id) + (f" {r.name}" if r.name else "") for r in runs], justify="right", wrap=True),
+        Col("model", [r.model for r in runs], wrap=True),
+        Col(metric_head, [fmt_num(r.metrics.get(cmp.metric)) for r in runs], justify="right", style="bold",
+            short=metric_head.replace(" (", "\n(")),
+        *[Col(short_metric(k), [fmt_num(r.metrics.get(k)) for r in runs], justify="right", drop=3 + i)
+          for i, k in enumerate(others)],
+        Col("epochs (best)", [epochs_cell(r) for r in runs], justify="right", drop=1, short="epochs\n(best)"),
+        Col("duration", [fmt_duration(r.duration) for r in runs], justify="right", drop=2),
+        Col("loss: train | val", ["x" * 27 for _ in runs], drop=OPTIONAL + 1000, fill=sparks, label="loss sparklines",
+            short="loss:\ntrain | val"),
+        *[Col(f"param:{k}", [fmt_value(cmp.differing_params[k][r.id]) for r in runs], justify="right", style="cyan",
+              header_style="bold cyan", short=f"param:\n{k}",
+              drop=(OPTIONAL + len(params) - i) if i >= FIRST_PARAMS else (3 + len(others) + FIRST_PARAMS - i))
+          for i, k in enumerate(params)],
     ]
     table = fitted_table(cols, width)
     caption = f"Ranked by {cmp.metric}, {arrow}."
@@ -498,8 +622,12 @@ def compare_table(cmp: Any, width: Optional[int] = None) -> Table:
         caption += f" Params that differ: {', '.join(cmp.differing_params)}."
     if cmp.total > len(cmp.runs):
         caption += f" {len(cmp.runs)} of {cmp.total} runs shown (--top N or --all for more)."
-    table.caption = caption
+    hidden = hidden_caption(table.hidden, "markdown/csv")
+    table.caption = caption + (f" {hidden}" if hidden else "")
     return table
+
+
+FIRST_PARAMS = 3  # differing params kept as long as the required columns; the ones after are optional
 
 
 # ----------------------------------------------------------------------------- plot

@@ -194,7 +194,7 @@ def compare(
     status: Optional[str] = typer.Option(None, "--status", help="Only runs with this status."),
     tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Only runs tagged key=value (repeatable)."),
     since: Optional[str] = typer.Option(None, "--since", help="Only runs started since an ISO date or an age."),
-    top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Show the best N [default: {DEFAULT_TOP}]."),
+    top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Show the best N (default {DEFAULT_TOP})."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Show every ranked run."),
     fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json, csv, markdown")),
 ) -> None:
@@ -204,20 +204,61 @@ def compare(
     from zoo.errors import print_warning
 
     with open_registry(readonly=True) as reg:
+        nothing = _nothing_to_compare(reg, runs)
+        if nothing:
+            _echo("[]" if fmt == "json" else "" if fmt == "csv" else nothing)
+            return
         cmp = _comparison(reg, metric, runs, by, model, status, tag, since, top, all_runs)
-    for line in render.compare_warnings(cmp):
-        print_warning(line)
-    if fmt == "json":
-        _echo(render.to_json(render.compare_records(cmp)))
-    elif fmt == "csv":
-        _echo(render.to_csv(render.compare_columns(cmp), render.compare_rows(cmp, numbers=True)))
-    elif fmt == "markdown":
-        _echo(render.compare_markdown(cmp))
-    elif not cmp.runs:
-        typer.echo(f"No runs with {cmp.metric} match these filters.")
-    else:
-        console = _console()
-        console.print(render.compare_table(cmp, width=console.width))
+        if fmt == "table" and not cmp.runs and cmp.missing and len(cmp.missing) == len(runs or ()):
+            typer.echo(_lacking(cmp.missing, cmp.metric))  # every run asked for lacks the metric: say so once
+            return
+        for line in render.compare_warnings(cmp):
+            print_warning(line)
+        if fmt == "json":
+            _echo(render.to_json(render.compare_records(cmp)))
+        elif fmt == "csv":
+            _echo(render.to_csv(render.compare_columns(cmp), render.compare_rows(cmp, numbers=True)))
+        elif fmt == "markdown":
+            _echo(render.compare_markdown(cmp))
+        elif not cmp.runs:
+            typer.echo(f"No runs with {cmp.metric} match these filters." if _filtered_args(model, status, tag, since)
+                       else f"No run has {cmp.metric} yet.")
+        else:
+            console = _console()
+
+            def losses():  # read only when the sparkline column is shown
+                from zoo.store import queries
+
+                with reg.connect() as conn:
+                    return queries.histories(conn, [r.id for r in cmp.runs], queries.LOSS_KEYS)
+
+            console.print(render.compare_table(cmp, width=console.width, losses=losses))
+
+
+def _filtered_args(model, status, tag, since) -> bool:
+    return bool(model or status or tag or since)
+
+
+def _nothing_to_compare(reg, runs) -> Optional[str]:
+    """What to say when no run in the registry has test metrics yet (None when some have)."""
+    from zoo.store import queries
+
+    with reg.connect() as conn:
+        if queries.has_metrics(conn):
+            return None
+        if runs:
+            ids = list(dict.fromkeys(reg.resolve(ref, conn) for ref in runs))
+            return _lacking(queries.run_views(conn, ids, host=reg.host), "test metrics")
+        _, total = queries.list_runs(conn, queries.RunFilter(), limit=1, host=reg.host)
+    if not total:
+        return "No runs recorded yet: nothing to compare."
+    return (f"Nothing to compare yet: none of the {total} run{'s' if total != 1 else ''} has test metrics "
+            "(a run records them when it finishes training). `zoo list-runs` shows them.")
+
+
+def _lacking(views, what: str) -> str:
+    listing = ", ".join(f"run {v.id} ({v.model}, {v.display_status})" for v in views)
+    return f"Nothing to compare: {listing} {'has' if len(views) == 1 else 'have'} no {what} yet."
 
 
 @app.command("plot")
@@ -228,7 +269,7 @@ def plot(
     metric: str = typer.Option("accuracy", "--metric", "-M", help="Without RUNs: plot the best runs by this."),
     by: Optional[str] = typer.Option(None, "--by", help="'model': the best run of each model."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only models matching this pattern."),
-    top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Plot the best N [default: {DEFAULT_TOP}]."),
+    top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Plot the best N (default {DEFAULT_TOP})."),
 ) -> None:
     """Plot train and validation loss curves of runs side by side, best epoch starred."""
     try:
@@ -255,15 +296,39 @@ def plot(
                                                  host=reg.host)
         with reg.connect() as conn:
             losses = queries.histories(conn, [v.id for v in views], queries.LOSS_KEYS)
-    if not any(losses.get(v.id) for v in views):
-        raise ZooError("No loss history to plot: the runs chosen have no recorded epochs.")
-    output = output.expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
+    from zoo.errors import print_warning
+
+    def has_loss(run_id: int) -> bool:
+        return any(v is not None for points in losses.get(run_id, {}).values() for _, v in points)
+
+    if not any(has_loss(v.id) for v in views):
+        raise ZooError("No loss history to plot: the runs chosen have no recorded epochs with a finite loss.")
+    empty = [v for v in views if not has_loss(v.id)]
+    if empty:
+        print_warning(f"Left out of the plot, no finite loss recorded: "
+                      + ", ".join(f"run {v.id} ({v.model}, {v.display_status})" for v in empty) + ".")
+        views = [v for v in views if has_loss(v.id)]
+    output = _plot_path(output.expanduser())
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
         render.plot_losses(views, losses, output)
     except ValueError as exc:  # e.g. an image format matplotlib does not know
         raise ZooError(f"Cannot write {output}: {exc}") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ZooError(f"Cannot write {output}: {reason}. Give -o a writable file path such as losses.png.") from None
     typer.echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}).")
+
+
+def _plot_path(output: Path) -> Path:
+    """The file plot writes: ``output``, with .png added when it has no extension (as matplotlib would)."""
+    if output.is_dir():
+        raise ZooError(f"{output} is a directory: give -o a file path such as {output / 'losses.png'}.")
+    if not output.suffix:
+        output = output.with_name(output.name + ".png")
+        if output.is_dir():
+            raise ZooError(f"{output} is a directory: give -o a file path such as {output / 'losses.png'}.")
+    return output
 
 
 @app.command("delete")
@@ -291,7 +356,17 @@ def delete(
             typer.echo("Nothing deleted.")
             return
         removed = reg.delete_runs(ids)
-    typer.echo(f"Deleted {count}" + (f" and {len(removed)} artifact file(s)/folder(s)." if removed else "."))
+    typer.echo(f"Deleted {count}" + (f" and {_artifacts(removed, ids)}." if removed else "."))
+
+
+def _artifacts(removed: list[Path], ids: list[int]) -> str:
+    """'1 artifact folder', '2 artifact folders and 1 checkpoint file': each thing removed counted once."""
+    names = {f"run-{i}" for i in ids}
+    folders = sum(1 for path in removed if path.name in names)
+    files = len(removed) - folders
+    parts = [f"{n} {word}{'s' if n != 1 else ''}" for n, word in ((folders, "artifact folder"),
+                                                                  (files, "checkpoint file")) if n]
+    return " and ".join(parts)
 
 
 @app.command("migrate")

@@ -1,7 +1,7 @@
 """Read queries behind list-runs, show and compare: indexed Core queries, limited to the runs shown.
 
-Nothing here reads a history row that is not displayed: lists get the best val loss by an aggregate, compare
-reads only the train/val loss of the runs in its table.
+Nothing here reads a history row that is not displayed: lists get the best val loss by an aggregate; compare
+reads no history (the CLI reads the train/val loss of the ranked runs only when their sparklines are shown).
 """
 
 from __future__ import annotations
@@ -179,10 +179,11 @@ class Comparison:
     total: int  # runs that have the metric and pass the filters (before --top)
     other_metrics: list[str]  # the other overall (not per-class) metrics of the ranked runs
     differing_params: dict[str, dict[int, Any]]  # key -> run id -> value, only keys whose values differ
-    losses: dict[int, dict[str, list[tuple[int, Optional[float]]]]]  # run id -> train/val loss history
     missing: list[RunView] = field(default_factory=list)  # runs asked for by id that lack the metric
     dataset_fingerprints: list[str] = field(default_factory=list)  # distinct ones, when more than one
     split_fingerprints: list[str] = field(default_factory=list)
+    # run id -> train/val loss history: empty unless the caller reads it (histories(); only for sparklines shown)
+    losses: dict[int, dict[str, list[tuple[int, Optional[float]]]]] = field(default_factory=dict)
 
 
 _MISSING = object()
@@ -245,7 +246,7 @@ def compare(
     split_fps = sorted({v.split_fingerprint for v in views if v.split_fingerprint})
     return Comparison(
         metric=key, lower_is_better=lower, runs=views, total=total, other_metrics=others,
-        differing_params=differing, losses=histories(conn, ids, LOSS_KEYS), missing=missing,
+        differing_params=differing, missing=missing,
         dataset_fingerprints=data_fps if len(data_fps) > 1 else [],
         split_fingerprints=split_fps if len(split_fps) > 1 else [],
     )

@@ -531,7 +531,8 @@ class Registry:
             return queries.histories(conn, [run_id], keys).get(run_id, {})
 
     def delete_runs(self, run_ids: Iterable[int]) -> list[Path]:
-        """Delete runs (their rows cascade) and their artifacts; returns the files and folders removed."""
+        """Delete runs (their rows cascade) and their artifacts; returns what was removed, each thing once: the run's
+        artifacts folder, and its checkpoint file when that lies outside the folder."""
         import shutil
 
         ids = [int(i) for i in run_ids]
@@ -541,12 +542,12 @@ class Registry:
             conn.execute(delete(r).where(r.c.id.in_(ids)))
         removed: list[Path] = []
         for run_id, checkpoint in rows:
+            folder = self.run_artifacts_dir(run_id)
             if checkpoint:
                 file = Path(checkpoint)
-                if file.is_file():
+                if file.is_file() and not file.resolve().is_relative_to(folder.resolve()):  # else with its folder
                     file.unlink()
                     removed.append(file)
-            folder = self.run_artifacts_dir(run_id)
             if folder.is_dir():
                 shutil.rmtree(folder)
                 removed.append(folder)
