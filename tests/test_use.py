@@ -176,7 +176,7 @@ def test_unknown_export_format_and_missing_checkpoint(cli, trained, tmp_path):
 
 def test_predict_names_with_brackets_and_all_unreadable(cli, trained, tmp_path):
     registry, data, run = trained
-    folder = tmp_path / "odd[/]name"
+    folder = tmp_path / "odd[b]name"
     folder.mkdir()
     shutil.copy(sorted((data / "dog").iterdir())[0], folder / "[red]dog.jpg")
     result = cli("--registry", registry, "predict", run, folder)
