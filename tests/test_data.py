@@ -124,6 +124,46 @@ def test_gpu_style_batched_crops_match_the_cpu_ones():
     assert (cpu - gpu).abs().mean() < 2.0  # same boxes, same orientation (a wrong box would differ by ~30)
 
 
+def test_cpu_crops_straight_from_the_cache_match_interpolate_and_flip():
+    import torch
+    import torch.nn.functional as F
+
+    from zoo.data import cpu_resized_crops
+
+    # an NHWC uint8 cache viewed as NCHW (channels_last), like load_images keeps it, offset by one image
+    cache = torch.randint(0, 256, (6, 30, 30, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    cache = cache.permute(0, 3, 1, 2)[1:]
+    indices = torch.tensor([4, 0, 2, 2])
+    boxes = torch.tensor([[0, 0, 30, 30], [5, 7, 11, 20], [29, 29, 1, 1], [2, 1, 25, 13]])
+    flips = torch.tensor([False, True, False, True])
+    out = cpu_resized_crops(cache, indices, boxes, 12, flips)
+    expected = []
+    for i, (t, l, h, w), f in zip(indices.tolist(), boxes.tolist(), flips.tolist()):
+        crop = F.interpolate(cache[i:i + 1, :, t:t + h, l:l + w], size=(12, 12), mode="bilinear", antialias=True,
+                             align_corners=False)
+        expected.append(crop.flip(-1) if f else crop)
+    assert out.dtype == torch.uint8 and torch.equal(out, torch.cat(expected))
+    assert not torch.equal(out[1], torch.cat(expected)[1].flip(-1))  # the flip really happened
+    with pytest.raises(ValueError, match="inside"):  # as_strided would wrap into the next row: refused
+        cpu_resized_crops(cache, indices[:1], torch.tensor([[0, 20, 5, 11]]), 12)
+
+
+def test_normalise_is_the_same_in_both_layouts_and_sizes():
+    import torch
+
+    from zoo.data import IMAGENET_MEAN, IMAGENET_STD, normalise
+
+    x = torch.randint(0, 256, (5, 3, 9, 7), dtype=torch.uint8)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (x.float() / 255 - mean) / std
+    plain = normalise(x)
+    nhwc = normalise(x.contiguous(memory_format=torch.channels_last))
+    assert plain.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain, nhwc) and torch.allclose(plain, expected, atol=1e-5)
+    assert torch.allclose(normalise(x[:, :, 1:5, 2:6]), expected[:, :, 1:5, 2:6], atol=1e-5)  # neither layout
+    assert torch.allclose(normalise(x[:, :, :4, :4].contiguous()), expected[:, :, :4, :4], atol=1e-5)
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["memory", "disk"])
 def test_eval_transforms_are_deterministic_and_train_ones_random(make_images, monkeypatch, stream):
     import torch

@@ -413,10 +413,24 @@ def normalise(x: "torch.Tensor", mean=IMAGENET_MEAN, std=IMAGENET_STD) -> "torch
     """uint8 [B, 3, H, W] -> float, (x / 255 - mean) / std, keeping x's memory format."""
     import torch
 
-    key = (x.device, tuple(mean), tuple(std))
+    if x.dim() == 4 and x.is_contiguous():
+        fmt = torch.contiguous_format
+    elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        fmt = torch.channels_last
+    else:
+        fmt = None
+    # With per-channel factors of shape [1, 3, 1, 1] the kernel walks x three values at a time; factors expanded
+    # to one image [1, 3, H, W] in x's layout make it one vectorised pass (3-4x faster, the same values).
+    key = (x.device, tuple(mean), tuple(std), tuple(x.shape[2:]) if fmt is not None else None, fmt)
     if key not in _NORM_CACHE:
+        if len(_NORM_CACHE) > 32:
+            _NORM_CACHE.clear()
         scale = torch.tensor([1 / (255 * s) for s in std], device=x.device).view(1, 3, 1, 1)
         shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(1, 3, 1, 1)
+        if fmt is not None:
+            full = (1, 3, *x.shape[2:])
+            scale = scale.expand(full).contiguous(memory_format=fmt)
+            shift = shift.expand(full).contiguous(memory_format=fmt)
         _NORM_CACHE[key] = (scale, shift)
     scale, shift = _NORM_CACHE[key]
     return torch.addcmul(shift, x, scale)  # uint8 x is promoted to float inside the one kernel
@@ -450,15 +464,33 @@ def resized_crops(images: "torch.Tensor", boxes: "torch.Tensor", size: int,
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def cpu_resized_crops(cache: "torch.Tensor", indices: "torch.Tensor", boxes: "torch.Tensor",
-                      size: int) -> "torch.Tensor":
-    """``resized_crops(cache[indices], boxes, size)`` on the CPU without gathering the batch first."""
+def cpu_resized_crops(cache: "torch.Tensor", indices: "torch.Tensor", boxes: "torch.Tensor", size: int,
+                      flips: Optional["torch.Tensor"] = None) -> "torch.Tensor":
+    """``resized_crops(cache[indices], boxes, size)`` on the CPU without gathering the batch first; samples
+    where ``flips`` is true are mirrored left-right."""
     import torch
-    import torch.nn.functional as F
 
-    return torch.cat([F.interpolate(cache[i:i + 1, :, t:t + h, l:l + w], size=(size, size), mode="bilinear",
-                                    antialias=True, align_corners=False)
-                      for i, (t, l, h, w) in zip(indices.tolist(), boxes.tolist())])
+    # The op behind F.interpolate(mode="bilinear", antialias=True, align_corners=False), called directly: the
+    # same uint8 result without F.interpolate's Python argument checks, which cost as much as a small resize.
+    resize = torch._C._nn._upsample_bilinear2d_aa
+    out_size = [size, size]
+    flip_list = flips.tolist() if flips is not None else [False] * len(indices)
+    # cache[i:i + 1, :, t:t + h, l:l + w] as one as_strided view instead of four slicing ops (which would clamp
+    # a box reaching out of the image: as_strided does not, hence the check)
+    _, channels, side_h, side_w = cache.shape
+    top, left, h, w = boxes.unbind(1)
+    if len(boxes) and not bool(((top >= 0) & (left >= 0) & (h > 0) & (w > 0) & (top + h <= side_h)
+                                & (left + w <= side_w)).all()):
+        raise ValueError("crop boxes must lie inside the cached images")
+    s_n, s_c, s_h, s_w = cache.stride()
+    base = cache.storage_offset()
+    stride = (s_n, s_c, s_h, s_w)
+    view = cache.as_strided
+    out = []
+    for i, (t, l, h, w), flip in zip(indices.tolist(), boxes.tolist(), flip_list):
+        crop = resize(view((1, channels, h, w), stride, base + i * s_n + t * s_h + l * s_w), out_size, False)
+        out.append(crop.flip(-1) if flip else crop)
+    return torch.cat(out)
 
 
 def center_crops(images: "torch.Tensor", size: int, chunk: int = 256) -> "torch.Tensor":
@@ -637,8 +669,8 @@ class Pipeline:
         for b in range(self.batches_per_epoch()):
             sel = order[b * bs:(b + 1) * bs]
             boxes, flips = all_boxes[b * bs:(b + 1) * bs], all_flips[b * bs:(b + 1) * bs]
-            if self.device.type == "cpu":  # crop straight from the cache: no gathered copy of the batch
-                x = cpu_resized_crops(self._train_x, sel, boxes, self.image_size)
+            if self.device.type == "cpu":  # crop and flip straight from the cache: no gathered copy
+                x = cpu_resized_crops(self._train_x, sel, boxes, self.image_size, flips)
             else:
                 if self._train_x.device == self.device:  # the whole train set lives on the GPU
                     x = self._train_x[sel.to(self.device, non_blocking=True)]
@@ -647,9 +679,9 @@ class Pipeline:
                 else:  # mps and other accelerators
                     x = self._train_x[sel].to(self.device)
                 x = resized_crops(x, boxes, self.image_size)
-            if flips.any():
-                f = flips.nonzero().squeeze(1).to(x.device)
-                x[f] = x[f].flip(-1)
+                if flips.any():
+                    f = flips.nonzero().squeeze(1).to(x.device)
+                    x[f] = x[f].flip(-1)
             y = self._train_y[sel.to(self._train_y.device)]
             yield self._finish(x), y
 
