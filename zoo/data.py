@@ -472,7 +472,12 @@ def cpu_resized_crops(cache: "torch.Tensor", indices: "torch.Tensor", boxes: "to
 
     # The op behind F.interpolate(mode="bilinear", antialias=True, align_corners=False), called directly: the
     # same uint8 result without F.interpolate's Python argument checks, which cost as much as a small resize.
-    resize = torch._C._nn._upsample_bilinear2d_aa
+    resize = getattr(torch._C._nn, "_upsample_bilinear2d_aa", None)
+    if resize is None:  # a private op: should a torch release rename it, take the public (slower) road
+        import torch.nn.functional as F
+
+        def resize(x, out_size, align_corners):
+            return F.interpolate(x, size=out_size, mode="bilinear", antialias=True, align_corners=align_corners)
     out_size = [size, size]
     flip_list = flips.tolist() if flips is not None else [False] * len(indices)
     # cache[i:i + 1, :, t:t + h, l:l + w] as one as_strided view instead of four slicing ops (which would clamp
