@@ -148,17 +148,6 @@ def test_cpu_crops_straight_from_the_cache_match_interpolate_and_flip():
         cpu_resized_crops(cache, indices[:1], torch.tensor([[0, 20, 5, 11]]), 12)
 
 
-def test_cpu_crops_without_the_private_resize_op_give_the_same_pixels(monkeypatch):
-    import torch
-
-    from zoo.data import cpu_resized_crops
-
-    cache = torch.randint(0, 256, (3, 3, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
-    indices, boxes = torch.tensor([0, 2]), torch.tensor([[1, 2, 15, 9], [0, 0, 20, 20]])
-    fast = cpu_resized_crops(cache, indices, boxes, 8)
-    monkeypatch.delattr(torch._C._nn, "_upsample_bilinear2d_aa")
-    assert torch.equal(cpu_resized_crops(cache, indices, boxes, 8), fast)
-
 
 def test_normalise_is_the_same_in_both_layouts_and_sizes():
     import torch
