@@ -34,8 +34,12 @@ def save_checkpoint(path: Path, *, model: str, plugin: str, classes: list[str], 
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "epoch": int(epoch),
                "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -348,11 +348,5 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config: T
     return result
 
 
-def train_images_per_sec(result: TrainResult) -> Optional[float]:
-    """Throughput of the epochs after the first (the first includes warm-up): total images / total seconds."""
-    rates = [h["images_per_sec"] for h in result.history[1:]]
-    return sum(rates) / len(rates) if rates else None
-
-
 __all__ = ["Callbacks", "TrainConfig", "TrainResult", "evaluate", "metrics_from_confusion", "resolve_device",
            "resolve_precision", "train"]

@@ -43,8 +43,6 @@ class Evaluation:
     classes: list[str]
     dataset: str
     fingerprint: str
-    split_matches: Optional[bool]  # own test split: whether the files still give the recorded split
-    skipped: list[tuple[str, str]]
 
 
 def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", batch_size: int = 64,
@@ -66,8 +64,7 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
         ratios = _ratios(run.params.get("split", "8:1:1"))
         images = load_images(root, image_sizes=[size], split=ratios, warn=warn)
         split = split_samples(images, ratios, int(run.params.get("seed", 42)))
-        matches = split.fingerprint == run.split_fingerprint if run.split_fingerprint else None
-        if matches is False and warn:
+        if run.split_fingerprint and split.fingerprint != run.split_fingerprint and warn:
             warn(f"The files in '{root}' changed since run {run.id} was trained: its test split is not the same.")
         label = f"{root} (test split)"
     else:
@@ -75,7 +72,6 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
         images = load_images(root, image_sizes=[size], split=None, warn=warn)
         everything = list(range(len(images.samples)))
         split = Split([], [], everything, fingerprint_of([f"test\t{s.path}" for s in images.samples]))
-        matches = None
         label = f"{root} (all images)"
     if images.classes != classes:
         raise ZooError(f"The classes of '{root}' ({', '.join(images.classes)}) do not match run {run.id}'s classes "
@@ -85,7 +81,7 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
     loss, _, confusion = evaluate(model.to(dev), pipeline.eval_batches("test", batch_size), len(classes), dev,
                                   resolve_precision("auto", dev))
     metrics = {**metrics_from_confusion(confusion, classes, loss), "images": float(len(split.test))}
-    return Evaluation(metrics, confusion, classes, label, images.fingerprint, matches, list(images.skipped))
+    return Evaluation(metrics, confusion, classes, label, images.fingerprint)
 
 
 def _ratios(text: Any) -> tuple:

@@ -661,5 +661,7 @@ def plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any) ->
     axes[0].set_ylabel("loss")
     if runs:
         axes[1].legend(title="run (★ best epoch)", fontsize="small", title_fontsize="small", loc="best")
-    fig.savefig(output, dpi=150)
-    plt.close(fig)
+    try:
+        fig.savefig(output, dpi=150)
+    finally:
+        plt.close(fig)

@@ -305,7 +305,7 @@ def plot(
         raise ZooError("No loss history to plot: the runs chosen have no recorded epochs with a finite loss.")
     empty = [v for v in views if not has_loss(v.id)]
     if empty:
-        print_warning(f"Left out of the plot, no finite loss recorded: "
+        print_warning("Left out of the plot, no finite loss recorded: "
                       + ", ".join(f"run {v.id} ({v.model}, {v.display_status})" for v in empty) + ".")
         views = [v for v in views if has_loss(v.id)]
     output = _plot_path(output.expanduser())

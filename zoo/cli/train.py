@@ -30,7 +30,6 @@ import typer
 
 from zoo.cli.app import app, open_registry, parse_tags
 from zoo.errors import ZooError, console, print_warning
-from zoo.render import fmt_num
 
 DEFAULT_EPOCHS = 30  # a maximum: early stopping (patience 7) usually ends runs sooner
 DEFAULT_BATCH_SIZE = 32
@@ -56,6 +55,8 @@ def epoch_line(model: str, epoch: int, epochs: int, values: dict[str, float], im
     """One finished epoch as rich Text (plain text, plus a green "best" when validation loss improved)."""
     from rich.text import Text
 
+    from zoo.render import fmt_num
+
     line = Text(f"{model} epoch {epoch:>{len(str(epochs))}}/{epochs}  train loss {fmt_num(values['train_loss'])} "
                 f"acc {fmt_num(values['train_acc'], 3)}  val loss {fmt_num(values['val_loss'])} "
                 f"acc {fmt_num(values['val_acc'], 3)}  {values['images_per_sec']:.0f} img/s  "
@@ -70,7 +71,7 @@ def summary_table(rows: list[dict[str, Any]]):
     from rich import box
     from rich.table import Table
 
-    from zoo.render import fmt_duration
+    from zoo.render import fmt_duration, fmt_num
 
     table = Table(title="Trained in this command", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for header, right in (("Run", True), ("Model", False), ("Result", False), ("Best", True), ("Epochs", True),
@@ -421,7 +422,7 @@ def _run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str
                 recorder.stopped("interrupted", "interrupted", "Terminated (SIGTERM)." if terminated else None)
                 row.update(status="interrupted", stop_reason="interrupted", best_epoch=recorder.best_epoch,
                            epochs_run=recorder.epochs_run, seconds=time.perf_counter() - started)
-                _summary(display, rows, force=True)
+                _summary(display, rows)
                 print_warning(f"{'Terminated' if terminated else 'Interrupted'}: run {run_id} ({info.name}) "
                               f"recorded as interrupted after {recorder.epochs_run} epoch(s).")
                 raise typer.Exit(EXIT_SIGTERM if terminated else EXIT_CTRL_C)
@@ -451,10 +452,12 @@ def _run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str
             if result.status == "failed":
                 print_warning(f"Run {run_id} ({info.name}) failed: {result.error}")
             else:
+                from zoo.render import fmt_num
+
                 display.line(f"Run {run_id} ({info.name}): {result.stop_reason.replace('_', ' ')} after "
                              f"{result.epochs_run} epoch(s), best epoch {result.best_epoch}, test accuracy "
                              f"{fmt_num(result.metrics.get('test_accuracy'))}")
-    _summary(display, rows, force=True)
+    _summary(display, rows)
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         raise ZooError(f"{len(failed)} of {len(rows)} run(s) failed: "
@@ -467,7 +470,7 @@ def _progress(display: Display, done: int, total: int) -> None:
         display.progress.update(display.task, total=total, completed=done)
 
 
-def _summary(display: Display, rows: list[dict[str, Any]], force: bool = False) -> None:
+def _summary(display: Display, rows: list[dict[str, Any]]) -> None:
     display.stop()
     if rows:
         display.out.print(summary_table(rows))
