@@ -118,6 +118,19 @@ def fingerprint_of(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
+def open_rgb(path: Path):
+    """The whole image as an upright RGB PIL image (EXIF orientation applied). Raises on bad files."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im.convert("RGB"))
+
+
+def error_line(exc: BaseException) -> str:
+    """Why a file could not be read, in one short line."""
+    return (str(exc).split("\n")[0] or type(exc).__name__)[:160]
+
+
 def decode_image(path: Path, side: Optional[int]):
     """Decode one file to RGB; with ``side``, return the central square resized to side x side as an HWC uint8
     array (JPEGs are decoded at reduced scale when large). Raises on unreadable, truncated or non-image files."""
@@ -244,8 +257,7 @@ def load_images(
         try:
             return decode_image(root / rel, side if in_memory else None), None
         except Exception as exc:  # PIL raises many types for bad files; each one is reported, not fatal
-            reason = str(exc) or type(exc).__name__
-            return None, reason.split("\n")[0][:160]
+            return None, error_line(exc)
 
     skipped, good = [], []
     done = 0
@@ -546,12 +558,8 @@ class _DiskImages:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        from PIL import Image, ImageOps
-
         path, label = self.items[i]
-        with Image.open(self.root / path) as im:
-            im = ImageOps.exif_transpose(im.convert("RGB"))
-        return self.transform(im), label
+        return self.transform(open_rgb(self.root / path)), label
 
 
 def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:

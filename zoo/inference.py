@@ -113,10 +113,9 @@ def image_files(paths: list[str]) -> list[Path]:
 def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
     """One dict per file: {"file", "predictions": [{"class", "probability"}...]} or {"file", "error"}."""
     import torch
-    from PIL import Image, ImageOps
 
     from zoo.checkpoint import build_from_checkpoint
-    from zoo.data import normalise, pil_eval_transform
+    from zoo.data import error_line, normalise, open_rgb, pil_eval_transform
 
     files = image_files(paths)
     model, ckpt = build_from_checkpoint(checkpoint_of(run))
@@ -128,12 +127,10 @@ def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64)
     tensors = []
     for i, f in enumerate(files):
         try:
-            with Image.open(f) as im:
-                im = ImageOps.exif_transpose(im.convert("RGB"))
-            tensors.append(transform(im))
+            tensors.append(transform(open_rgb(f)))
             good.append(i)
         except Exception as exc:  # each bad file is reported, the others still predicted
-            results[i]["error"] = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:160]
+            results[i]["error"] = error_line(exc)
     with torch.inference_mode():
         for start in range(0, len(good), batch_size):
             x = normalise(torch.stack(tensors[start:start + batch_size]), ckpt["mean"], ckpt["std"])

@@ -26,7 +26,8 @@ class ModelInfo:
     pretrained: bool = False  # whether pretrained weights exist
     params: Optional[int] = None  # parameter count at 1000 classes, when known without building
 
-    def build(self, num_classes: int, pretrained: bool = False) -> "nn.Module":
+    def check_pretrained(self, pretrained: bool) -> None:
+        """Refuse pretrained=True for an architecture without weights, in the words the CLI shows."""
         if pretrained and not self.pretrained:
             from zoo.errors import ZooError
 
@@ -34,6 +35,9 @@ class ModelInfo:
                 f"Model '{self.name}' has no pretrained weights; train it with --no-pretrained "
                 f"or pass a local file with --weights FILE."
             )
+
+    def build(self, num_classes: int, pretrained: bool = False) -> "nn.Module":
+        self.check_pretrained(pretrained)
         return self.builder(num_classes=num_classes, pretrained=pretrained)
 
 

@@ -340,9 +340,7 @@ def _run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str
             raise ZooError(f"--image-size {size} is below {info.name}'s minimum of {info.min_size} px; "
                            f"use --image-size {info.min_size} or more.")
         sizes[info.name] = size
-        if opts["pretrained"] and not info.pretrained:
-            raise ZooError(f"Model '{info.name}' has no pretrained weights; train it with --no-pretrained or pass a "
-                           f"local file with --weights FILE.")
+        info.check_pretrained(bool(opts["pretrained"]))
     ratios = parse_split(str(opts["split"]))
     opts["split"] = ":".join(str(r) for r in ratios)
     if opts["weights"]:
