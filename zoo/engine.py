@@ -120,8 +120,11 @@ class Callbacks:
     """What the engine reports while it trains; override any subset. Exceptions raised here propagate (a
     KeyboardInterrupt raised in a callback behaves like Ctrl-C)."""
 
-    def on_message(self, text: str) -> None:  # e.g. which tensors of --weights were skipped
+    def on_message(self, text: str) -> None:  # e.g. how many tensors of --weights were loaded
         pass
+
+    def on_warning(self, text: str) -> None:  # e.g. which tensors of --weights were skipped
+        self.on_message(text)
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:
         pass
@@ -212,7 +215,7 @@ def build_model(info: "ModelInfo", num_classes: int, config: TrainConfig, callba
         loaded, skipped = load_weights(model, Path(config.weights), info.name)
         callbacks.on_message(f"Loaded {loaded} tensor(s) from '{config.weights}' into {info.name}.")
         if skipped:
-            callbacks.on_message(describe_skipped(skipped, Path(config.weights)))
+            callbacks.on_warning(describe_skipped(skipped, Path(config.weights)))
     return model
 
 

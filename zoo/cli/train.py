@@ -131,20 +131,31 @@ class Display:
 # ----------------------------------------------------------------------------------------------- recorder
 
 
-def _recorder_class():
+def _callback_classes():
+    """(Messages, Recorder): engine callbacks for the CLI, defined once torch-side code is imported."""
     from zoo.engine import Callbacks
 
-    class Recorder(Callbacks):
+    class Messages(Callbacks):
+        """Engine messages as lines of the display; warnings (skipped tensors...) on stderr."""
+
+        def __init__(self, display: Display):
+            self.display = display
+
+        def on_message(self, text: str) -> None:
+            self.display.line(text)
+
+        def on_warning(self, text: str) -> None:
+            print_warning(text)
+
+    class Recorder(Messages):
         """Engine callbacks -> registry lifecycle calls, plus the progress display."""
 
         def __init__(self, reg, run_id: Optional[int], model: str, epochs: int, display: Display):
-            self.reg, self.run_id, self.model, self.epochs, self.display = reg, run_id, model, epochs, display
+            super().__init__(display)
+            self.reg, self.run_id, self.model, self.epochs = reg, run_id, model, epochs
             self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
             self.finished = False  # finish_run called: the run has its final status
             self.metrics: dict[str, float] = {}
-
-        def on_message(self, text: str) -> None:
-            print_warning(text) if text.startswith("Skipped") else self.display.line(text)
 
         def on_epoch_start(self, epoch: int, batches: int) -> None:
             self.display.start(f"{self.model} epoch {epoch}/{self.epochs}", batches)
@@ -178,7 +189,7 @@ def _recorder_class():
                                 epochs_run=self.epochs_run, checkpoint=self.checkpoint, error=error)
             self.finished = True
 
-    return Recorder
+    return Messages, Recorder
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -326,7 +337,7 @@ def _run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str
                   quiet: bool) -> list[dict[str, Any]]:
     from zoo.data import (dataset_record, load_images, make_pipeline, parse_split, resolve_data, scan_images,
                           split_samples)
-    from zoo.engine import Callbacks, TrainConfig, build_model, resolve_device, resolve_precision
+    from zoo.engine import TrainConfig, build_model, resolve_device, resolve_precision
     from zoo.plugins import get_plugins
 
     display = Display(quiet)
@@ -361,18 +372,14 @@ def _run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str
         scanned = scan_images(root, split=ratios)
 
         # 4. Every model built (pretrained weights found, --weights fitted) before images are decoded.
-        class Messages(Callbacks):
-            def on_message(self, text: str) -> None:
-                print_warning(text) if text.startswith("Skipped") else display.line(text)
+        Messages, Recorder = _callback_classes()
+        config = TrainConfig(epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), lr=float(opts["lr"]),
+                             momentum=float(opts["momentum"]), weight_decay=float(opts["weight_decay"]),
+                             patience=int(opts["patience"]), min_delta=float(opts["min_delta"]),
+                             seed=int(opts["seed"]), pretrained=bool(opts["pretrained"]), weights=opts["weights"],
+                             device=str(dev), precision=prec, compile=bool(opts["compile"]))
 
-        def config_for(info) -> TrainConfig:
-            return TrainConfig(epochs=int(opts["epochs"]), batch_size=int(opts["batch_size"]), lr=float(opts["lr"]),
-                               momentum=float(opts["momentum"]), weight_decay=float(opts["weight_decay"]),
-                               patience=int(opts["patience"]), min_delta=float(opts["min_delta"]),
-                               seed=int(opts["seed"]), pretrained=bool(opts["pretrained"]), weights=opts["weights"],
-                               device=str(dev), precision=prec, compile=bool(opts["compile"]))
-
-        built = {info.name: build_model(info, len(scanned.classes), config_for(info), Messages()) for info in infos}
+        built = {info.name: build_model(info, len(scanned.classes), config, Messages(display)) for info in infos}
 
         # 5. The images: decoded once, split once, for every model.
         display.start("Checking images", 1)
@@ -388,12 +395,10 @@ def _run_training(models: list[str], opts: dict[str, Any], *, name: Optional[str
         dataset = dataset_record(images, split, dataset_name)
 
         # 6. One run per model. From start_run on, the run is finished whatever stops the command.
-        Recorder = _recorder_class()
         rows: list[dict[str, Any]] = []
         for info in infos:
             size = sizes[info.name]
             params = {**opts, "image_size": size, "resolved_device": str(dev), "resolved_precision": prec}
-            config = config_for(info)
             recorder = Recorder(reg, None, info.name, config.epochs, display)
             row: dict[str, Any] = {"run": None, "model": info.name, "status": "running"}
             started = time.perf_counter()
