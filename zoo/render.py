@@ -575,19 +575,19 @@ def compare_warnings(cmp: Any) -> list[str]:
     return lines
 
 
-def compare_table(cmp: Any, width: Optional[int] = None, losses: Optional[Callable[[], dict]] = None) -> Table:
+def compare_table(cmp: Any, width: Optional[int] = None, losses: Callable[[], dict] = dict) -> Table:
     """The compare table. A narrow terminal loses the loss sparklines, then params beyond the first three, then
     switches to a compact layout; only then do the first params, the other metrics, duration and epochs go
     (rank, run, model and the metric always stay). The caption names what is hidden.
 
     ``losses`` reads the train/val loss history of the ranked runs; it is called only when the sparkline
-    column is shown (default: ``cmp.losses``).
+    column is shown (default: no history, empty sparklines).
     """
     arrow = "lower is better" if cmp.lower_is_better else "higher is better"
     runs = cmp.runs
 
     def sparks() -> list[str]:
-        history = losses() if losses is not None else cmp.losses
+        history = losses()
         cells = []
         for run in runs:
             points = history.get(run.id, {})

@@ -182,8 +182,6 @@ class Comparison:
     missing: list[RunView] = field(default_factory=list)  # runs asked for by id that lack the metric
     dataset_fingerprints: list[str] = field(default_factory=list)  # distinct ones, when more than one
     split_fingerprints: list[str] = field(default_factory=list)
-    # run id -> train/val loss history: empty unless the caller reads it (histories(); only for sparklines shown)
-    losses: dict[int, dict[str, list[tuple[int, Optional[float]]]]] = field(default_factory=dict)
 
 
 _MISSING = object()
