@@ -136,14 +136,10 @@ def list_runs(
     elif fmt == "csv":
         _echo(render.runs_csv(runs))
     elif not runs:
-        typer.echo("No runs match these filters." if total or _filtered(flt) else "No runs recorded yet.")
+        typer.echo("No runs match these filters." if total or _filtered_args(flt.model, flt.status, flt.tags, flt.since) else "No runs recorded yet.")
     else:
         console = _console()
         console.print(render.runs_table(runs, total, width=console.width))
-
-
-def _filtered(flt) -> bool:
-    return bool(flt.model or flt.status or flt.tags or flt.since)
 
 
 @app.command("show")
