@@ -72,6 +72,14 @@ def resolve_data(data: str) -> tuple[Path, Optional[str]]:
 # --------------------------------------------------------------------------------------------- scan + verify
 
 
+def class_counts(classes: list[str], labels) -> dict[str, int]:
+    """Images per class name (every class present, zero included) from an iterable of labels."""
+    counts = {c: 0 for c in classes}
+    for label in labels:
+        counts[classes[label]] += 1
+    return counts
+
+
 @dataclass(frozen=True)
 class Sample:
     path: str  # relative to the root, with '/' separators
@@ -92,10 +100,7 @@ class ImageSet:
     cache_side: int = 0
 
     def counts(self) -> dict[str, int]:
-        out = {c: 0 for c in self.classes}
-        for s in self.samples:
-            out[self.classes[s.label]] += 1
-        return out
+        return class_counts(self.classes, (s.label for s in self.samples))
 
 
 def _list_files(root: Path) -> tuple[list[str], list[tuple[str, int, int]]]:
@@ -218,9 +223,7 @@ def scan_images(root: Path, *, split: Optional[tuple] = (8, 1, 1)) -> Scan:
     if not root.is_dir():
         raise ZooError(f"Data directory '{root}' does not exist; pass a folder with one sub-folder per class.")
     classes, files = _list_files(root)
-    counts = {c: 0 for c in classes}
-    for _, label, _ in files:
-        counts[classes[label]] += 1
+    counts = class_counts(classes, (label for _, label, _ in files))
     check_classes(root, classes, counts)
     check_split_counts(counts, split)
     return Scan(root, classes, files)
@@ -289,9 +292,7 @@ def load_images(
                            f"Remove them, or drop --strict to skip them.")
         if warn:
             warn(f"Skipping {len(skipped)} file(s) that cannot be read as images: {listing}{more}.")
-    counts = {c: 0 for c in classes}
-    for s in good:
-        counts[classes[s.label]] += 1
+    counts = class_counts(classes, (s.label for s in good))
     check_classes(root, classes, counts, after_skip=True)
     check_split_counts(counts, split)
 
