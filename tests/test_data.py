@@ -110,7 +110,7 @@ def test_crop_boxes_stay_inside_and_follow_the_seed():
 def test_gpu_style_batched_crops_match_the_cpu_ones():
     import torch
 
-    from zoo.data import resized_crops
+    from zoo.data import cpu_resized_crops, resized_crops
 
     # smooth images, so that bilinear sampling with or without antialiasing gives nearly the same pixels
     base = torch.rand(6, 3, 5, 5) * 255
@@ -118,8 +118,8 @@ def test_gpu_style_batched_crops_match_the_cpu_ones():
     images = images.clamp(0, 255).round().to(torch.uint8).contiguous(memory_format=torch.channels_last)
     boxes = torch.tensor([[0, 0, 40, 40], [5, 10, 20, 30], [10, 0, 30, 12], [0, 20, 16, 20], [3, 3, 34, 34],
                           [20, 20, 20, 20]])
-    cpu = resized_crops(images, boxes, 24, batched=False).float()
-    gpu = resized_crops(images, boxes, 24, batched=True)
+    cpu = cpu_resized_crops(images, torch.arange(len(images)), boxes, 24).float()
+    gpu = resized_crops(images, boxes, 24)
     assert cpu.shape == gpu.shape == (6, 3, 24, 24)
     assert (cpu - gpu).abs().mean() < 2.0  # same boxes, same orientation (a wrong box would differ by ~30)
 

@@ -449,21 +449,13 @@ def normalise(x: "torch.Tensor", mean=IMAGENET_MEAN, std=IMAGENET_STD) -> "torch
     return torch.addcmul(shift, x, scale)  # uint8 x is promoted to float inside the one kernel
 
 
-def resized_crops(images: "torch.Tensor", boxes: "torch.Tensor", size: int,
-                  batched: Optional[bool] = None) -> "torch.Tensor":
-    """Crop each image [B, 3, S, S] (uint8) at its box (top, left, h, w) and resize it to size x size.
-
-    CPU: one antialiased uint8 interpolation per sample (torch's vectorised channels_last path, faster than any
-    batched float op there), uint8 out. CUDA: one batched grid_sample for the whole batch, float 0..255 out."""
+def resized_crops(images: "torch.Tensor", boxes: "torch.Tensor", size: int) -> "torch.Tensor":
+    """Crop each image [B, 3, S, S] (uint8) at its box (top, left, h, w) and resize it to size x size, for
+    accelerators: one batched grid_sample for the whole batch, float 0..255 out. (On the CPU,
+    ``cpu_resized_crops`` does one antialiased uint8 interpolation per sample straight from the cache.)"""
     import torch
     import torch.nn.functional as F
 
-    if batched is None:
-        batched = images.device.type != "cpu"
-    if not batched:
-        return torch.cat([F.interpolate(images[i:i + 1, :, t:t + h, l:l + w], size=(size, size), mode="bilinear",
-                                        antialias=True, align_corners=False)
-                          for i, (t, l, h, w) in enumerate(boxes.tolist())])
     b, _, s_h, s_w = images.shape
     boxes = boxes.to(images.device, torch.float32)
     top, left, h, w = boxes.unbind(1)
