@@ -18,19 +18,25 @@ torch is imported lazily so that the data checks stay cheap to import.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
 import random
+import stat
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, printable
 
 if TYPE_CHECKING:
     import torch
+
+    from zoo.spec import DatasetRecord
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,6 +59,9 @@ def resolve_data(data: str) -> tuple[Path, Optional[str]]:
     """``--data`` value -> (ImageFolder directory, dataset name or None). A directory wins over a dataset name."""
     path = Path(data).expanduser()
     if path.is_dir():
+        if not _is_utf8(str(path.resolve())):
+            raise ZooError(f"The path of --data '{printable(path.resolve())}' is not valid UTF-8, so it cannot be "
+                           f"recorded in the registry; rename the folder.")
         return path.resolve(), None
     from zoo.plugins import get_plugins
 
@@ -103,49 +112,220 @@ class ImageSet:
         return class_counts(self.classes, (s.label for s in self.samples))
 
 
-def _list_files(root: Path) -> tuple[list[str], list[tuple[str, int, int]]]:
-    """(classes, [(relative path, label, size)]) for an ImageFolder tree; hidden files and folders are ignored."""
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _is_utf8(name: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (os.fsdecode keeps them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _kind(mode: int) -> str:
+    for test, word in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def _list_files(root: Path) -> tuple[list[str], list[tuple[str, int, int]], list[tuple[str, str]]]:
+    """(classes, [(relative path, label, size)], [(relative path, why skipped)]) for an ImageFolder tree.
+
+    Hidden files and folders are ignored. Only regular files (or symlinks to them) are listed: broken and looping
+    symlinks, named pipes, sockets and devices are skipped without being opened, and so are names that are not
+    valid UTF-8 (a folder with such a name is skipped whole). Symlinked folders are followed, except one that
+    leads back to a folder above it."""
+    classes, skipped = [], []
+    for p in sorted(root.iterdir(), key=lambda p: p.name):
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        if _is_utf8(p.name):
+            classes.append(p.name)
+        else:
+            skipped.append((p.name + "/", "folder name is not valid UTF-8"))
     files = []
     for label, cls in enumerate(classes):
-        for dirpath, dirnames, filenames in os.walk(root / cls, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
+        top = root / cls
+        # (folder, its path relative to root, the (device, inode) of it and every folder above it)
+        stack = [(top, cls, frozenset({_inode(top.stat())}))]
+        while stack:
+            folder, rel_folder, above = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as exc:
+                skipped.append((rel_folder + "/", f"cannot list the folder: {exc.strerror or exc}"))
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
                     continue
-                full = Path(dirpath) / name
-                files.append((full.relative_to(root).as_posix(), label, full.stat().st_size))
+                rel = f"{rel_folder}/{entry.name}"
+                if not _is_utf8(entry.name):
+                    skipped.append((rel, "name is not valid UTF-8"))
+                    continue
+                try:
+                    info = entry.stat()  # follows symlinks
+                except OSError as exc:
+                    skipped.append((rel, _stat_problem(exc, entry.is_symlink())))
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    if _inode(info) in above:
+                        skipped.append((rel + "/", "symlink loop: it leads back to a folder above it"))
+                    else:
+                        stack.append((Path(entry.path), rel, above | {_inode(info)}))
+                elif stat.S_ISREG(info.st_mode):
+                    files.append((rel, label, info.st_size))
+                else:
+                    skipped.append((rel, f"{_kind(info.st_mode)}, not a regular file"))
     files.sort(key=lambda f: f[0])
-    return classes, files
+    skipped.sort()
+    return classes, files, skipped
+
+
+def _inode(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _stat_problem(exc: OSError, is_link: bool) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if is_link and exc.errno == errno.ENOENT:
+        return "broken symlink: its target does not exist"
+    return exc.strerror or type(exc).__name__
+
+
+def open_regular(path: Path):
+    """``path`` opened for binary reading, only when it is a regular file (or a symlink to one): a named pipe is
+    opened without blocking and refused, so no read ever waits for a writer that never comes."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise OSError(_stat_problem(exc, os.path.islink(path))) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{_kind(mode)}, not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def fingerprint_of(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
-def open_rgb(path: Path):
-    """The whole image as an upright RGB PIL image (EXIF orientation applied). Raises on bad files."""
+# Decoding bounds. An image of more than GATED_PIXELS is decoded only while the images being decoded by the other
+# threads total at most DECODE_PIXELS (a bigger one waits until it is alone): four 13000 x 13000 PNGs are then
+# decoded one after the other, not four at once. Before it is converted to RGB, an image much larger than its
+# use needs is reduced (box average) to twice the size needed, and JPEGs are decoded at reduced scale.
+GATED_PIXELS = 4_000_000
+DECODE_PIXELS = 100_000_000
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F", "PA"}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class DecodeGate:
+    """Bounds the pixels decoded at once by the threads of this process (see DECODE_PIXELS)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.busy = 0
+        self.condition = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int):
+        if pixels <= GATED_PIXELS:
+            yield
+            return
+        pixels = min(pixels, self.limit)
+        with self.condition:
+            while self.busy and self.busy + pixels > self.limit:
+                self.condition.wait()
+            self.busy += pixels
+        try:
+            yield
+        finally:
+            with self.condition:
+                self.busy -= pixels
+                self.condition.notify_all()
+
+
+DECODE_GATE = DecodeGate(DECODE_PIXELS)
+_quiet_pillow = False
+
+
+def _silence_pillow_bomb_warning() -> None:
+    """Pillow warns (two raw lines) about images over Image.MAX_IMAGE_PIXELS; zoo says it once, its own way
+    (load_images' ``warn``). A process-wide filter, set once: warnings.catch_warnings is not thread-safe."""
+    global _quiet_pillow
+    if not _quiet_pillow:
+        import warnings
+
+        from PIL import Image
+
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        _quiet_pillow = True
+
+
+def to_eight_bit(im):
+    """16-bit grayscale (PNG, TIFF) scaled to 8 bits: Pillow's convert() would clip every value over 255 to
+    white. A 32-bit integer image whose values exceed 255 is taken as 16-bit data the same way."""
+    from PIL import Image
+
+    if im.mode not in _SIXTEEN_BIT and not (im.mode == "I" and (im.getextrema()[1] or 0) > 255):
+        return im
+    import numpy as np
+
+    pixels = np.asarray(im)
+    if pixels.dtype != np.uint16:
+        pixels = np.clip(pixels, 0, 65535).astype(np.uint16)
+    return Image.fromarray((pixels >> 8).astype(np.uint8), "L")
+
+
+def open_rgb(path: Path, min_side: Optional[int] = None, on_large: Optional[Callable[[tuple], None]] = None):
+    """The whole image as an upright RGB PIL image (EXIF orientation applied). Raises on bad files, and on
+    anything that is not a regular file (never opened: see open_regular).
+
+    ``min_side``: the shorter side the caller needs at most; a JPEG is then decoded at reduced scale and an image
+    at least four times larger is reduced to about twice that before conversion (bounded memory, the same
+    pixels after the caller's antialiased resize). ``on_large((w, h))`` is called for an image over Pillow's
+    decompression-bomb warning limit, whose own warning is not printed."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im.convert("RGB"))
+    _silence_pillow_bomb_warning()
+    with open_regular(path) as f:
+        im = Image.open(f)  # no 'with': the file closes below, and the loaded pixels stay with the image
+        w, h = im.size
+        if on_large and Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
+            on_large((w, h))
+        with DECODE_GATE.hold(w * h):
+            if min_side:
+                im.draft("RGB", (min_side, min_side))  # JPEG: let the decoder downscale by 2/4/8, staying >= it
+            im.load()  # decodes everything: truncation raises here
+            im = to_eight_bit(im)
+            if min_side and im.mode in _REDUCIBLE and min(im.size) // (2 * min_side) >= 2:
+                im = im.reduce(min(im.size) // (2 * min_side))
+            if im.mode != "RGB":
+                im = im.convert("RGB")
+    ImageOps.exif_transpose(im, in_place=True)
+    return im
 
 
 def error_line(exc: BaseException) -> str:
-    """Why a file could not be read, in one short line."""
-    return (str(exc).split("\n")[0] or type(exc).__name__)[:160]
+    """Why a file could not be read, in one short line (control characters escaped)."""
+    return printable(str(exc).split("\n")[0] or type(exc).__name__)[:160]
 
 
-def decode_image(path: Path, side: Optional[int]):
+def decode_image(path: Path, side: Optional[int], on_large: Optional[Callable[[tuple], None]] = None):
     """Decode one file to RGB; with ``side``, return the central square resized to side x side as an HWC uint8
-    array (JPEGs are decoded at reduced scale when large). Raises on unreadable, truncated or non-image files."""
-    from PIL import Image, ImageOps
+    array (large images are decoded at reduced scale where the format allows). Without ``side`` only check it
+    decodes. Raises on unreadable, truncated or non-image files."""
+    from PIL import Image
 
-    with Image.open(path) as im:
-        # JPEG: let the decoder downscale by 2/4/8 while staying >= side (a check alone decodes at 1/8 scale;
-        # the whole stream is still read, so truncation is still found)
-        im.draft("RGB", (side, side) if side else (16, 16))
-        im = ImageOps.exif_transpose(im.convert("RGB"))  # convert() decodes everything: truncation raises here
+    # a check alone decodes a JPEG at 1/8 scale; the whole stream is still read, so truncation is still found
+    im = open_rgb(path, side or 8, on_large)
     if not side:
         return None
     import numpy as np
@@ -214,6 +394,7 @@ class Scan:
     root: Path
     classes: list[str]
     files: list[tuple[str, int, int]]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # never opened: see _list_files
 
 
 def scan_images(root: Path, *, split: Optional[tuple] = (8, 1, 1)) -> Scan:
@@ -222,11 +403,11 @@ def scan_images(root: Path, *, split: Optional[tuple] = (8, 1, 1)) -> Scan:
     root = Path(root)
     if not root.is_dir():
         raise ZooError(f"Data directory '{root}' does not exist; pass a folder with one sub-folder per class.")
-    classes, files = _list_files(root)
+    classes, files, skipped = _list_files(root)
     counts = class_counts(classes, (label for _, label, _ in files))
     check_classes(root, classes, counts)
     check_split_counts(counts, split)
-    return Scan(root, classes, files)
+    return Scan(root, classes, files, skipped)
 
 
 def load_images(
@@ -249,20 +430,25 @@ def load_images(
     if scanned is None or Path(scanned.root) != root:
         scanned = scan_images(root, split=split)
     classes, files = scanned.classes, scanned.files
+    if strict and scanned.skipped:  # refused before anything is decoded
+        _report_skipped(root, scanned.skipped, strict, warn)
 
     side = cache_side_for(list(image_sizes))
     budget = memory_budget() if budget is None else budget
     in_memory = len(files) * 3 * side * side <= budget
     workers = workers or min(8, os.cpu_count() or 1)
 
+    large: list[tuple[str, tuple[int, int]]] = []
+
     def check(item):
         rel = item[0]
         try:
-            return decode_image(root / rel, side if in_memory else None), None
+            return decode_image(root / rel, side if in_memory else None,
+                                lambda size: large.append((rel, size))), None
         except Exception as exc:  # PIL raises many types for bad files; each one is reported, not fatal
             return None, error_line(exc)
 
-    skipped, good = [], []
+    skipped, good = list(scanned.skipped), []
     done = 0
     cache = None
     if in_memory:
@@ -285,13 +471,14 @@ def load_images(
             good.append(Sample(*item))
 
     if skipped:
-        listing = "; ".join(f"{p} ({why})" for p, why in skipped[:10])
-        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        if strict:
-            raise ZooError(f"{len(skipped)} file(s) in '{root}' cannot be read as images: {listing}{more}. "
-                           f"Remove them, or drop --strict to skip them.")
-        if warn:
-            warn(f"Skipping {len(skipped)} file(s) that cannot be read as images: {listing}{more}.")
+        _report_skipped(root, sorted(skipped), strict, warn)
+    if large and warn:
+        from PIL import Image
+
+        rel, (w, h) = max(large, key=lambda item: item[1][0] * item[1][1])
+        warn(f"{len(large)} image(s) have more than {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (largest "
+             f"{printable(rel)}, {w}x{h} px): they are decoded one at a time at reduced size, which is slow; "
+             f"shrink them to train faster.")
     counts = class_counts(classes, (s.label for s in good))
     check_classes(root, classes, counts, after_skip=True)
     check_split_counts(counts, split)
@@ -300,6 +487,17 @@ def load_images(
     if cache is not None:
         cache = cache[:len(good)].permute(0, 3, 1, 2)
     return ImageSet(root, classes, good, skipped, fingerprint, cache, side if in_memory else 0)
+
+
+def _report_skipped(root: Path, skipped: list[tuple[str, str]], strict: bool, warn) -> None:
+    """Files that cannot be used, listed (ten at most) in one line: an error with ``strict``, else a warning."""
+    listing = "; ".join(f"{printable(p)} ({why})" for p, why in skipped[:10])
+    more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+    if strict:
+        raise ZooError(f"{len(skipped)} file(s) in '{printable(root)}' cannot be read as images: {listing}{more}. "
+                       f"Remove them, or drop --strict to skip them.")
+    if warn:
+        warn(f"Skipping {len(skipped)} file(s) that cannot be read as images: {listing}{more}.")
 
 
 # ---------------------------------------------------------------------------------------------------- split
@@ -372,13 +570,12 @@ def split_samples(images: ImageSet, ratios=(8, 1, 1), seed: int = 42) -> Split:
     return Split(parts["train"], parts["val"], parts["test"], fingerprint_of(lines), tuple(ratios), seed)
 
 
-def dataset_record(images: ImageSet, split: Split, name: Optional[str] = None) -> dict[str, Any]:
-    """The ``dataset`` dict the registry stores with each run."""
-    record = {"path": str(images.root), "fingerprint": images.fingerprint, "split_fingerprint": split.fingerprint,
-              "classes": list(images.classes), **split.sizes()}
-    if name:
-        record["name"] = name
-    return record
+def dataset_record(images: ImageSet, split: Split, name: Optional[str] = None) -> "DatasetRecord":
+    """What the registry stores about the data of a run."""
+    from zoo.spec import DatasetRecord
+
+    return DatasetRecord(path=str(images.root), fingerprint=images.fingerprint, split_fingerprint=split.fingerprint,
+                         classes=tuple(images.classes), name=name, **split.sizes())
 
 
 # ------------------------------------------------------------------------------------------------ transforms
@@ -543,8 +740,9 @@ def pil_train_transform(size: int):
 class _DiskImages:
     """A torch Dataset over files (the streaming fallback); returns uint8 [3, size, size] and the label."""
 
-    def __init__(self, root: Path, samples: list[Sample], indices: list[int], transform):
-        self.root, self.transform = root, transform
+    def __init__(self, root: Path, samples: list[Sample], indices: list[int], transform,
+                 min_side: Optional[int] = None):
+        self.root, self.transform, self.min_side = root, transform, min_side  # min_side: see open_rgb
         self.items = [(samples[i].path, samples[i].label) for i in indices]
 
     def __len__(self) -> int:
@@ -552,7 +750,7 @@ class _DiskImages:
 
     def __getitem__(self, i: int):
         path, label = self.items[i]
-        return self.transform(open_rgb(self.root / path)), label
+        return self.transform(open_rgb(self.root / path, self.min_side)), label
 
 
 def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
@@ -710,7 +908,9 @@ class Pipeline:
         import torch
         from torch.utils.data import DataLoader
 
-        dataset = _DiskImages(self.images.root, self.images.samples, indices, transform)
+        # random crops keep down to 8% of the area, so training reads images at 4x the size; eval needs size/0.875
+        min_side = 4 * self.image_size if shuffle else math.ceil(self.image_size / EVAL_CROP)
+        dataset = _DiskImages(self.images.root, self.images.samples, indices, transform, min_side)
         if generator is not None:  # seed the workers' own augmentation from the epoch's generator
             seed = int(torch.randint(2**62, (1,), generator=generator))
             generator = torch.Generator().manual_seed(seed)

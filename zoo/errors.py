@@ -3,27 +3,56 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
+
+# C0 and C1 control characters (ESC, BEL, CR, ...), DEL, and the lone surrogates that stand for the bytes of a
+# file name that is not valid UTF-8: user text never reaches the terminal with them (clear screen, set the
+# window title, or a UnicodeEncodeError on printing).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_UNPRINTABLE_KEEP_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape(match: "re.Match[str]") -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for one undecodable byte: show that byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object, *, keep_lines: bool = False) -> str:
+    """User text safe for a terminal: control characters and undecodable bytes shown escaped (ESC as \\x1b).
+
+    ``keep_lines`` leaves newlines and tabs alone (layout text of zoo's own, such as two-line table headers)."""
+    text = str(text)
+    pattern = _UNPRINTABLE_KEEP_LINES if keep_lines else _UNPRINTABLE
+    return pattern.sub(_escape, text) if pattern.search(text) else text
 
 
 def debug_enabled() -> bool:
     return os.environ.get("ZOO_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def console(*, stderr: bool = False):
-    """A rich Console that shows text exactly as given: no markup, no emoji codes, no highlighting.
+def console(*, stderr: bool = False, soft_wrap: bool = True):
+    """A rich Console that shows text exactly as given: no markup, no emoji codes, no highlighting, and control
+    characters escaped in every string it prints (table cells, titles and captions included).
 
-    Run names, paths, class names and error messages are user text; style them with rich Text, never markup."""
+    Run names, paths, class names and error messages are user text; style them with rich Text, never markup,
+    and pass user text in a Text through ``printable`` (a Text is printed as it is)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True)
+    class SafeConsole(Console):
+        def render_str(self, text: str, **kwargs):
+            return super().render_str(printable(text, keep_lines=True), **kwargs)
+
+    return SafeConsole(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=soft_wrap)
 
 
 def _print_line(label: str, style: str, message: str, message_style: str = "") -> None:
     from rich.text import Text
 
-    console(stderr=True).print(Text.assemble((label, style), (message, message_style)))
+    console(stderr=True).print(Text.assemble((label, style), (printable(message), message_style)))
 
 
 def print_error(message: str) -> None:

@@ -17,6 +17,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from zoo.errors import printable
+
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 STATUS_STYLES = {
     "completed": "green", "running": "cyan", "failed": "bold red", "interrupted": "yellow", "stale": "magenta",
@@ -104,7 +106,7 @@ def fmt_value(value: Any) -> str:
 
 
 def status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLES.get(status, ""))
+    return Text(printable(status), style=STATUS_STYLES.get(status, ""))
 
 
 def epochs_cell(run: Any) -> str:
@@ -190,7 +192,7 @@ class Col:
         """The narrowest this column can be without truncation: the widest header line and cell (word, if wrap)."""
         widths = [cell_len(line) for line in self.heading(compact).split("\n")]
         for cell in self.values(compact):
-            text = cell.plain if isinstance(cell, Text) else str(cell)
+            text = cell.plain if isinstance(cell, Text) else printable(cell)  # as the console will print it
             pieces = text.split() if self.wrap else [text]
             widths += [cell_len(piece) for piece in pieces]
         return max(widths)
@@ -403,7 +405,7 @@ def run_detail(run: Any, history: History) -> Group:
             head.add_row(label, value)
     parts.append(head)
     if run.error:
-        parts.append(Text(f"Error: {run.error}", style="bold red"))
+        parts.append(Text(f"Error: {printable(run.error)}", style="bold red"))
 
     if run.params:
         table = _kv_table("Params")
@@ -417,7 +419,7 @@ def run_detail(run: Any, history: History) -> Group:
             series = [v for _, v in history.get(key, [])]
             finite = [v for v in series if v is not None]
             if finite:
-                line = Text(f"{key:<11}", style="dim")
+                line = Text(f"{printable(key):<11}", style="dim")
                 line.append(sparkline(series, width=40), style="cyan")
                 line.append(f"  {fmt_num(series[0])} → {fmt_num(series[-1])} (min {fmt_num(min(finite))})")
                 parts.append(line)
@@ -632,17 +634,24 @@ FIRST_PARAMS = 3  # differing params kept as long as the required columns; the o
 
 # ----------------------------------------------------------------------------- plot
 def plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any) -> None:
-    """Train and validation loss per run in two side-by-side panels, best epoch starred; writes ``output``."""
+    """Train and validation loss per run in two side-by-side panels, best epoch starred; writes ``output``.
+
+    Run names and model names are user text: shown literally ('$' starts no mathtext)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.parse_math": False}):
+        _plot_losses(runs, losses, output)
+
+
+def _plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, constrained_layout=True)
     colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
     for index, run in enumerate(runs):
         colour = colours(index % colours.N)
-        label = f"#{run.id} {run.model}" + (f" ({run.name})" if run.name else "")
+        label = printable(f"#{run.id} {run.model}" + (f" ({run.name})" if run.name else ""))
         for ax, key in zip(axes, ("train_loss", "val_loss")):
             points = [(e, v) for e, v in losses.get(run.id, {}).get(key, []) if v is not None]
             if not points:

@@ -91,14 +91,17 @@ def read_command(function):
 
 
 def _console():
-    from rich.console import Console
+    from zoo.errors import console
 
-    # markup off: run names, params and class names are user text, shown as typed (and rendered faster)
-    return Console(highlight=False, markup=False, emoji=False)
+    # markup off, control characters escaped: run names, params and class names are user text, shown as typed
+    return console(soft_wrap=False)
 
 
 def _echo(text: str) -> None:
-    typer.echo(text, nl=not text.endswith("\n"))
+    """Plain output (json, csv, markdown, messages) with the control characters of user text escaped."""
+    from zoo.errors import printable
+
+    typer.echo(printable(text, keep_lines=True), nl=not text.endswith("\n"))
 
 
 def _positive(option: str, value: Optional[int]) -> Optional[int]:
@@ -206,7 +209,7 @@ def compare(
             return
         cmp = _comparison(reg, metric, runs, by, model, status, tag, since, top, all_runs)
         if fmt == "table" and not cmp.runs and cmp.missing and len(cmp.missing) == len(runs or ()):
-            typer.echo(_lacking(cmp.missing, cmp.metric))  # every run asked for lacks the metric: say so once
+            _echo(_lacking(cmp.missing, cmp.metric))  # every run asked for lacks the metric: say so once
             return
         for line in render.compare_warnings(cmp):
             print_warning(line)
@@ -217,7 +220,7 @@ def compare(
         elif fmt == "markdown":
             _echo(render.compare_markdown(cmp))
         elif not cmp.runs:
-            typer.echo(f"No runs with {cmp.metric} match these filters." if _filtered_args(model, status, tag, since)
+            _echo(f"No runs with {cmp.metric} match these filters." if _filtered_args(model, status, tag, since)
                        else f"No run has {cmp.metric} yet.")
         else:
             console = _console()
@@ -313,7 +316,7 @@ def plot(
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ZooError(f"Cannot write {output}: {reason}. Give -o a writable file path such as losses.png.") from None
-    typer.echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}).")
+    _echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}).")
 
 
 def _plot_path(output: Path) -> Path:
@@ -345,7 +348,7 @@ def delete(
             listing = ", ".join(f"{v.id} (pid {v.pid} on {v.host})" for v in live)
             raise ZooError(f"Run {listing} is still running: stop it first. Nothing deleted.")
         for v in views:
-            typer.echo(f"  run {v.id}  {v.model}  {v.display_status}  {render.fmt_time(v.started)}"
+            _echo(f"  run {v.id}  {v.model}  {v.display_status}  {render.fmt_time(v.started)}"
                        + (f"  checkpoint {v.checkpoint}" if v.checkpoint else ""))
         count = f"{len(views)} run{'s' if len(views) != 1 else ''}"
         if not yes and not typer.confirm(f"Delete {count} and their artifacts?", default=False):
