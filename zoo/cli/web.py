@@ -1,0 +1,82 @@
+"""Commands that show runs outside the terminal: ``zoo ui`` (a local read-only web app) and ``zoo report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from zoo.cli.app import app, open_registry
+from zoo.errors import ZooError
+
+UI_EXTRA = "pip install 'zoo-vision[ui]'"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _need_ui(what: str) -> None:
+    try:
+        import jinja2  # noqa: F401
+        import starlette  # noqa: F401
+        if what == "zoo ui":
+            import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ZooError(f"{what} needs {exc.name}, from the optional extra: {UI_EXTRA}") from None
+
+
+@app.command("ui")
+def ui(
+    port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 shows the runs to your network)."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the runs page in the default browser."),
+) -> None:
+    """Serve the registry as a local, read-only web page: runs, one run's curves, comparisons."""
+    _need_ui("zoo ui")
+    if not 0 < port < 65536:
+        raise ZooError(f"--port must be between 1 and 65535 (got {port}).")
+    from zoo.errors import print_warning
+
+    if host not in LOCAL_HOSTS:
+        print_warning(f"Serving on {host}: anyone who can reach this machine on port {port} can read every run "
+                      "in the registry (names, params, tags, paths). Use --host 127.0.0.1 to keep it local.")
+    with open_registry(readonly=True, create=False) as registry:
+        serve(registry, host=host, port=port, open_browser=open_browser)
+
+
+def serve(registry, *, host: str, port: int, open_browser: bool = False) -> None:
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    from zoo.web.app import create_app
+
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/"
+    typer.echo(f"zoo ui: {registry.location} (read-only) at {url}  (Ctrl-C stops it)")
+    if open_browser:
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    try:
+        uvicorn.run(create_app(registry), host=host, port=port, log_level="warning", access_log=False)
+    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind the port, after logging why
+        raise ZooError(f"Could not serve on {host}:{port} (is the port in use? try --port).") from exc
+
+
+@app.command("report")
+def report(
+    runs: Optional[List[str]] = typer.Argument(None, help="Runs to report on (ids or uuid prefixes)."),
+    group: Optional[str] = typer.Option(None, "--group", "-g", help="Report on the runs of this group."),
+    output: Path = typer.Option(Path("report.html"), "--output", "-o",
+                                help="File to write: .html (self-contained) or .md (with a PNG beside it)."),
+) -> None:
+    """Write a report on runs: shared and differing settings, results, loss curves, confusion matrices."""
+    from zoo import report as reporting
+
+    if not runs and not group:
+        raise ZooError("Name the runs to report on (zoo report 3 5 8) or a group (zoo report --group NAME).")
+    fmt = reporting.format_of(output)
+    if fmt == "html":
+        _need_ui("zoo report -o FILE.html")
+    with open_registry(readonly=True, create=False) as registry:
+        written = reporting.write(registry, runs or [], group, output.expanduser(), fmt)
+    typer.echo("Wrote " + " and ".join(str(path) for path in written) + ".")

@@ -1,0 +1,186 @@
+"""``zoo report``: one file on a set of runs, like the seed experiment's report.
+
+Settings shared by the runs and those that differ, the results table, the loss curves (inline SVG in HTML, a PNG
+beside Markdown), confusion matrices and the environment the runs recorded. Only recorded facts go in, never the
+time of writing, so the same runs always give the same bytes. Reads the registry only; imports no torch.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from zoo import render
+from zoo.errors import ZooError
+from zoo.web import data, figures
+
+FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
+RESULT_METRICS = (("accuracy", "test_accuracy"), ("F1", "test_f1"), ("precision", "test_precision"),
+                  ("recall", "test_recall"), ("test loss", "test_loss"))
+ENVIRONMENT = (("zoo", "zoo_version"), ("torch", "torch_version"), ("torchvision", "torchvision_version"),
+               ("python", "python_version"), ("device", "device"), ("host", "host"))
+
+
+def format_of(output: Path) -> str:
+    fmt = FORMATS.get(output.suffix.lower())
+    if fmt is None:
+        raise ZooError(f"Cannot tell the report format from '{output}': end the name with .html or .md.")
+    return fmt
+
+
+def fmt_when(value: Optional[datetime]) -> str:
+    """A recorded (naive UTC) time, the same on every machine."""
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+def recorded_duration(run: Any) -> Optional[float]:
+    """Start to finish, or to the last heartbeat for a run that has not finished: never 'now'."""
+    start = run.started or run.created
+    end = run.finished or run.heartbeat
+    return max(0.0, (end - start).total_seconds()) if start and end else None
+
+
+@dataclass
+class Report:
+    title: str
+    runs: list[Any]
+    histories: dict[int, dict[str, list[tuple[int, Optional[float]]]]]
+    shared: list[tuple[str, str]]  # setting -> value, the same for every run
+    differing: list[tuple[str, list[str]]]  # setting -> value per run (in run order)
+    results_head: list[str]
+    results: list[list[str]]
+    warnings: list[str]
+    environment: list[tuple[str, str]]
+
+    @property
+    def run_heads(self) -> list[str]:
+        return [figures.run_label(run) for run in self.runs]
+
+
+def _settings(run: Any) -> dict[str, str]:
+    sizes = "" if run.train_size is None else f"train {run.train_size}, val {run.val_size}, test {run.test_size}"
+    facts = {"model": run.model, "dataset": run.dataset_path or "", "dataset fingerprint": run.dataset_fingerprint or "",
+             "split fingerprint": run.split_fingerprint or "", "split sizes": sizes,
+             "classes": ", ".join(run.classes or [])}
+    facts.update({f"param {key}": render.fmt_value(value) for key, value in sorted(run.params.items())})
+    return facts
+
+
+def build(registry: Any, refs: Sequence[str], group: Optional[str]) -> Report:
+    with registry.connect() as conn:
+        ids = data.resolve_runs(registry, conn, refs, group)
+        runs = data.run_set(conn, ids, host=registry.host)
+    views = runs.runs
+    settings = [_settings(v) for v in views]
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    shared, differing = [], []
+    for key in keys:
+        values = [s.get(key, "—") for s in settings]
+        if len(set(values)) == 1:
+            if values[0]:
+                shared.append((key, values[0]))
+        else:
+            differing.append((key, values))
+    metrics = [(head, key) for head, key in RESULT_METRICS if any(key in v.metrics for v in views)]
+    head = ["run", "model", "status", *[h for h, _ in metrics], "epochs (best)", "best val loss", "time"]
+    rows = [[figures.run_label(v), v.model, v.status, *[render.fmt_num(v.metrics.get(k)) for _, k in metrics],
+             render.epochs_cell(v), render.fmt_num(v.best_val_loss), render.fmt_duration(recorded_duration(v))]
+            for v in views]
+    environment = []
+    for label, attr in ENVIRONMENT:
+        values = [getattr(v, attr) or "—" for v in views]
+        if len(set(values)) == 1:
+            environment.append((label, values[0]))
+        else:
+            environment.append((label, ", ".join(f"#{v.id} {value}" for v, value in zip(views, values))))
+    title = f"Report on group {group}" if group else "Report on run" + ("s " if len(views) > 1 else " ") + \
+        ", ".join(f"#{v.id}" for v in views)
+    warnings = [w.replace("These runs", "The runs") for w in render.compare_warnings(runs.comparison)]
+    return Report(title=title, runs=views, histories=runs.histories, shared=shared, differing=differing,
+                  results_head=head, results=rows, warnings=warnings, environment=environment)
+
+
+def write(registry: Any, refs: Sequence[str], group: Optional[str], output: Path, fmt: str) -> list[Path]:
+    """Writes the report (and the PNG beside a Markdown one); returns the files written."""
+    report = build(registry, refs, group)
+    if output.is_dir():
+        raise ZooError(f"{output} is a directory: give -o a file path such as {output / 'report.html'}.")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "html":
+            output.write_text(to_html(report), encoding="utf-8", newline="\n")
+            return [output]
+        figure = output.with_name(output.stem + "-losses.png")
+        has_loss = any(v is not None for h in report.histories.values() for k in ("train_loss", "val_loss")
+                       for _, v in h.get(k, []))
+        if has_loss:
+            _png(report, figure)
+        output.write_text(to_markdown(report, figure.name if has_loss else None), encoding="utf-8", newline="\n")
+        return [output, figure] if has_loss else [output]
+    except OSError as exc:
+        raise ZooError(f"Cannot write {output}: {exc.strerror or exc}.") from None
+
+
+def _png(report: Report, path: Path) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ZooError("A Markdown report's figure needs matplotlib: pip install 'zoo-vision[plot]' "
+                       "(or write -o report.html, which needs no matplotlib).") from None
+    render.plot_losses(report.runs, report.histories, path)
+
+
+# ----------------------------------------------------------------------------- Markdown
+def _md(text: Any) -> str:
+    return html.escape(str(text), quote=False)
+
+
+def _table(head: Sequence[Any], rows: Sequence[Sequence[Any]], right: Sequence[bool] = ()) -> str:
+    return render.to_markdown([_md(h) for h in head], [[_md(c) for c in row] for row in rows], right)
+
+
+def to_markdown(report: Report, figure: Optional[str]) -> str:
+    parts = [f"# {_md(report.title)}\n"]
+    parts += [f"> **Warning:** {_md(w)}\n" for w in report.warnings]
+    parts.append("## Results\n")
+    numeric = [False, False, False] + [True] * (len(report.results_head) - 3)
+    parts.append(_table(report.results_head, report.results, numeric))
+    parts.append("## Settings\n")
+    if report.shared:
+        parts += ["Shared by every run:\n", _table(["setting", "value"], report.shared)]
+    if report.differing:
+        parts += ["Different between the runs:\n",
+                  _table(["setting", *report.run_heads], [[k, *values] for k, values in report.differing])]
+    elif len(report.runs) > 1:
+        parts.append("Every setting is the same.\n")
+    parts.append("## Loss curves\n")
+    if figure:
+        parts.append(f"![Training and validation loss per epoch (star: best epoch)]({figure})\n")
+    else:
+        parts.append("No loss history recorded.\n")
+    matrices = [run for run in report.runs if run.confusion and run.classes]
+    if matrices:
+        parts.append("## Confusion matrices (test set; rows: true class, columns: predicted)\n")
+        for run in matrices:
+            parts.append(f"### {_md(figures.run_label(run))}\n")
+            rows = [[run.classes[i] if i < len(run.classes) else i, *line] for i, line in enumerate(run.confusion)]
+            parts.append(_table(["true \\ predicted", *run.classes], rows, [False] + [True] * len(run.classes)))
+    parts.append("## Environment\n")
+    parts.append(_table(["", "recorded"], report.environment))
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- HTML
+def to_html(report: Report) -> str:
+    from zoo.web.app import HERE, templates
+
+    css = (HERE / "static" / "zoo.css").read_text(encoding="utf-8")
+    matrices = [(run, figures.confusion(run.classes, run.confusion, figures.run_label(run)))
+                for run in report.runs if run.confusion and run.classes]
+    return templates().get_template("report.html").render(
+        report=report, css=css, curves=figures.overlay_curves(report.runs, report.histories),
+        matrices=matrices,
+    )

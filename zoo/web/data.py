@@ -1,0 +1,192 @@
+"""What the web pages and ``zoo report`` read: the runs page query (filters, sort, page), run details, comparisons.
+
+Reads only, through zoo.store (RunFilter, list_runs, run_views, histories, compare and the Core table views);
+imports neither torch nor starlette, so ``zoo report`` uses it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from zoo.errors import ZooError
+from zoo.store import queries, tables
+from zoo.store.queries import RunFilter
+from zoo.store.registry import RunView
+
+r, m = tables.runs, tables.metrics
+
+STATUS_CHOICES = ("running", "stale", "completed", "failed", "interrupted")
+# Until runs have a group column, a group is the runs tagged group=<name> (see with_group).
+GROUP_TAG = "group"
+PAGE_SIZES = (25, 50, 100, 200)
+DEFAULT_PAGE_SIZE = 50
+# Sort keys of run columns; any other sort key is a recorded metric (test_accuracy, test_f1/cat, ...).
+RUN_SORTS = {"id": r.c.id, "name": r.c.name, "model": r.c.model, "status": r.c.status, "started": r.c.created,
+             "epochs": r.c.epochs_run}
+METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_loss")  # shown on the runs page when recorded
+
+
+def with_group(flt: RunFilter, group: Optional[str]) -> RunFilter:
+    """The filter narrowed to one group of runs. The one place that knows what a group is: today a tag."""
+    if group:
+        flt.tags = [*flt.tags, (GROUP_TAG, group)]
+    return flt
+
+
+@dataclass
+class RunQuery:
+    """What the runs page asks for: filters, sort and page (all from the URL, all validated here)."""
+
+    model: str = ""
+    status: str = ""
+    tags: list[str] = field(default_factory=list)  # key=value
+    group: str = ""
+    dataset: str = ""
+    since: str = ""
+    sort: str = "id"
+    desc: bool = True
+    page: int = 1
+    per_page: int = DEFAULT_PAGE_SIZE
+
+    def run_filter(self) -> RunFilter:
+        from zoo.cli.app import check_choice, parse_tags
+        from zoo.cli.runs import parse_since
+
+        flt = RunFilter(model=self.model or None, status=check_choice("status", self.status or None, STATUS_CHOICES),
+                        tags=parse_tags(self.tags), since=parse_since(self.since) if self.since else None)
+        return with_group(flt, self.group)
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.model or self.status or self.tags or self.group or self.dataset or self.since)
+
+
+@dataclass
+class RunPage:
+    runs: list[RunView]
+    total: int  # runs matching the filters
+    page: int
+    pages: int
+    metric_columns: list[str]
+
+
+def dataset_clause(text: str):
+    """Runs whose dataset path contains ``text`` or whose dataset fingerprint starts with it."""
+    return or_(r.c.dataset_path.contains(text, autoescape=True),
+               r.c.dataset_fingerprint.startswith(text, autoescape=True))
+
+
+def run_page(conn: Connection, query: RunQuery, *, host: str) -> RunPage:
+    """One page of the runs matching ``query``, sorted; only that page's runs are read in full."""
+    flt = query.run_filter()
+    clauses = flt.where(conn)
+    if query.dataset:
+        clauses.append(dataset_clause(query.dataset))
+    per_page = max(1, min(int(query.per_page), max(PAGE_SIZES)))
+    page = max(1, int(query.page))
+    if flt.status in ("running", "stale"):
+        # running runs are few, and stale is decided in Python: read them all, as list_runs does
+        ids = list(conn.scalars(select(r.c.id).where(*clauses)))
+        views = [v for v in queries.run_views(conn, ids, host=host) if v.display_status == flt.status]
+        views.sort(key=lambda v: _sort_value(v, query.sort), reverse=query.desc)
+        total = len(views)
+        views = views[(page - 1) * per_page:page * per_page]
+    else:
+        total = conn.scalar(select(func.count()).select_from(r).where(*clauses)) or 0
+        stmt = select(r.c.id).where(*clauses)
+        column = RUN_SORTS.get(query.sort)
+        if column is None:  # a metric: runs without it last, whatever the direction
+            value = m.c.value
+            stmt = stmt.select_from(r.outerjoin(m, and_(m.c.run_id == r.c.id, m.c.key == query.sort)))
+            stmt = stmt.order_by(value.is_(None), value.desc() if query.desc else value.asc())
+        else:
+            stmt = stmt.order_by(column.is_(None), column.desc() if query.desc else column.asc())
+        stmt = stmt.order_by(r.c.id.desc() if query.desc else r.c.id.asc())
+        stmt = stmt.limit(per_page).offset((page - 1) * per_page)
+        views = queries.run_views(conn, list(conn.scalars(stmt)), host=host)
+    pages = max(1, -(-total // per_page))
+    shown = {k for v in views for k in v.metrics}
+    columns = [k for k in METRIC_COLUMNS if k in shown]
+    if query.sort not in RUN_SORTS and query.sort not in columns:
+        columns.append(query.sort)
+    return RunPage(runs=views, total=total, page=page, pages=pages, metric_columns=columns)
+
+
+def _sort_value(view: RunView, sort: str) -> tuple:
+    if sort in RUN_SORTS:
+        value = getattr(view, {"started": "created", "epochs": "epochs_run"}.get(sort, sort))
+    else:
+        value = view.metrics.get(sort)
+    return (value is not None, value if value is not None else 0)
+
+
+def filter_choices(conn: Connection) -> dict[str, list[str]]:
+    """Values offered by the runs page's filter and sort menus (distinct models and metric keys)."""
+    return {
+        "models": list(conn.scalars(select(r.c.model).distinct().order_by(r.c.model))),
+        "metrics": queries.metric_keys(conn),
+    }
+
+
+# ----------------------------------------------------------------------------- comparisons
+@dataclass
+class RunSet:
+    """Several runs read for comparison: views (with params), histories, and what compare would warn about."""
+
+    runs: list[RunView]
+    histories: dict[int, dict[str, list[tuple[int, Optional[float]]]]]
+    comparison: queries.Comparison
+    shared_params: dict[str, Any]
+    differing_params: dict[str, dict[int, Any]]
+    metrics: list[str]  # overall test metrics any run has, preferred first
+
+
+PREFERRED_METRICS = ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_loss")
+
+
+def resolve_runs(registry, conn: Connection, refs: Sequence[str] = (), group: Optional[str] = None,
+                 *, limit: int = 50) -> list[int]:
+    """Run ids from refs (ids or uuid prefixes) and/or a group, in the order given, each once."""
+    ids = [registry.resolve(ref, conn) for ref in refs]
+    if group:
+        flt = with_group(RunFilter(), group)
+        views, _ = queries.list_runs(conn, flt, limit=None, host=registry.host)
+        if not views:
+            raise ZooError(f"No runs in group '{group}' (runs tagged {GROUP_TAG}={group}).")
+        ids += sorted(v.id for v in views)
+    ids = list(dict.fromkeys(ids))
+    if len(ids) > limit:
+        raise ZooError(f"{len(ids)} runs asked for: compare at most {limit} at a time.")
+    return ids
+
+
+def run_set(conn: Connection, ids: Sequence[int], *, host: str, metric: str = "accuracy") -> RunSet:
+    views = queries.run_views(conn, ids, host=host, full=True)
+    hist = queries.histories(conn, [v.id for v in views])
+    all_keys = sorted({k for v in views for k in v.params})
+    shared: dict[str, Any] = {}
+    differing: dict[str, dict[int, Any]] = {}
+    for key in all_keys:
+        values = {v.id: v.params.get(key) for v in views}
+        encoded = {repr(v.params[key]) if key in v.params else "<missing>" for v in views}
+        if len(encoded) == 1:
+            shared[key] = next(iter(values.values()))
+        else:
+            differing[key] = values
+    metrics = [k for k in PREFERRED_METRICS if any(k in v.metrics for v in views)]
+    metrics += sorted({k for v in views for k in v.metrics if "/" not in k} - set(metrics))
+    data_fps = sorted({v.dataset_fingerprint for v in views if v.dataset_fingerprint})
+    split_fps = sorted({v.split_fingerprint for v in views if v.split_fingerprint})
+    key = queries.METRIC_ALIASES.get(metric, metric)
+    comparison = queries.Comparison(
+        metric=key, lower_is_better=queries.lower_is_better(key), runs=views, total=len(views),
+        other_metrics=[k for k in metrics if k != key], differing_params=differing,
+        missing=[],  # unlike `zoo compare`, the pages keep runs without the metric (shown as —)
+        dataset_fingerprints=data_fps if len(data_fps) > 1 else [],
+        split_fingerprints=split_fps if len(split_fps) > 1 else [],
+    )
+    return RunSet(runs=views, histories=hist, comparison=comparison, shared_params=shared,
+                  differing_params=differing, metrics=metrics)
