@@ -44,17 +44,38 @@ def save_checkpoint(path: Path, *, model: str, plugin: str, classes: list[str], 
 
 
 def _load(path: Path) -> Any:
+    import pickle
+    import warnings
+
     import torch
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise ZooError(f"Weights file '{path}' does not exist.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols and formats: not the user's business
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message advises retrying with weights_only=False, which runs any code the file holds: zoo
+        # never does that, so it names only what the file holds that plain weights do not.
+        raise ZooError(f"Cannot load '{path}' as weights: it is a pickle that torch's safe loader refuses "
+                       f"({_unpickler_reason(exc)}). zoo reads only a PyTorch state_dict or a zoo checkpoint "
+                       f"saved with torch.save, and never runs code from a weights file.") from None
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ZooError(f"Cannot load '{path}' as weights (a PyTorch state_dict or a zoo checkpoint, read with "
                        f"weights_only=True): {first[:200]}") from None
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """What torch's weights_only loader refused ('Unsupported global: GLOBAL x.y'), without its advice."""
+    text = str(exc)
+    if "WeightsUnpickler error:" not in text:
+        return "not plain weights"
+    after = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
+    reason = after[0].split(". ")[0] if after else ""
+    return reason.replace(" was not an allowed global by default", "").rstrip(".")[:200] or "not plain weights"
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -253,20 +253,19 @@ class DecodeGate:
 
 
 DECODE_GATE = DecodeGate(DECODE_PIXELS)
-_quiet_pillow = False
 
 
-def _silence_pillow_bomb_warning() -> None:
+@contextmanager
+def pillow_size_warnings_off():
     """Pillow warns (two raw lines) about images over Image.MAX_IMAGE_PIXELS; zoo says it once, its own way
-    (load_images' ``warn``). A process-wide filter, set once: warnings.catch_warnings is not thread-safe."""
-    global _quiet_pillow
-    if not _quiet_pillow:
-        import warnings
+    (load_images' ``warn``). Wrap whole loops in it, from one thread: warnings.catch_warnings is process-wide."""
+    import warnings
 
-        from PIL import Image
+    from PIL import Image
 
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-        _quiet_pillow = True
+        yield
 
 
 def to_eight_bit(im):
@@ -291,10 +290,9 @@ def open_rgb(path: Path, min_side: Optional[int] = None, on_large: Optional[Call
     ``min_side``: the shorter side the caller needs at most; a JPEG is then decoded at reduced scale and an image
     at least four times larger is reduced to about twice that before conversion (bounded memory, the same
     pixels after the caller's antialiased resize). ``on_large((w, h))`` is called for an image over Pillow's
-    decompression-bomb warning limit, whose own warning is not printed."""
+    decompression-bomb warning limit (wrap the caller's loop in pillow_size_warnings_off)."""
     from PIL import Image, ImageOps
 
-    _silence_pillow_bomb_warning()
     with open_regular(path) as f:
         im = Image.open(f)  # no 'with': the file closes below, and the loaded pixels stay with the image
         w, h = im.size
@@ -458,7 +456,7 @@ def load_images(
         # the layout torch's fast uint8 resizing wants.
         cache = torch.empty((len(files), side, side, 3), dtype=torch.uint8)
         cache_np = cache.numpy()  # the same memory, written through numpy (PIL's arrays are read-only)
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL releases the GIL while decoding
+    with pillow_size_warnings_off(), ThreadPoolExecutor(max_workers=workers) as pool:  # PIL releases the GIL
         for item, (array, error) in zip(files, pool.map(check, files, chunksize=16)):
             done += 1
             if progress and (done % 32 == 0 or done == len(files)):
@@ -476,7 +474,7 @@ def load_images(
         from PIL import Image
 
         rel, (w, h) = max(large, key=lambda item: item[1][0] * item[1][1])
-        warn(f"{len(large)} image(s) have more than {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (largest "
+        warn(f"{len(large)} image(s) have more than {Image.MAX_IMAGE_PIXELS / 1e6:.3g} megapixels (largest "
              f"{printable(rel)}, {w}x{h} px): they are decoded one at a time at reduced size, which is slow; "
              f"shrink them to train faster.")
     counts = class_counts(classes, (s.label for s in good))
@@ -750,7 +748,8 @@ class _DiskImages:
 
     def __getitem__(self, i: int):
         path, label = self.items[i]
-        return self.transform(open_rgb(self.root / path, self.min_side)), label
+        with pillow_size_warnings_off():  # load_images warned about large images once already
+            return self.transform(open_rgb(self.root / path, self.min_side)), label
 
 
 def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:

@@ -119,7 +119,7 @@ def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64)
     import torch
 
     from zoo.checkpoint import build_from_checkpoint
-    from zoo.data import EVAL_CROP, error_line, normalise, open_rgb, pil_eval_transform
+    from zoo.data import EVAL_CROP, error_line, normalise, open_rgb, pil_eval_transform, pillow_size_warnings_off
 
     files = image_files(paths)
     model, ckpt = build_from_checkpoint(checkpoint_of(run))
@@ -129,12 +129,13 @@ def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64)
     results: list[dict[str, Any]] = [{"file": str(f)} for f in files]
     good: list[int] = []
     tensors = []
-    for i, f in enumerate(files):
-        try:
-            tensors.append(transform(open_rgb(f, math.ceil(size / EVAL_CROP))))
-            good.append(i)
-        except Exception as exc:  # each bad file is reported, the others still predicted
-            results[i]["error"] = error_line(exc)
+    with pillow_size_warnings_off():
+        for i, f in enumerate(files):
+            try:
+                tensors.append(transform(open_rgb(f, math.ceil(size / EVAL_CROP))))
+                good.append(i)
+            except Exception as exc:  # each bad file is reported, the others still predicted
+                results[i]["error"] = error_line(exc)
     with torch.inference_mode():
         for start in range(0, len(good), batch_size):
             x = normalise(torch.stack(tensors[start:start + batch_size]), ckpt["mean"], ckpt["std"])
@@ -204,7 +205,7 @@ def example_code(fmt: str, file: str, classes: list[str], image_size: int) -> li
     imports = "import torch; from PIL import Image, ImageOps; from torchvision.transforms import v2"
     prep = (f"prep = v2.Compose([v2.PILToTensor(), v2.Resize({round(image_size / EVAL_CROP)}, antialias=True), "
             f"v2.CenterCrop({image_size}), v2.ToDtype(torch.float32, scale=True)])")
-    image = f"prep(ImageOps.exif_transpose(Image.open({q(EXAMPLE_IMAGE)}).convert('RGB')))[None]"
+    image = f"prep(Image.open({q(EXAMPLE_IMAGE)}).convert('RGB'))[None]"
     if fmt == "onnx":
         return [f"import onnxruntime, {imports[7:]}; session = onnxruntime.InferenceSession({q(file)})", prep,
                 f"print(dict(zip({q(classes)}, torch.from_numpy(session.run(None, {{'image': {image}.numpy()}})[0])"

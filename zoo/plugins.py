@@ -60,9 +60,9 @@ class Plugins:
                 impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
             except ZooError:
                 raise
-            except Exception as exc:  # a plugin bug: name the plugin instead of showing a traceback
+            except (Exception, SystemExit) as exc:  # a plugin bug: name the plugin instead of showing a traceback
                 raise PluginError(
-                    f"Plugin '{impl.plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}. "
+                    f"Plugin '{impl.plugin_name}' failed in {hook_name}: {describe_failure(exc)}. "
                     f"Fix it or skip it with ZOO_BLOCK_PLUGINS={impl.plugin_name}."
                 ) from exc
 
@@ -86,7 +86,26 @@ class Plugins:
         return self._datasets
 
     def register_commands(self, app) -> None:
-        self.pm.hook.register_commands(app=app)
+        """Each plugin's commands; a plugin that fails here is recorded as broken and warned about, the rest
+        of the command line still works."""
+        from zoo.errors import print_warning
+
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(**({"app": app} if "app" in impl.argnames else {}))
+            except (Exception, SystemExit) as exc:
+                record = next((r for r in self.records if r.name == impl.plugin_name), None)
+                if record is not None:
+                    record.error = f"register_commands: {describe_failure(exc)}"
+                print_warning(f"Plugin '{impl.plugin_name}' failed in register_commands: {describe_failure(exc)}. "
+                              f"Fix it or skip it with ZOO_BLOCK_PLUGINS={impl.plugin_name}.")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Why a plugin failed, in one line; sys.exit() in a plugin is a failure like any other, never an exit."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _env_flag(name: str) -> bool:
@@ -105,8 +124,8 @@ def _register(pm, records, blocked, name, source, location, load, version=None) 
         if pm.is_registered(module) or pm.has_plugin(name):
             raise RuntimeError(f"a plugin named '{name}' is already loaded")
         pm.register(module, name=name)
-    except Exception as exc:  # a broken plugin must not stop the others
-        records.append(PluginRecord(name, source, location, version, error=f"{type(exc).__name__}: {exc}"))
+    except (Exception, SystemExit) as exc:  # a broken plugin must not stop the others, nor end the command
+        records.append(PluginRecord(name, source, location, version, error=describe_failure(exc)))
         return
     records.append(PluginRecord(name, source, location, version, hooks=_hooks_of(pm, module)))
 
