@@ -24,13 +24,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
 from zoo.errors import UnknownName, ZooError
+from zoo.vocab import FINAL_STATUSES as FINAL, FROM_TAG, GROUP_TAG, Status, StopReason
 from zoo.store import migrations, tables
 
 BUSY_TIMEOUT_S = 30.0
 SQLITE_HEADER = b"SQLite format 3\x00"
-STATUSES = ("running", "completed", "failed", "interrupted")
-FINAL_STATUSES = ("completed", "failed", "interrupted")
-STOP_REASONS = ("early_stop", "max_epochs", "nan_loss", "interrupted", "error")
+STATUSES = tuple(s.value for s in Status)
+FINAL_STATUSES = tuple(s.value for s in FINAL)
+STOP_REASONS = tuple(r.value for r in StopReason)
 # Columns that update_run may set (identity, host/process facts and timestamps excepted, pid/host for tests).
 SETTABLE = frozenset(tables.RUN_COLUMNS) - {"id", "uuid", "created"}
 # Stale rule (see stale_reason): heartbeat older than max(STALE_MIN_S, STALE_EPOCHS x the longest epoch).
@@ -151,10 +152,20 @@ class RunView:
     confusion: Optional[list[list[int]]]
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Optional[float]] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # the user's (--tag); zoo's own are in system_tags
+    system_tags: dict[str, str] = field(default_factory=dict)  # zoo.group, zoo.from, zoo.note...
     evaluations: list[EvaluationView] = field(default_factory=list)
     best_val_loss: Optional[float] = None  # lowest val_loss of its history (computed when read)
     stale: Optional[str] = None  # why a 'running' run is really gone (computed when read, never written)
+
+    @property
+    def group(self) -> Optional[str]:
+        return self.system_tags.get(GROUP_TAG)
+
+    @property
+    def parent(self) -> Optional[int]:
+        value = self.system_tags.get(FROM_TAG)
+        return int(value) if value and value.isdigit() else None
 
     @property
     def display_status(self) -> str:
@@ -169,6 +180,7 @@ class RunView:
         data["status"] = self.display_status
         data["recorded_status"] = self.status
         data["duration_s"] = self.duration
+        data["group"], data["from_run"] = self.group, self.parent
         return data
 
 
@@ -212,25 +224,39 @@ class Registry:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, location: str | os.PathLike, *, readonly: bool = False, create: bool = True) -> "Registry":
+    def open(cls, location: str | os.PathLike, *, readonly: bool = False, create: bool = True,
+             check_integrity: bool = False) -> "Registry":
+        """``check_integrity``: run ``PRAGMA integrity_check`` before anything else reads or migrates the file."""
         location = str(location)
-        path: Optional[Path] = None
-        if location.startswith("sqlite:///") and location not in ("sqlite:///", "sqlite:///:memory:"):
-            path = Path(location[len("sqlite:///"):])
-        elif "://" not in location:
-            path = Path(location).expanduser()
+        path = _sqlite_path(location)
         if path is None:
             engine = _url_engine(location)
         else:
             _check_sqlite_file(path, readonly=readonly, create=create)
+            if not readonly and not path.exists():
+                _create_sqlite_file(path)
             engine = _sqlite_engine(path, readonly=readonly)
         registry = cls(engine, location=str(path) if path else _hide_password(location), path=path, readonly=readonly)
         try:
+            if check_integrity:
+                registry.check_integrity()
             registry._prepare()
         except BaseException:
             engine.dispose()
             raise
         return registry
+
+    def check_integrity(self) -> None:
+        """``PRAGMA integrity_check`` (SQLite): a RegistryDamaged error unless it says ok."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        try:
+            with self.engine.connect() as conn:
+                found = [row[0] for row in conn.exec_driver_sql("PRAGMA integrity_check(5)")]
+        except DBAPIError as exc:
+            raise ZooError(f"Cannot read registry {self.location}: {_db_message(exc)}") from exc
+        if found != ["ok"]:
+            raise RegistryDamaged(self.location)
 
     def _prepare(self) -> None:
         latest = migrations.latest_version()
@@ -575,7 +601,10 @@ def _url_engine(location: str) -> Engine:
 
     shown = _hide_password(location)
     try:
-        return create_engine(location)
+        engine = create_engine(location)
+        if engine.dialect.name == "sqlite":
+            _sqlite_url_pragmas(engine, shown)
+        return engine
     except NoSuchModuleError:
         scheme = location.split("://", 1)[0]
         raise ZooError(
@@ -594,6 +623,20 @@ def _url_engine(location: str) -> Engine:
             f"Registry URL {shown} needs the database driver '{module}', which is not installed: "
             f"pip install '{package}'."
         ) from None
+
+
+def _sqlite_url_pragmas(engine: Engine, location: str) -> None:
+    """A SQLite database given by URL (another driver, or URL parameters) still gets foreign keys (deleting a run
+    deletes its rows) and the busy timeout on every connection."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    _report_damage(engine, location)
 
 
 def _hide_password(location: str) -> str:
@@ -658,7 +701,7 @@ def _check_sqlite_file(path: Path, *, readonly: bool, create: bool) -> None:
 
 
 def _sqlite_engine(path: Path, *, readonly: bool) -> Engine:
-    uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "")
+    uri, query_only = _read_uri(path) if readonly else (path.resolve().as_uri(), False)
 
     def connect() -> sqlite3.Connection:
         # isolation_level=None: the driver never starts transactions itself; the "begin" hook below does.
@@ -671,7 +714,7 @@ def _sqlite_engine(path: Path, *, readonly: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        if readonly:
+        if readonly or query_only:
             cursor.execute("PRAGMA query_only = ON")
         else:
             cursor.execute("PRAGMA synchronous = NORMAL")
@@ -682,4 +725,129 @@ def _sqlite_engine(path: Path, *, readonly: bool) -> Engine:
         # Reads share a snapshot; writes take the write lock up front, waiting up to the busy timeout.
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("zoo_write") else "BEGIN")
 
+    _report_damage(engine, str(path))
     return engine
+
+
+def _sqlite_path(location: str) -> Optional[Path]:
+    """The file of a registry given as a path or a plain sqlite:/// URL; None for any other URL (opened by
+    SQLAlchemy as given, see _url_engine: a SQLite one still gets foreign keys and the busy timeout)."""
+    if location.startswith("sqlite:///") and location not in ("sqlite:///", "sqlite:///:memory:"):
+        return None if "?" in location else Path(location[len("sqlite:///"):])
+    if "://" not in location:
+        return Path(location).expanduser()
+    return None
+
+
+def _create_sqlite_file(path: Path) -> None:
+    """Create a new registry whole: its tables are made in a temporary file beside ``path``, which is then linked
+    into place, so no reader ever sees a registry without its tables (8 trainers starting at once on a new path
+    make one registry; the others' files are dropped). Where hard links are not supported, created in place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuidlib.uuid4().hex[:8]}.new")
+    try:
+        engine = _sqlite_engine(tmp, readonly=False)
+        try:
+            with engine.connect() as conn:
+                conn.execution_options(zoo_write=True)
+                with conn.begin():
+                    migrations.apply_pending(conn, set())
+        finally:
+            engine.dispose()
+        con = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode = wal")  # recorded in the header; the -wal goes when it closes
+        finally:
+            con.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        except OSError:
+            pass  # no hard links here (some network or FUSE file systems): the writing open creates it in place
+    except DBAPIError as exc:
+        raise ZooError(f"Cannot create registry {path}: {_db_message(exc)}") from exc
+    except OSError as exc:
+        raise ZooError(f"Cannot create registry {path}: {exc.strerror or exc}.") from exc
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            try:
+                leftover.unlink()
+            except OSError:
+                pass
+
+
+def _wal_mode(path: Path) -> bool:
+    """Whether the file's header says WAL mode (bytes 18 and 19 are 2)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18] == 2 and header[19] == 2
+
+
+def _read_uri(path: Path) -> tuple[str, bool]:
+    """How a read-only command opens ``path``: (URI, whether its connections must be made query-only).
+
+    A file in rollback-journal mode is read with ``mode=ro``, which creates nothing beside it. A WAL-mode file
+    (what writers leave) needs -wal and -shm files beside it, which ``mode=ro`` would create and leave behind:
+    where the file and its folder are writable it is opened read-write but query-only, so the last connection to
+    close removes them again, and concurrent writers are seen through SQLite's own locking. In a read-only folder
+    or mount: ``mode=ro`` when a -wal file is already there (a writer's, or a copy taken with it), else
+    ``immutable=1`` (no locks, no files; nothing can write there anyway).
+    """
+    base = path.resolve().as_uri()
+    if not _wal_mode(path):
+        return base + "?mode=ro", False
+    folder = path.resolve().parent
+    if os.access(path, os.R_OK | os.W_OK) and os.access(folder, os.W_OK | os.X_OK) and _opens(base):
+        return base, True
+    if path.with_name(path.name + "-wal").exists() and _opens(base + "?mode=ro"):
+        return base + "?mode=ro", False
+    return base + "?immutable=1", False
+
+
+def _opens(uri: str) -> bool:
+    """Whether SQLite can open and read ``uri`` (a damaged file counts as opened: reading it reports the damage)."""
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error:
+        return False
+    try:
+        con.execute("PRAGMA query_only = ON")
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return True
+    except sqlite3.OperationalError:
+        return False  # unable to open (no -shm can be made), read-only file system
+    except sqlite3.DatabaseError:
+        return True
+    finally:
+        con.close()
+
+
+class RegistryDamaged(ZooError):
+    """The registry file is corrupt (SQLite reports a malformed image, or not a database)."""
+
+    def __init__(self, location: str):
+        super().__init__(f"Registry {location} is damaged (SQLite cannot read part of the file): check it with "
+                         f"sqlite3 {location} 'PRAGMA integrity_check' and restore it from a backup.")
+
+
+def _damaged(exc: BaseException) -> bool:
+    """Whether a driver error means the database file itself is corrupt (SQLITE_CORRUPT, SQLITE_NOTADB)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _report_damage(engine: Engine, location: str) -> None:
+    """Any statement failing because the file is corrupt raises RegistryDamaged, one clear line, wherever it runs."""
+
+    @event.listens_for(engine, "handle_error")
+    def _damage(context) -> None:
+        if _damaged(context.original_exception):
+            raise RegistryDamaged(location) from context.original_exception

@@ -1,0 +1,147 @@
+"""The registry under hostile or unlucky conditions (issue 11): read-only folders, URLs, damaged files, deletes
+outside the artifacts folder, a writer holding the lock, full disks, reused pids, concurrent creation.
+
+Real SQLite files throughout; the CLI through CliRunner or a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from zoo.store import Registry
+
+
+def registry_path() -> Path:
+    return Path(os.environ["ZOO_REGISTRY"])
+
+
+def add_run(reg: Registry, model: str = "tinycnn", *, epochs: int = 2, status: str = "completed") -> int:
+    run_id = reg.start_run(model=model, plugin="builtin", params={"lr": 0.01, "epochs": epochs}, device="cpu",
+                           tags={"exp": "a"}, dataset={"path": "/data", "classes": ["cat", "dog"]})
+    for epoch in range(1, epochs + 1):
+        reg.log_epoch(run_id, epoch, {"train_loss": 1.0 / epoch, "val_loss": 1.2 / epoch, "seconds": 1.0})
+    reg.log_metrics(run_id, {"test_accuracy": 0.5 + run_id / 100, "test_loss": 0.7}, confusion=[[1, 1], [0, 2]])
+    if status != "running":
+        reg.finish_run(run_id, status, stop_reason="max_epochs", best_epoch=epochs, epochs_run=epochs)
+    return run_id
+
+
+def filled_registry(n: int = 3) -> list[int]:
+    with Registry.open(registry_path()) as reg:
+        return [add_run(reg) for _ in range(n)]
+
+
+def zoo(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def one_line_error(done, fragment: str) -> str:
+    """The command failed with exit 1 and one 'Error:' line containing ``fragment``; returns that line."""
+    output = getattr(done, "stderr", None) or getattr(done, "output", "")
+    code = getattr(done, "returncode", getattr(done, "exit_code", None))
+    assert code == 1, output
+    assert "Traceback" not in output and "Unexpected" not in output, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), output
+    assert fragment in lines[0], output
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def run_in_readonly_folder(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """``zoo ARGS`` with ``folder`` read-only: chmod for a normal user; for root (who ignores modes) a read-only
+    bind mount in a private mount namespace, skipped where that is not allowed."""
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(0o555)
+        try:
+            return zoo(*args)
+        finally:
+            folder.chmod(mode)
+    if shutil.which("unshare") is None:
+        pytest.skip("root without unshare: no way to make a folder read-only")
+    q = shlex.quote(str(folder))
+    script = f"mount --bind {q} {q} && mount -o remount,bind,ro {q} || exit 77; exec \"$@\""
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "zoo", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode == 77:
+        pytest.skip(f"cannot bind-mount read-only here: {done.stderr.strip()}")
+    return done
+
+
+# ----------------------------------------------------------------------------- 1: read-only folders, no side files
+def test_read_commands_leave_no_wal_or_shm_files_beside_the_registry(cli):
+    ids = filled_registry()
+    folder = registry_path().parent
+    before = snapshot(folder)
+    assert not any(name.endswith(("-wal", "-shm")) for name in before)
+    for args in (("list-runs",), ("show", ids[0]), ("compare",), ("list-runs", "--format", "json")):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+    assert snapshot(folder) == before
+
+
+def test_read_commands_work_in_a_read_only_folder_and_change_nothing(tmp_path):
+    ids = filled_registry()
+    folder = registry_path().parent
+    with open(registry_path(), "rb") as handle:
+        assert handle.read(20)[18] == 2  # written in WAL mode, as zoo train leaves it
+    before = snapshot(folder)
+    listed = run_in_readonly_folder(folder, "list-runs", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(run["id"] for run in __import__("json").loads(listed.stdout)) == ids
+    shown = run_in_readonly_folder(folder, "show", ids[-1])
+    assert shown.returncode == 0 and "completed" in shown.stdout, shown.stderr
+    compared = run_in_readonly_folder(folder, "compare", "--format", "csv")
+    assert compared.returncode == 0 and compared.stdout.count("\n") == 4, compared.stderr
+    assert snapshot(folder) == before
+
+
+def test_a_read_only_folder_with_a_writers_wal_still_shows_its_latest_rows(tmp_path):
+    """A copy taken while a writer had it open (-wal and -shm beside it): read with them, not immutably."""
+    filled_registry(1)
+    source = registry_path()
+    copy = tmp_path / "archive"
+    copy.mkdir()
+    holder = sqlite3.connect(source)
+    holder.execute("SELECT count(*) FROM runs").fetchone()  # a writer's connection stays open: -wal, -shm stay
+    with Registry.open(source) as reg:
+        late = add_run(reg, "latecomer")
+    for suffix in ("", "-wal", "-shm"):
+        shutil.copy2(f"{source}{suffix}", copy / f"registry.db{suffix}")
+    holder.close()
+    before = snapshot(copy)
+    os.environ["ZOO_REGISTRY"] = str(copy / "registry.db")  # the autouse fixture restores it
+    done = run_in_readonly_folder(copy, "show", late)
+    assert done.returncode == 0 and "latecomer" in done.stdout, done.stderr
+    assert snapshot(copy) == before
+
+
+# ----------------------------------------------------------------------------- 14: foreign keys whatever the URL
+@pytest.mark.parametrize("scheme", ["sqlite+pysqlite:///{}", "sqlite:///{}?timeout=20"])
+def test_delete_through_any_sqlite_url_leaves_no_orphan_rows(cli, scheme):
+    ids = filled_registry(2)
+    url = scheme.format(registry_path())
+    with Registry.open(url) as reg:
+        with reg.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    result = cli("--registry", url, "delete", ids[0], "--yes")
+    assert result.exit_code == 0, result.output
+    con = sqlite3.connect(registry_path())
+    for table in ("params", "history", "metrics", "tags"):
+        assert con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", (ids[0],)).fetchone()[0] == 0, table
+        assert con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", (ids[1],)).fetchone()[0] > 0, table
+    con.close()
