@@ -145,3 +145,54 @@ def test_delete_through_any_sqlite_url_leaves_no_orphan_rows(cli, scheme):
         assert con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", (ids[0],)).fetchone()[0] == 0, table
         assert con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", (ids[1],)).fetchone()[0] > 0, table
     con.close()
+
+
+# ----------------------------------------------------------------------------- 4: delete removes only zoo's own files
+def test_delete_never_removes_a_checkpoint_path_outside_the_artifacts_folder(cli, tmp_path):
+    ids = filled_registry(3)
+    precious = tmp_path / "thesis.tex"
+    precious.write_text("years of work")
+    with Registry.open(registry_path()) as reg:
+        reg.update_run(ids[0], checkpoint=str(precious))  # a shared or downloaded registry can say anything
+        other = reg.run_artifacts_dir(ids[1])
+        other.mkdir(parents=True)
+        (other / "best.pt").write_bytes(b"run 2's checkpoint")
+        reg.update_run(ids[2], checkpoint=str(other / "best.pt"))  # another run's file
+    result = cli("delete", ids[0], ids[2], "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Deleted 2 runs." in result.stdout
+    assert precious.read_text() == "years of work" and (other / "best.pt").exists()
+    assert "Left in place" in result.output and "thesis.tex" in result.output
+
+
+def test_delete_removes_the_checkpoint_but_not_other_files_or_link_targets(cli, tmp_path):
+    ids = filled_registry(2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "best.pt").write_bytes(b"not this registry's")
+    with Registry.open(registry_path()) as reg:
+        mine = reg.run_artifacts_dir(ids[0])
+        mine.mkdir(parents=True)
+        (mine / "best.pt").write_bytes(b"zoo checkpoint")
+        (mine / ".best.pt.123.tmp").write_bytes(b"half")
+        (mine / "notes.txt").write_text("mine, not zoo's")
+        reg.update_run(ids[0], checkpoint=str(mine / "best.pt"))
+        reg.run_artifacts_dir(ids[1]).symlink_to(elsewhere, target_is_directory=True)
+        reg.update_run(ids[1], checkpoint=str(reg.run_artifacts_dir(ids[1]) / "best.pt"))
+    result = cli("delete", *ids, "--yes")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert (elsewhere / "best.pt").read_bytes() == b"not this registry's"
+    assert "notes.txt" in result.output and "2 artifact files" in result.stdout
+
+
+def test_delete_of_an_ordinary_run_removes_its_folder(cli):
+    ids = filled_registry(1)
+    with Registry.open(registry_path()) as reg:
+        folder = reg.run_artifacts_dir(ids[0])
+        folder.mkdir(parents=True)
+        (folder / "best.pt").write_bytes(b"zoo checkpoint")
+        reg.update_run(ids[0], checkpoint=str((folder / "best.pt").resolve()))
+    result = cli("delete", ids[0], "--yes")
+    assert result.exit_code == 0 and "Deleted 1 run and 1 artifact folder." in result.stdout, result.output
+    assert not folder.exists() and "Left in place" not in result.output

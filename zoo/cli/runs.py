@@ -17,8 +17,9 @@ import typer
 
 from zoo.cli.app import app, check_choice, open_registry, parse_tags
 from zoo.errors import ZooError
+from zoo.vocab import DISPLAY_STATUSES
 
-STATUS_CHOICES = ("running", "stale", "completed", "failed", "interrupted")
+STATUS_CHOICES = DISPLAY_STATUSES
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DEFAULT_TOP = 20
 
@@ -354,8 +355,13 @@ def delete(
         if not yes and not typer.confirm(f"Delete {count} and their artifacts?", default=False):
             typer.echo("Nothing deleted.")
             return
-        removed = reg.delete_runs(ids)
-    typer.echo(f"Deleted {count}" + (f" and {_artifacts(removed, ids)}." if removed else "."))
+        done = reg.delete_runs(ids)
+    typer.echo(f"Deleted {count}" + (f" and {_artifacts(done.removed, ids)}." if done.removed else "."))
+    if done.kept:
+        from zoo.errors import print_warning
+
+        print_warning(f"Left in place, not zoo's own files in the artifacts folder: "
+                      f"{', '.join(repr(str(path)) for path in done.kept)}.")
 
 
 def _artifacts(removed: list[Path], ids: list[int]) -> str:
@@ -364,7 +370,7 @@ def _artifacts(removed: list[Path], ids: list[int]) -> str:
     folders = sum(1 for path in removed if path.name in names)
     files = len(removed) - folders
     parts = [f"{n} {word}{'s' if n != 1 else ''}" for n, word in ((folders, "artifact folder"),
-                                                                  (files, "checkpoint file")) if n]
+                                                                  (files, "artifact file")) if n]
     return " and ".join(parts)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import sqlite3
 import uuid as uuidlib
@@ -556,28 +557,59 @@ class Registry:
         with self.connect() as conn:
             return queries.histories(conn, [run_id], keys).get(run_id, {})
 
-    def delete_runs(self, run_ids: Iterable[int]) -> list[Path]:
-        """Delete runs (their rows cascade) and their artifacts; returns what was removed, each thing once: the run's
-        artifacts folder, and its checkpoint file when that lies outside the folder."""
-        import shutil
+    def delete_runs(self, run_ids: Iterable[int]) -> "Deleted":
+        """Delete runs (their rows cascade) and the files zoo wrote for them.
 
+        Only zoo's own files inside this registry's artifacts folder go: in each run's ``run-<id>`` folder (a real
+        folder, not a link), the checkpoint and its temporary files; the folder itself when nothing else is left
+        in it. A checkpoint path recorded elsewhere, and any other file, is left in place and listed in ``kept``:
+        a registry from someone else must not be able to delete the user's files."""
         ids = [int(i) for i in run_ids]
         r = _schema().runs
         with self._write() as conn:
             rows = conn.execute(select(r.c.id, r.c.checkpoint).where(r.c.id.in_(ids))).all()
             conn.execute(delete(r).where(r.c.id.in_(ids)))
-        removed: list[Path] = []
+        done = Deleted()
+        artifacts = self.artifacts_dir.resolve()
         for run_id, checkpoint in rows:
             folder = self.run_artifacts_dir(run_id)
+            own = folder.is_dir() and not folder.is_symlink() and folder.resolve().parent == artifacts
+            if own:
+                self._remove_run_folder(folder, done)
             if checkpoint:
                 file = Path(checkpoint)
-                if file.is_file() and not file.resolve().is_relative_to(folder.resolve()):  # else with its folder
-                    file.unlink()
-                    removed.append(file)
-            if folder.is_dir():
-                shutil.rmtree(folder)
-                removed.append(folder)
-        return removed
+                inside = own and file.parent.resolve() == folder.resolve() and RUN_FILES.fullmatch(file.name)
+                if not inside and (file.exists() or file.is_symlink()):
+                    done.kept.append(file)
+        return done
+
+    @staticmethod
+    def _remove_run_folder(folder: Path, done: "Deleted") -> None:
+        removed = []
+        for entry in sorted(folder.iterdir()):
+            if RUN_FILES.fullmatch(entry.name) and (entry.is_symlink() or entry.is_file()):
+                entry.unlink()  # a link named like a checkpoint: the link goes, never what it points at
+                removed.append(entry)
+            else:
+                done.kept.append(entry)
+        try:
+            folder.rmdir()
+            done.removed.append(folder)
+        except OSError:  # something zoo did not write is left in it
+            done.removed.extend(removed)
+
+
+# The files zoo writes in a run's artifacts folder: the best checkpoint, and its temporary file while written.
+RUN_FILES = re.compile(r"best\.pt|\.best\.pt\..+\.tmp")
+
+
+@dataclass
+class Deleted:
+    """What ``Registry.delete_runs`` removed (run folders, or single files when a folder had to stay), and the
+    files it left in place because zoo did not write them there."""
+
+    removed: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
 
 
 def _schema():
@@ -641,8 +673,6 @@ def _sqlite_url_pragmas(engine: Engine, location: str) -> None:
 
 def _hide_password(location: str) -> str:
     """The URL with any password replaced by ***, for messages."""
-    import re
-
     return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", location)
 
 
