@@ -131,7 +131,8 @@ def main() -> int:
         return 2
 
     from zoo.data import load_images, make_pipeline, split_samples
-    from zoo.engine import TrainConfig, resolve_precision, train
+    from zoo.engine import resolve_precision, train
+    from zoo.spec import Resolved, RunSpec
     from zoo.plugins import build_plugins
 
     device = torch.device("cuda")
@@ -150,10 +151,11 @@ def main() -> int:
               f"({len(images.samples) / (t2 - t1):.0f} images/s), cache {tuple(images.cache.shape)}")
 
         pipe = make_pipeline(images, split, image_size=args.size, batch_size=args.batch_size, device=device)
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.epochs, lr=1e-4,
-                             device="cuda", precision=precision)
-        result = train(info, pipe, images.classes, config)
-        zoo_rates = [h["images_per_sec"] for h in result.history[1:]]
+        config = RunSpec(args.model, "bench", epochs=args.epochs, batch_size=args.batch_size, patience=args.epochs,
+                         lr=1e-4)
+        resolved = Resolved(str(pipe.device), precision, args.size)
+        result = train(info, pipe, images.classes, config, resolved)
+        zoo_rates = [h.images_per_sec for h in result.history[1:]]
         del pipe, result
         torch.cuda.empty_cache()
 

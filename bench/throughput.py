@@ -73,7 +73,8 @@ def main() -> int:
     import torch
 
     from zoo.data import load_images, make_pipeline, split_samples
-    from zoo.engine import Callbacks, TrainConfig, train
+    from zoo.engine import Callbacks, train
+    from zoo.spec import Resolved, RunSpec
     from zoo.plugins import build_plugins
 
     registry = build_plugins(autoload=False).models()
@@ -96,7 +97,8 @@ def main() -> int:
             for name in args.models.split(","):
                 info = registry.get(name)
                 pipe = make_pipeline(images, split, image_size=size, batch_size=bs, device="cpu")
-                config = TrainConfig(epochs=args.epochs, batch_size=bs, patience=args.epochs, lr=1e-4)
+                config = RunSpec(name, "bench", epochs=args.epochs, batch_size=bs, patience=args.epochs, lr=1e-4)
+                resolved = Resolved("cpu", "fp32", size)
                 torch.manual_seed(0)
                 limit = ComputeLimit(info.build(2), bs, size, batches)
                 limit_rates: list[float] = []
@@ -106,8 +108,8 @@ def main() -> int:
                         if epoch > 1:
                             limit_rates.append(limit())
 
-                result = train(info, pipe, images.classes, config, Interleave())
-                zoo_rates = [h["images_per_sec"] for h in result.history[1:]]
+                result = train(info, pipe, images.classes, config, resolved, Interleave())
+                zoo_rates = [h.images_per_sec for h in result.history[1:]]
                 ratio = statistics.median(z / l for z, l in zip(zoo_rates, limit_rates))
                 best = max(zoo_rates) / max(limit_rates)
                 worst = ratio if worst is None else min(worst, ratio)

@@ -7,6 +7,14 @@ import math
 import pytest
 
 from zoo.errors import ZooError
+from zoo.spec import Resolved, RunSpec
+
+CPU = Resolved(device="cpu", precision="fp32", image_size=16)
+BF16 = Resolved(device="cpu", precision="bf16", image_size=16)
+
+
+def spec(**options) -> RunSpec:
+    return RunSpec(model="tinycnn", data="unused", **options)
 
 
 def test_metrics_from_a_hand_computed_confusion_matrix():
@@ -86,10 +94,10 @@ def test_early_stopping_stops_and_restores_the_best_weights(tiny, tmp_path):
     import torch
 
     from zoo.checkpoint import load_checkpoint
-    from zoo.engine import Callbacks, TrainConfig, build_model, train
+    from zoo.engine import Callbacks, build_model, train
 
     images, pipe, info = tiny
-    config = TrainConfig(epochs=10, patience=2, min_delta=1e9, lr=0.05)  # nothing after epoch 1 is "better"
+    config = spec(epochs=10, patience=2, min_delta=1e9, lr=0.05)  # nothing after epoch 1 is "better"
     model = build_model(info, 2, config, Callbacks())
     seen: dict[int, dict] = {}
 
@@ -97,7 +105,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(tiny, tmp_path):
         def on_epoch_end(self, epoch, values, improved):
             seen[epoch] = {"improved": improved, "state": {k: v.clone() for k, v in model.state_dict().items()}}
 
-    result = train(info, pipe, images.classes, config, Spy(), tmp_path / "best.pt", model=model)
+    result = train(info, pipe, images.classes, config, CPU, Spy(), tmp_path / "best.pt", model=model)
     assert result.status == "completed" and result.stop_reason == "early_stop"
     assert result.epochs_run == 3 and result.best_epoch == 1 and len(result.history) == 3
     assert [seen[e]["improved"] for e in (1, 2, 3)] == [True, False, False]
@@ -110,23 +118,24 @@ def test_early_stopping_stops_and_restores_the_best_weights(tiny, tmp_path):
     assert set(result.metrics) >= {"test_accuracy", "test_loss", "test_f1", "test_precision/cat", "test_recall/dog"}
     assert sum(map(sum, result.confusion)) == len(pipe.split.test)
     keys = {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec"}
-    assert all(set(h) == keys and all(math.isfinite(v) for v in h.values()) for h in result.history)
+    rows = [h.as_row() for h in result.history]
+    assert all(set(h) == keys and all(math.isfinite(v) for v in h.values()) for h in rows)
 
 
 def test_max_epochs_also_restores_the_best_epoch(tiny, tmp_path):
-    from zoo.engine import TrainConfig, train
+    from zoo.engine import train
 
     images, pipe, info = tiny
-    result = train(info, pipe, images.classes, TrainConfig(epochs=2, patience=5, min_delta=1e9), None,
+    result = train(info, pipe, images.classes, spec(epochs=2, patience=5, min_delta=1e9), CPU, None,
                    tmp_path / "best.pt")
     assert result.stop_reason == "max_epochs" and result.best_epoch == 1 and result.epochs_run == 2
 
 
 def test_nan_loss_stops_the_run_as_failed(tiny, tmp_path):
-    from zoo.engine import TrainConfig, train
+    from zoo.engine import train
 
     images, pipe, info = tiny
-    result = train(info, pipe, images.classes, TrainConfig(epochs=3, lr=float("inf")), None, tmp_path / "best.pt")
+    result = train(info, pipe, images.classes, spec(epochs=3, lr=float("inf")), CPU, None, tmp_path / "best.pt")
     assert result.status == "failed" and result.stop_reason == "nan_loss"
     assert "--lr" in result.error and result.epochs_run == 0 and result.checkpoint is None
     assert not (tmp_path / "best.pt").exists() and not result.metrics
@@ -134,10 +143,10 @@ def test_nan_loss_stops_the_run_as_failed(tiny, tmp_path):
 
 
 def test_nan_loss_in_bf16_suggests_fp32(tiny, tmp_path):
-    from zoo.engine import TrainConfig, train
+    from zoo.engine import train
 
     images, pipe, info = tiny
-    result = train(info, pipe, images.classes, TrainConfig(epochs=3, lr=float("inf"), precision="bf16"), None,
+    result = train(info, pipe, images.classes, spec(epochs=3, lr=float("inf")), BF16, None,
                    tmp_path / "best.pt")
     assert result.status == "failed" and result.stop_reason == "nan_loss"
     assert "--lr" in result.error and "--precision fp32" in result.error

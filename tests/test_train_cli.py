@@ -133,7 +133,7 @@ def test_corrupt_files_warned_and_skipped_or_refused_with_strict(cli, make_image
 
 
 def test_ctrl_c_marks_the_run_interrupted_and_exits_130(cli, make_images, monkeypatch):
-    from zoo.cli import train as train_cli
+    from zoo.cli import progress as train_cli
 
     real_line = train_cli.Display.line
 
@@ -350,10 +350,11 @@ def test_user_text_is_printed_as_given_never_as_markup(cli, make_images, folder)
 
 
 def test_epoch_line_styles_best_with_text_not_markup():
-    from zoo.cli.train import epoch_line
+    from zoo.cli.progress import epoch_line
+    from zoo.engine import EpochStats
 
-    values = {"train_loss": 0.5, "train_acc": 0.75, "val_loss": float("nan"), "val_acc": 0.5,
-              "images_per_sec": 100.0, "seconds": 0.25}
+    values = EpochStats(train_loss=0.5, train_acc=0.75, val_loss=float("nan"), val_acc=0.5, lr=0.1,
+                        images_per_sec=100.0, seconds=0.25)
     line = epoch_line("m[red]", 3, 10, values, improved=True)
     assert line.plain == ("m[red] epoch  3/10  train loss 0.5000 acc 0.750  val loss nan acc 0.500  100 img/s  "
                           "0.2s  best")

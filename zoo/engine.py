@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from zoo.errors import ZooError
+from zoo.metrics import summarize
+from zoo.spec import PRECISIONS, Resolved, RunSpec
+from zoo.vocab import HISTORY_KEYS, TEST, Status, StopReason
 
 if TYPE_CHECKING:
     import torch
@@ -21,7 +24,6 @@ if TYPE_CHECKING:
     from zoo.data import Pipeline
     from zoo.models import ModelInfo
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 # ------------------------------------------------------------------------------------------ device, precision
@@ -83,37 +85,36 @@ def autocast(device: "torch.device", precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-# ------------------------------------------------------------------------------------------ config, results
+# ------------------------------------------------------------------------------------------------- results
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    patience: int = 7
-    min_delta: float = 0.0
-    seed: int = 42
-    pretrained: bool = False
-    weights: Optional[str] = None
-    device: str = "cpu"  # resolved
-    precision: str = "fp32"  # resolved
-    compile: bool = False
+@dataclass(frozen=True)
+class EpochStats:
+    """One finished epoch, as recorded in the history (field names are the history keys of zoo.vocab)."""
+
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+    images_per_sec: float
+
+    def as_row(self) -> dict[str, float]:
+        return {key: getattr(self, key) for key in HISTORY_KEYS}
 
 
 @dataclass
 class TrainResult:
-    status: str  # completed | failed
-    stop_reason: str  # early_stop | max_epochs | nan_loss
+    status: Status  # completed | failed
+    stop_reason: StopReason  # early_stop | max_epochs | nan_loss
     epochs_run: int
     best_epoch: Optional[int]
     checkpoint: Optional[str]
     metrics: dict[str, float] = field(default_factory=dict)
     confusion: Optional[list[list[int]]] = None
     error: Optional[str] = None
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[EpochStats] = field(default_factory=list)
 
 
 class Callbacks:
@@ -132,7 +133,7 @@ class Callbacks:
     def on_batch(self, epoch: int, batch: int, batches: int, running_loss: float, images_per_sec: float) -> None:
         pass
 
-    def on_epoch_end(self, epoch: int, values: dict[str, float], improved: bool) -> None:
+    def on_epoch_end(self, epoch: int, values: EpochStats, improved: bool) -> None:
         pass
 
     def on_checkpoint(self, path: str, epoch: int) -> None:
@@ -146,27 +147,9 @@ class Callbacks:
 
 
 def metrics_from_confusion(confusion: list[list[int]], classes: list[str], loss: Optional[float] = None,
-                           prefix: str = "test_") -> dict[str, float]:
-    """Accuracy, per-class and macro precision/recall/F1 from confusion[true][pred] (0 where undefined)."""
-    n = len(classes)
-    total = sum(sum(row) for row in confusion)
-    out: dict[str, float] = {f"{prefix}accuracy": (sum(confusion[i][i] for i in range(n)) / total) if total else 0.0}
-    if loss is not None:
-        out[f"{prefix}loss"] = float(loss)
-    precisions, recalls, f1s = [], [], []
-    for i, name in enumerate(classes):
-        tp = confusion[i][i]
-        predicted = sum(confusion[t][i] for t in range(n))
-        actual = sum(confusion[i])
-        p = tp / predicted if predicted else 0.0
-        r = tp / actual if actual else 0.0
-        f = 2 * p * r / (p + r) if p + r else 0.0
-        out[f"{prefix}precision/{name}"], out[f"{prefix}recall/{name}"], out[f"{prefix}f1/{name}"] = p, r, f
-        precisions.append(p), recalls.append(r), f1s.append(f)
-    out[f"{prefix}precision"] = sum(precisions) / n if n else 0.0
-    out[f"{prefix}recall"] = sum(recalls) / n if n else 0.0
-    out[f"{prefix}f1"] = sum(f1s) / n if n else 0.0
-    return out
+                           prefix: str = TEST) -> dict[str, float]:
+    """Accuracy, per-class and macro precision/recall/F1 from confusion[true][pred] (zoo.metrics.summarize)."""
+    return summarize(confusion, classes, loss, prefix)
 
 
 def evaluate(model: "torch.nn.Module", batches, num_classes: int, device: "torch.device",
@@ -205,17 +188,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(info: "ModelInfo", num_classes: int, config: TrainConfig, callbacks: Callbacks) -> "torch.nn.Module":
+def build_model(info: "ModelInfo", num_classes: int, spec: RunSpec,
+                callbacks: Optional[Callbacks] = None) -> "torch.nn.Module":
     """The architecture with ``num_classes`` outputs: pretrained weights, then --weights FILE, if asked."""
-    seed_everything(config.seed)  # the same initial weights for the same model and seed
-    model = info.build(num_classes, pretrained=config.pretrained)
-    if config.weights:
+    callbacks = callbacks or Callbacks()
+    seed_everything(spec.seed)  # the same initial weights for the same model and seed
+    model = info.build(num_classes, pretrained=spec.pretrained)
+    if spec.weights:
         from zoo.checkpoint import describe_skipped, load_weights
 
-        loaded, skipped = load_weights(model, Path(config.weights), info.name)
-        callbacks.on_message(f"Loaded {loaded} tensor(s) from '{config.weights}' into {info.name}.")
+        loaded, skipped = load_weights(model, Path(spec.weights), info.name)
+        callbacks.on_message(f"Loaded {loaded} tensor(s) from '{spec.weights}' into {info.name}.")
         if skipped:
-            callbacks.on_warning(describe_skipped(skipped, Path(config.weights)))
+            callbacks.on_warning(describe_skipped(skipped, Path(spec.weights)))
     return model
 
 
@@ -228,7 +213,7 @@ def setup_backend(device: "torch.device") -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config: TrainConfig,
+def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: RunSpec, resolved: Resolved,
           callbacks: Optional[Callbacks] = None, checkpoint_path: Optional[Path] = None,
           model: Optional["torch.nn.Module"] = None) -> TrainResult:
     """Train ``info``'s architecture on the pipeline's train split with early stopping on validation loss,
@@ -241,25 +226,26 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config: T
     from zoo.data import IMAGENET_MEAN, IMAGENET_STD
 
     callbacks = callbacks or Callbacks()
-    device = torch.device(config.device)
+    device = torch.device(resolved.device)
+    precision = resolved.precision
     setup_backend(device)
     num_classes = len(classes)
     if model is None:
-        model = build_model(info, num_classes, config, callbacks)
+        model = build_model(info, num_classes, spec, callbacks)
     model = model.to(device)
     if device.type in ("cuda", "cpu"):  # NHWC: faster convolutions with cuDNN and oneDNN alike
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if config.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
-    generator = torch.Generator().manual_seed(config.seed)
+    step_model = torch.compile(model) if spec.compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
+                                weight_decay=spec.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    generator = torch.Generator().manual_seed(spec.seed)
 
     # What to try after a NaN/inf loss: fp32 only helps when the run was not already in fp32.
-    remedy = "try a lower --lr" + (" or --precision fp32" if config.precision in ("bf16", "fp16") else "") + "."
-    best_loss, best_epoch, best_state, stale = math.inf, None, None, 0
-    history: list[dict[str, float]] = []
-    stop_reason, status, error = "max_epochs", "completed", None
+    remedy = "try a lower --lr" + (" or --precision fp32" if precision in ("bf16", "fp16") else "") + "."
+    best_loss, best_epoch, best_state, waited = math.inf, None, None, 0
+    history: list[EpochStats] = []
+    stop_reason, status, error = StopReason.MAX_EPOCHS, Status.COMPLETED, None
     batches = pipeline.batches_per_epoch()
     epoch = 0
 
@@ -271,7 +257,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config: T
                         mean=IMAGENET_MEAN, std=IMAGENET_STD)
         return str(checkpoint_path)
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, spec.epochs + 1):
         callbacks.on_epoch_start(epoch, batches)
         step_model.train()
         started = time.perf_counter()
@@ -280,7 +266,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config: T
         seen, last_report = 0, started
         nan_at = None
         for i, (x, y) in enumerate(pipeline.train_epoch(generator), 1):
-            with autocast(device, config.precision):
+            with autocast(device, precision):
                 out = step_model(x)
                 loss = F.cross_entropy(out, y)
             optimizer.zero_grad(set_to_none=True)
@@ -307,49 +293,49 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config: T
         train_seconds = time.perf_counter() - started
         train_loss = float(loss_sum) / max(seen, 1)
         if nan_at is not None or not math.isfinite(train_loss):
-            stop_reason, status = "nan_loss", "failed"
+            stop_reason, status = StopReason.NAN_LOSS, Status.FAILED
             where = f" (batch {nan_at})" if nan_at else ""
             error = (f"The training loss became {train_loss if not math.isfinite(train_loss) else 'NaN'} in epoch "
                      f"{epoch}{where}; {remedy}")
             break
         val_loss, val_acc, _ = evaluate(step_model, pipeline.eval_batches("val"), num_classes, device,
-                                        config.precision)
-        values = {"train_loss": train_loss, "train_acc": float(correct) / max(seen, 1), "val_loss": val_loss,
-                  "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": time.perf_counter() - started, "images_per_sec": seen / max(train_seconds, 1e-9)}
+                                        precision)
+        values = EpochStats(train_loss=train_loss, train_acc=float(correct) / max(seen, 1), val_loss=val_loss,
+                            val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
+                            seconds=time.perf_counter() - started, images_per_sec=seen / max(train_seconds, 1e-9))
         history.append(values)
         if not math.isfinite(val_loss):
-            stop_reason, status = "nan_loss", "failed"
+            stop_reason, status = StopReason.NAN_LOSS, Status.FAILED
             error = f"The validation loss became {val_loss} in epoch {epoch}; {remedy}"
             callbacks.on_epoch_end(epoch, values, False)
             break
-        improved = val_loss < best_loss - config.min_delta
+        improved = val_loss < best_loss - spec.min_delta
         if improved:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
+            best_loss, best_epoch, waited = val_loss, epoch, 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             path = save_best()
             if path:
                 callbacks.on_checkpoint(path, epoch)
         else:
-            stale += 1
+            waited += 1
         callbacks.on_epoch_end(epoch, values, improved)
-        if not improved and stale >= config.patience:
-            stop_reason = "early_stop"
+        if not improved and waited >= spec.patience:
+            stop_reason = StopReason.EARLY_STOP
             break
 
     epochs_run = len(history)
     checkpoint = str(checkpoint_path) if (checkpoint_path and best_state is not None) else None
     result = TrainResult(status, stop_reason, epochs_run, best_epoch, checkpoint, error=error, history=history)
-    if status == "failed":
+    if status == Status.FAILED:
         return result
     model.load_state_dict(best_state)  # early stopping restores the best weights, also at max_epochs
     test_loss, _, confusion = evaluate(step_model, pipeline.eval_batches("test"), num_classes, device,
-                                       config.precision)
+                                       precision)
     result.metrics = metrics_from_confusion(confusion, classes, test_loss)
     result.confusion = confusion
     callbacks.on_test(result.metrics, confusion)
     return result
 
 
-__all__ = ["Callbacks", "TrainConfig", "TrainResult", "evaluate", "metrics_from_confusion", "resolve_device",
+__all__ = ["Callbacks", "EpochStats", "TrainResult", "evaluate", "metrics_from_confusion", "resolve_device",
            "resolve_precision", "train"]

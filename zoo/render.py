@@ -344,24 +344,18 @@ def ordered_keys(keys: Iterable[str], preferred: Sequence[str]) -> list[str]:
 
 def per_class(classes: Sequence[str], metrics: dict[str, Any], confusion: Optional[list[list[int]]]) -> list[dict]:
     """Precision, recall, F1 and support per class: the recorded ones, else computed from the confusion matrix."""
+    from zoo.metrics import class_scores
+    from zoo.vocab import PER_CLASS, metric_key
+
+    scores = class_scores(confusion) if confusion else []
     rows = []
     for i, name in enumerate(classes):
+        score = scores[i] if i < len(scores) else None
         row: dict[str, Any] = {"class": name}
-        support = tp = predicted = None
-        if confusion and i < len(confusion):
-            support = sum(confusion[i])
-            tp = confusion[i][i]
-            predicted = sum(line[i] for line in confusion if i < len(line))
-        computed = {
-            "precision": tp / predicted if tp is not None and predicted else (0.0 if predicted == 0 else None),
-            "recall": tp / support if tp is not None and support else (0.0 if support == 0 else None),
-        }
-        pr, rc = computed["precision"], computed["recall"]
-        computed["f1"] = (2 * pr * rc / (pr + rc) if pr + rc else 0.0) if pr is not None and rc is not None else None
-        for metric in ("precision", "recall", "f1"):
-            recorded = metrics.get(f"test_{metric}/{name}")
-            row[metric] = recorded if recorded is not None else computed[metric]
-        row["support"] = support
+        for metric in PER_CLASS:
+            recorded = metrics.get(metric_key(metric, name))
+            row[metric] = recorded if recorded is not None else (getattr(score, metric) if score else None)
+        row["support"] = score.support if score else None
         rows.append(row)
     return rows
 

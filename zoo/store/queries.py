@@ -15,6 +15,7 @@ from sqlalchemy import Connection, and_, exists, func, select
 
 from zoo.errors import UnknownName, ZooError
 from zoo.store import tables
+from zoo.vocab import LOSS_KEYS, SYSTEM_TAG_PREFIX, lower_is_better
 from zoo.store.registry import RunView, EvaluationView, decode_param, stale_reason, utcnow
 
 r, m, h, p, t, ev = tables.runs, tables.metrics, tables.history, tables.params, tables.tags, tables.evaluations
@@ -24,12 +25,6 @@ METRIC_ALIASES = {
     "accuracy": "test_accuracy", "acc": "test_accuracy", "f1": "test_f1", "macro_f1": "test_f1",
     "precision": "test_precision", "recall": "test_recall", "loss": "test_loss",
 }
-LOSS_KEYS = ("train_loss", "val_loss")
-
-
-def lower_is_better(key: str) -> bool:
-    name = key.rsplit("/", 1)[0].lower()
-    return "loss" in name or "error" in name or name.endswith("_err")
 
 
 def run_views(conn: Connection, ids: Sequence[int], *, host: str, full: bool = False) -> list[RunView]:
@@ -42,7 +37,8 @@ def run_views(conn: Connection, ids: Sequence[int], *, host: str, full: bool = F
     for run_id, key, value in conn.execute(select(m.c.run_id, m.c.key, m.c.value).where(m.c.run_id.in_(ids))):
         views[run_id].metrics[key] = value
     for run_id, key, value in conn.execute(select(t.c.run_id, t.c.key, t.c.value).where(t.c.run_id.in_(ids))):
-        views[run_id].tags[key] = value
+        view = views[run_id]
+        (view.system_tags if key.startswith(SYSTEM_TAG_PREFIX) else view.tags)[key] = value
     for run_id, best in conn.execute(
         select(h.c.run_id, func.min(h.c.value)).where(h.c.run_id.in_(ids), h.c.key == "val_loss").group_by(h.c.run_id)
     ):

@@ -1,0 +1,156 @@
+"""What ``zoo train`` shows while the training service works: the plan, a progress bar, one line per epoch and
+per run, and the final table. Imported only when a command trains.
+
+Paths, names and messages are user text: the consoles show them as given (no markup); colour comes from Text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from zoo.errors import console, print_warning
+from zoo.render import fmt_duration, fmt_num, fmt_value
+from zoo.spec import RunSpec
+from zoo.training import Reporter, RunOutcome
+from zoo.vocab import Status, TEST
+
+
+def epoch_line(model: str, epoch: int, epochs: int, values: Any, improved: bool) -> Text:
+    """One finished epoch as rich Text (plain text, plus a green "best" when validation loss improved)."""
+    line = Text(f"{model} epoch {epoch:>{len(str(epochs))}}/{epochs}  train loss {fmt_num(values.train_loss)} "
+                f"acc {fmt_num(values.train_acc, 3)}  val loss {fmt_num(values.val_loss)} "
+                f"acc {fmt_num(values.val_acc, 3)}  {values.images_per_sec:.0f} img/s  "
+                f"{values.seconds:.1f}s")
+    if improved:
+        line.append("  ").append("best", style="green")
+    return line
+
+
+def plan_table(specs: Sequence[RunSpec], varied: Sequence[str], group: str) -> Table:
+    """The runs a command will train: one row each, the options that differ between them as columns."""
+    table = Table(title=f"Plan: {len(specs)} runs, group {group}", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    table.add_column("#", justify="right")
+    for name in varied:
+        table.add_column(name, no_wrap=True)
+    for i, spec in enumerate(specs, 1):
+        table.add_row(str(i), *(fmt_value(getattr(spec, name)) for name in varied))
+    return table
+
+
+def summary_table(outcomes: Sequence[RunOutcome], varied: Sequence[str] = ()) -> Table:
+    """The runs of one command, best test accuracy first (runs without one last)."""
+    table = Table(title="Trained in this command", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    shown = [name for name in varied if name != "model"]
+    for header, right in (("Run", True), ("Model", False), *((n, True) for n in shown), ("Result", False),
+                          ("Best", True), ("Epochs", True), ("Test acc", True), ("F1", True), ("Loss", True),
+                          ("Time", True)):
+        table.add_column(header, justify="right" if right else "left", no_wrap=header not in ("Result",))
+    accuracy = TEST + "accuracy"
+    ordered = sorted(outcomes, key=lambda o: (o.metrics.get(accuracy) is None, -(o.metrics.get(accuracy) or 0.0)))
+    for o in ordered:
+        result = str(o.stop_reason or o.status)
+        if o.status != Status.COMPLETED and result != str(o.status):
+            result = f"{o.status}: {result}"
+        table.add_row(str(o.run_id), o.model, *(fmt_value(getattr(o.planned.spec, n)) for n in shown), result,
+                      str(o.best_epoch or "—"), str(o.epochs_run or 0), fmt_num(o.metrics.get(accuracy)),
+                      fmt_num(o.metrics.get(TEST + "f1")), fmt_num(o.metrics.get(TEST + "loss")),
+                      fmt_duration(o.seconds))
+    return table
+
+
+class Display(Reporter):
+    """Progress bar (stderr, terminals only) and one line per epoch and run (stdout), both off with --quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.out = console()
+        self.err = console(stderr=True)
+        self.progress = None
+        self.task = None
+        self.run: Optional[Any] = None  # the PlannedRun in progress
+
+    # ----------------------------------------------------------------------------------- plumbing
+    def line(self, text) -> None:
+        if not self.quiet:
+            self.out.print(text)
+
+    def start(self, description: str, total: int) -> None:
+        if self.quiet or not self.err.is_terminal:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        if self.progress is None:
+            self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                                     MofNCompleteColumn(), TextColumn("{task.fields[info]}", markup=False),
+                                     TimeRemainingColumn(), console=self.err, transient=True)
+            self.progress.start()
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(description, total=total, info="")
+
+    def update(self, completed: int, info: str = "", total: Optional[int] = None) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=completed, info=info, total=total)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress, self.task = None, None
+
+    def stop_cause(self, exc: BaseException) -> str:
+        """Why a run was stopped from outside, in words (rich quiets a console whose output pipe closed)."""
+        return ("its output was closed (broken pipe)" if self.out.quiet and not self.quiet
+                else f"{type(exc).__name__}({exc})")
+
+    # ----------------------------------------------------------------------------------- reports
+    def on_message(self, text: str) -> None:
+        self.line(text)
+
+    def on_warning(self, text: str) -> None:
+        self.stop()
+        print_warning(text)
+
+    def on_decode(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.start("Checking images", total)
+        self.update(done, total=total)
+
+    def on_data(self, images, split, planned) -> None:
+        self.stop()
+        counts = ", ".join(f"{c} {n}" for c, n in images.counts().items())
+        where = f"in memory at {images.cache_side} px" if images.cache is not None else "streamed from disk"
+        self.line(f"Data {images.root}: {len(images.samples)} images, {len(images.classes)} classes ({counts}); "
+                  f"split {len(split.train)}/{len(split.val)}/{len(split.test)} (seed {planned.spec.seed}), {where}")
+
+    def on_run_start(self, run_id: int, planned) -> None:
+        self.run = planned
+        spec, res = planned.spec, planned.resolved
+        self.line(f"Run {run_id}: {spec.model} at {res.image_size} px on {res.device} ({res.precision}), batch "
+                  f"{spec.batch_size}, up to {spec.epochs} epochs")
+
+    def on_epoch_start(self, epoch: int, batches: int) -> None:
+        self.start(f"{self.run.spec.model} epoch {epoch}/{self.run.spec.epochs}", batches)
+
+    def on_batch(self, epoch, batch, batches, running_loss, images_per_sec) -> None:
+        self.update(batch, f"loss {running_loss:.4f}  {images_per_sec:.0f} img/s")
+
+    def on_epoch_end(self, epoch: int, values, improved: bool) -> None:
+        self.stop()
+        self.line(epoch_line(self.run.spec.model, epoch, self.run.spec.epochs, values, improved))
+
+    def on_run_end(self, outcome: RunOutcome) -> None:
+        self.stop()
+        name = f"Run {outcome.run_id} ({outcome.model})"
+        if outcome.status == Status.FAILED:
+            print_warning(f"{name} failed: {outcome.error}")
+        elif outcome.status == Status.INTERRUPTED and (outcome.error or "").startswith("Stopped: "):
+            print_warning(f"{name} recorded as interrupted after {outcome.epochs_run} epoch(s): "
+                          f"{outcome.error[len('Stopped: '):]}")
+        elif outcome.status == Status.COMPLETED:
+            self.line(f"{name}: {str(outcome.stop_reason).replace('_', ' ')} after {outcome.epochs_run} epoch(s), "
+                      f"best epoch {outcome.best_epoch}, test accuracy {fmt_num(outcome.metrics.get(TEST + 'accuracy'))}")

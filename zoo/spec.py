@@ -1,0 +1,368 @@
+"""What a run is, typed: ``RunSpec`` (every ``zoo train`` option, defaults defined here once), ``Resolved``
+(what 'auto' became on this machine), ``DatasetRecord`` (the data a run saw), and grids of specs.
+
+Standard library only: the CLI, the training service, the store and the read commands all import it for free.
+
+Params rows are written by ``RunSpec.to_params`` alone and read back by ``RunSpec.from_params``; their keys are
+the option names of the first release (``data``, ``epochs``, ... ``strict``, plus ``resolved_device`` and
+``resolved_precision``), so every registry made since reads the same.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from zoo.errors import ZooError
+from zoo.vocab import SYSTEM_TAG_PREFIX
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _opt(default: Any, *, minimum: Optional[float] = None, above: Optional[float] = None,
+         choices: tuple = (), grid: bool = True, help: str = "") -> Any:
+    """A spec field: its default, the limits a value must respect, whether grids may vary it, its help."""
+    return field(default=default, metadata={"min": minimum, "above": above, "choices": choices, "grid": grid,
+                                            "help": help})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: the architecture and every option of ``zoo train``, as the user gave them ('auto' stays 'auto')."""
+
+    model: str
+    data: str = field(metadata={"grid": False, "help": "Image folder (one sub-folder per class) or dataset name."})
+    epochs: int = _opt(30, minimum=1, help="Maximum epochs (early stopping may end sooner).")
+    batch_size: int = _opt(32, minimum=1, help="Images per optimizer step.")
+    lr: float = _opt(0.001, above=0.0, help="SGD learning rate.")
+    momentum: float = _opt(0.9, minimum=0.0, help="SGD momentum.")
+    weight_decay: float = _opt(0.0, minimum=0.0, help="L2 weight decay.")
+    patience: int = _opt(7, minimum=0, help="Epochs without a better validation loss before stopping.")
+    min_delta: float = _opt(0.0, minimum=0.0, help="Smallest decrease of validation loss that counts.")
+    split: str = _opt("8:1:1", help="train:val:test ratios, stratified by class.")
+    image_size: Optional[int] = _opt(None, minimum=1, help="Square input size in px (default: each model's own).")
+    seed: int = _opt(42, help="Seed of the split, the initial weights and the augmentation.")
+    pretrained: bool = _opt(False, help="Start from the plugin's weights.")
+    weights: Optional[str] = _opt(None, grid=False, help="Start from a local state_dict or zoo checkpoint.")
+    device: str = _opt("auto", help="auto, cpu, cuda, cuda:N or mps.")
+    workers: Optional[int] = _opt(None, minimum=0, grid=False,
+                                  help="Threads that decode images, and loader processes when images stream.")
+    precision: str = _opt("auto", choices=PRECISIONS, help="auto (bf16/fp16 on GPUs, fp32 on CPU), fp32, bf16, fp16.")
+    compile: bool = _opt(False, help="torch.compile the model.")
+    strict: bool = _opt(False, grid=False, help="Refuse unreadable image files instead of skipping them.")
+    # Who the run is, not how it trains: recorded as the run's name and tags, never as params.
+    name: Optional[str] = None
+    tags: tuple[tuple[str, str], ...] = ()
+    parent: Optional[int] = None  # the run `--from` replayed
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name in OPTIONS:
+                check_value(f.name, getattr(self, f.name))
+
+    # ------------------------------------------------------------------------------------ params rows
+    def to_params(self, resolved: "Resolved") -> dict[str, Any]:
+        """The params rows of this run: every option as given, the image size as trained, and what 'auto'
+        resolved to (never replayed by --from)."""
+        params = {name: getattr(self, name) for name in OPTIONS}
+        params["image_size"] = resolved.image_size
+        params["resolved_device"] = resolved.device
+        params["resolved_precision"] = resolved.precision
+        return params
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], model: str, **overrides: Any) -> "RunSpec":
+        """The spec an earlier run's params describe (``replay_values``), with ``overrides`` on top."""
+        values = replay_values(params, same_model=overrides.get("model", model) == model)
+        values.update(overrides)
+        values.setdefault("model", model)
+        if values.get("data") is None:
+            raise ZooError("The earlier run recorded no --data; pass --data PATH|NAME.")
+        return cls(**values)
+
+    # --------------------------------------------------------------------------------- sharing work
+    @property
+    def data_key(self) -> tuple[str, bool]:
+        """Runs with the same key decode their images once, together (the split is cheap and made per run)."""
+        return (self.data, self.strict)
+
+    def options(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in OPTIONS}
+
+
+# The option fields: params keys, in the order of the first release's rows.
+OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata)
+GRID_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata.get("grid"))
+RESOLVED_KEYS = ("resolved_device", "resolved_precision")
+_FIELDS = {f.name: f for f in fields(RunSpec)}
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "Optional[int]": int, "Optional[str]": str}
+
+
+def default(name: str) -> Any:
+    """The default of option ``name`` (the one place it is defined); None for a required one."""
+    value = _FIELDS[name].default
+    return None if value is MISSING else value
+
+
+def help_of(name: str) -> str:
+    return _FIELDS[name].metadata.get("help", "")
+
+
+def option_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def kind(name: str) -> type:
+    return _TYPES[str(_FIELDS[name].type)]
+
+
+def check_value(name: str, value: Any) -> None:
+    """A one-line ZooError when ``value`` is outside option ``name``'s limits."""
+    if value is None:
+        return
+    meta = _FIELDS[name].metadata
+    flag = option_flag(name)
+    if isinstance(value, float) and not math.isfinite(value) and name != "lr":  # --lr inf: a NaN-loss test case
+        raise ZooError(f"{flag} {value}: must be a finite number.")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ZooError(f"{flag} {value}: must be at least {meta['min']}.")
+    if meta.get("above") is not None and value <= meta["above"]:
+        raise ZooError(f"{flag} {value}: must be greater than {meta['above']:g}.")
+    if meta.get("choices") and str(value).lower() not in meta["choices"]:
+        raise ZooError(f"{flag} '{value}' is not one of {', '.join(meta['choices'])}.")
+
+
+def convert(name: str, text: Any) -> Any:
+    """One value of option ``name`` from text (or from TOML, already typed), checked; a one-line error if bad."""
+    flag, want = option_flag(name), kind(name)
+    if isinstance(text, str):
+        text = text.strip()
+        if text == "":
+            raise ZooError(f"{flag}: an empty value; give a value or leave the option out.")
+    try:
+        if want is bool:
+            if isinstance(text, bool):
+                value: Any = text
+            elif str(text).lower() in ("true", "yes", "1", "on"):
+                value = True
+            elif str(text).lower() in ("false", "no", "0", "off"):
+                value = False
+            else:
+                raise ValueError
+        elif want is int:
+            if isinstance(text, bool) or (isinstance(text, float) and not text.is_integer()):
+                raise ValueError
+            value = int(text) if not isinstance(text, str) else int(text, 10)
+        elif want is float:
+            if isinstance(text, bool):
+                raise ValueError
+            value = float(text)
+        else:
+            if not isinstance(text, str):
+                raise ValueError
+            value = text
+    except (TypeError, ValueError):
+        what = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[want]
+        raise ZooError(f"{flag} {text!r}: not {what}.") from None
+    if want is str and name in ("precision", "device"):
+        value = value.lower()
+    check_value(name, value)
+    return value
+
+
+def parse_list(name: str, texts: Iterable[str]) -> list[Any]:
+    """Values of a repeatable, comma-separated option (``--lr 0.1,0.01 --lr 0.5``), in order, duplicates kept
+    once. More than one value makes the option a grid axis."""
+    raw = [part for text in texts for part in str(text).split(",")]
+    if len(raw) > 1 and name not in GRID_OPTIONS:
+        raise ZooError(f"{option_flag(name)} takes one value; grids vary "
+                       f"{', '.join(option_flag(n) for n in GRID_OPTIONS)}.")
+    return list(dict.fromkeys(convert(name, part) for part in raw))
+
+
+def replay_values(params: Mapping[str, Any], *, same_model: bool) -> dict[str, Any]:
+    """Option values of an earlier run's params, to start a new run from (``--from RUN``).
+
+    Left out: the image size when the new run uses another architecture (it gets its own default size), and
+    device/precision of runs recorded before ``resolved_*`` had keys of their own: those rows hold the resolved
+    values (cuda:0, bf16), which must not be replayed on another machine."""
+    legacy = not any(key in params for key in RESOLVED_KEYS)
+    values = {}
+    for name in OPTIONS:
+        if name not in params:
+            continue
+        if name == "image_size" and not same_model:
+            continue
+        if name in ("device", "precision") and legacy:
+            continue
+        values[name] = params[name]
+    return values
+
+
+# ------------------------------------------------------------------------------------ resolved, dataset
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a spec's 'auto' values became on this machine, for this model."""
+
+    device: str  # torch.device text: cpu, cuda:0, mps
+    precision: str  # fp32 | bf16 | fp16
+    image_size: int
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """The data a run trained on: where, which files (fingerprint), which split, which classes, how many."""
+
+    path: str
+    fingerprint: str
+    split_fingerprint: str
+    classes: tuple[str, ...]
+    train_size: int
+    val_size: int
+    test_size: int
+    name: Optional[str] = None  # a dataset plugin's name (demo, pets), None for a folder
+
+    def as_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["classes"] = list(self.classes)
+        return row
+
+
+# ------------------------------------------------------------------------------------------------ grids
+
+
+def expand(base: Mapping[str, Any], axes: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product of ``axes`` (option -> values) over ``base``, the first axis varying slowest."""
+    names = list(axes)
+    combos = itertools.product(*(axes[n] for n in names)) if names else [()]
+    return [{**base, **dict(zip(names, combo))} for combo in combos]
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ZooError(f"--grid file '{path}' does not exist.") from None
+    except OSError as exc:
+        raise ZooError(f"--grid file '{path}' cannot be read: {exc.strerror or exc}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ZooError(f"--grid file '{path}' is not valid TOML: {exc}.") from None
+
+
+GRID_KEYS = ("model",) + OPTIONS + ("name",)
+
+
+def _typed(where: str, key: str, value: Any, *, many: bool) -> list[Any]:
+    """A TOML value of ``key`` -> the list of typed values it stands for."""
+    name = _name(key)
+    if name not in GRID_KEYS:
+        raise ZooError(f"{where}: unknown key '{key}'; use one of {', '.join(GRID_KEYS)}.")
+    values = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not many:
+        raise ZooError(f"{where}: '{key}' takes one value here, not a list; put lists in [grid].")
+    if not values:
+        raise ZooError(f"{where}: '{key}' is an empty list; give at least one value.")
+    if name in ("model", "name"):
+        bad = [v for v in values if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise ZooError(f"{where}: '{key}' must be text, not {bad[0]!r}.")
+        return [v.strip() for v in values]
+    try:
+        return list(dict.fromkeys(convert(name, v) for v in values))
+    except ZooError as exc:
+        raise ZooError(f"{where}: {exc}") from None
+
+
+def parse_grid(path: Path) -> list[dict[str, Any]]:
+    """Runs described by a TOML grid file, as option dicts (typed and checked):
+
+    - ``[base]`` (options every run shares) plus ``[grid]`` (option -> list of values, expanded as a cartesian
+      product), or
+    - ``[[runs]]`` tables, one per run (on top of ``[base]``), for grids that are not a product.
+
+    ``model`` (or ``models``) may appear like any option; unknown keys and empty lists are one-line errors."""
+    doc = _load_toml(path)
+    unknown = set(doc) - {"base", "grid", "runs"}
+    if unknown:
+        raise ZooError(f"--grid {path}: unknown table '{sorted(unknown)[0]}'; use [base], [grid] or [[runs]].")
+    if "grid" in doc and "runs" in doc:
+        raise ZooError(f"--grid {path}: give either [grid] (a product) or [[runs]] (a list), not both.")
+    base: dict[str, Any] = {}
+    for key, value in doc.get("base", {}).items():
+        base[_name(key)] = _typed(f"--grid {path} [base]", key, value, many=False)[0]
+    if "runs" in doc:
+        runs = doc["runs"]
+        if not isinstance(runs, list) or not runs:
+            raise ZooError(f"--grid {path}: [[runs]] is empty; add at least one run.")
+        out = []
+        for i, run in enumerate(runs, 1):
+            values = {_name(k): _typed(f"--grid {path} run {i}", k, v, many=False)[0] for k, v in run.items()}
+            out.append({**base, **values})
+        return out
+    axes = {_name(k): _typed(f"--grid {path} [grid]", k, v, many=True) for k, v in doc.get("grid", {}).items()}
+    if not axes and not base:
+        raise ZooError(f"--grid {path}: no runs; give [base] and [grid] tables, or [[runs]].")
+    return expand(base, axes)
+
+
+def _name(key: str) -> str:
+    name = key.replace("-", "_")
+    return "model" if name == "models" else name
+
+
+def check_tags(tags: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """User tags may not use zoo's own namespace."""
+    tags = tuple(tags)
+    for key, _ in tags:
+        if key.startswith(SYSTEM_TAG_PREFIX):
+            raise ZooError(f"--tag {key}: tags starting with '{SYSTEM_TAG_PREFIX}' are zoo's own; pick another key.")
+    return tags
+
+
+def varied(specs: list[RunSpec]) -> list[str]:
+    """The fields whose values differ between specs (model first), in field order: the columns of a plan."""
+    if len(specs) < 2:
+        return []
+    names = ["model"] + [n for n in OPTIONS]
+    return [n for n in names if len({repr(getattr(s, n)) for s in specs}) > 1]
+
+
+__all__ = ["RunSpec", "Resolved", "DatasetRecord", "OPTIONS", "GRID_OPTIONS", "default", "convert", "parse_list",
+           "expand", "parse_grid", "replay_values", "varied", "check_tags", "replace"]
+
+
+def build_specs(*, models: list[str], axes: Mapping[str, list[Any]], rows: Optional[list[dict[str, Any]]] = None,
+                base: Optional[Mapping[str, Any]] = None, source_model: Optional[str] = None,
+                name: Optional[str] = None, tags: tuple[tuple[str, str], ...] = (),
+                parent: Optional[int] = None) -> list[RunSpec]:
+    """Every run of one command, in order: each row of a grid file (or one empty row) times the product of the
+    command line's values (models first), on top of ``base`` (an earlier run's values for --from).
+
+    The earlier run's image size is kept only for runs of its own architecture (``source_model``)."""
+    base = dict(base or {})
+    source_size = base.pop("image_size", None)
+    command_axes = ({"model": list(dict.fromkeys(models))} if models else {}) | dict(axes)
+    specs = []
+    for row in rows or [{}]:
+        for values in expand({**base, **row}, command_axes):
+            if not values.get("model"):
+                raise ZooError("Name at least one model to train (`zoo models` lists them), or rerun one with "
+                               "--from RUN.")
+            if values.get("data") is None:
+                raise ZooError("--data is required: an image folder with one sub-folder per class, or a dataset "
+                               "name such as demo.")
+            if values.get("image_size") is None and source_size is not None and values["model"] == source_model:
+                values["image_size"] = source_size
+            run_name = values.pop("name", None) or name
+            specs.append(RunSpec(**values, name=run_name, tags=tags, parent=parent))
+    return specs

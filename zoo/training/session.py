@@ -1,0 +1,282 @@
+"""Running a plan: each run's lifecycle in the registry, whatever stops it.
+
+From ``start_run`` on, a run always ends recorded: the engine's result ('completed', or 'failed' on a NaN loss);
+'failed' with the error when anything raises (a plugin crash, out of memory) — and the session goes on with the
+next run unless ``fail_fast``; 'interrupted' on Ctrl-C or SIGTERM, which stop the whole session; 'interrupted'
+with the cause on any other stop from outside (SystemExit, e.g. rich exiting when stdout is a closed pipe), which
+is re-raised unchanged.
+
+Images are decoded once per data source for the whole session; one model is in memory at a time (built just
+before its run). Nothing here imports Typer or rich: the caller sees everything through a ``Reporter``.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from zoo.engine import Callbacks, EpochStats, TrainResult
+from zoo.errors import ZooError
+from zoo.training.plan import Plan, PlannedRun
+from zoo.vocab import FROM_TAG, GROUP_TAG, Status, StopReason
+
+if TYPE_CHECKING:
+    from zoo.data import ImageSet, Split
+
+EXIT_CTRL_C = 130
+EXIT_SIGTERM = 143  # 128 + SIGTERM, what shells report for a process ended by SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a session: handled exactly like Ctrl-C, but the command exits 143."""
+
+
+@dataclass
+class RunOutcome:
+    """How one run of the session ended (a row of the final table)."""
+
+    run_id: Optional[int]
+    planned: PlannedRun
+    status: Status = Status.RUNNING
+    stop_reason: Optional[StopReason] = None
+    best_epoch: Optional[int] = None
+    epochs_run: int = 0
+    seconds: Optional[float] = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: Optional[str] = None
+
+    @property
+    def model(self) -> str:
+        return self.planned.spec.model
+
+
+@dataclass
+class SessionResult:
+    outcomes: list[RunOutcome]
+    stopped_by: Optional[str] = None  # 'Ctrl-C' | 'SIGTERM' when the session was interrupted
+    skipped: int = 0  # planned runs never started (interrupted, or --fail-fast after a failure)
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status == Status.FAILED]
+
+    @property
+    def exit_code(self) -> int:
+        if self.stopped_by:
+            return EXIT_SIGTERM if self.stopped_by == "SIGTERM" else EXIT_CTRL_C
+        return 1 if self.failed else 0
+
+
+class Reporter(Callbacks):
+    """What a session tells its caller, on top of the engine's callbacks (all no-ops here)."""
+
+    def on_decode(self, done: int, total: int) -> None:
+        pass
+
+    def on_data(self, images: "ImageSet", split: "Split", planned: PlannedRun) -> None:
+        pass
+
+    def on_run_start(self, run_id: int, planned: PlannedRun) -> None:
+        pass
+
+    def on_run_end(self, outcome: RunOutcome) -> None:
+        pass
+
+
+@dataclass
+class RunContext:
+    """Everything one run's training needs; ``train_run`` is the real use of it, tests pass their own."""
+
+    planned: PlannedRun
+    images: "ImageSet"
+    split: "Split"
+    callbacks: Callbacks
+    checkpoint: Path
+
+
+def train_run(ctx: RunContext) -> TrainResult:
+    """Build the model (one in memory at a time), make its pipeline, train and test it."""
+    from zoo.data import make_pipeline
+    from zoo.engine import build_model, train
+
+    run, spec = ctx.planned, ctx.planned.spec
+    model = build_model(run.info, len(ctx.images.classes), spec, ctx.callbacks)
+    pipeline = make_pipeline(ctx.images, ctx.split, image_size=run.resolved.image_size, batch_size=spec.batch_size,
+                             device=run.resolved.device, workers=spec.workers)
+    return train(run.info, pipeline, ctx.images.classes, spec, run.resolved, ctx.callbacks, ctx.checkpoint,
+                 model=model)
+
+
+class Recorder(Callbacks):
+    """Engine callbacks -> registry lifecycle calls for one run, passed on to the session's reporter."""
+
+    def __init__(self, registry: Any, run_id: int, reporter: Reporter):
+        self.registry, self.run_id, self.reporter = registry, run_id, reporter
+        self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
+
+    def on_message(self, text: str) -> None:
+        self.reporter.on_message(text)
+
+    def on_warning(self, text: str) -> None:
+        self.reporter.on_warning(text)
+
+    def on_epoch_start(self, epoch: int, batches: int) -> None:
+        self.reporter.on_epoch_start(epoch, batches)
+
+    def on_batch(self, epoch, batch, batches, running_loss, images_per_sec) -> None:
+        self.reporter.on_batch(epoch, batch, batches, running_loss, images_per_sec)
+
+    def on_epoch_end(self, epoch: int, values: EpochStats, improved: bool) -> None:
+        self.registry.log_epoch(self.run_id, epoch, values.as_row())
+        self.epochs_run = epoch
+        self.reporter.on_epoch_end(epoch, values, improved)
+
+    def on_checkpoint(self, path: str, epoch: int) -> None:
+        self.checkpoint, self.best_epoch = path, epoch
+        self.registry.update_run(self.run_id, checkpoint=path, best_epoch=epoch)
+        self.reporter.on_checkpoint(path, epoch)
+
+    def on_test(self, metrics: dict[str, float], confusion: list[list[int]]) -> None:
+        self.registry.log_metrics(self.run_id, metrics, confusion=confusion)
+        self.reporter.on_test(metrics, confusion)
+
+    def finish(self, outcome: RunOutcome, status: Status, stop_reason: StopReason, error: Optional[str] = None,
+               result: Optional[TrainResult] = None) -> None:
+        """Record the run's end (once) and fill ``outcome``."""
+        if result is not None:
+            self.best_epoch, self.epochs_run, self.checkpoint = result.best_epoch, result.epochs_run, result.checkpoint
+            outcome.metrics = dict(result.metrics)
+        outcome.status, outcome.stop_reason, outcome.error = status, stop_reason, error
+        outcome.best_epoch, outcome.epochs_run = self.best_epoch, self.epochs_run
+        self.registry.finish_run(self.run_id, status.value, stop_reason=stop_reason.value, best_epoch=self.best_epoch,
+                                 epochs_run=self.epochs_run, checkpoint=self.checkpoint, error=error)
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as the one line recorded in the run's error."""
+    if isinstance(exc, ZooError):
+        return " ".join(exc.format_message().split())
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Session:
+    """Runs a plan's runs in order. ``run()`` returns a SessionResult; it raises only what must stop the process
+    (SystemExit and the like), after recording the run in progress."""
+
+    def __init__(self, plan: Plan, registry: Any, reporter: Optional[Reporter] = None, *,
+                 train_fn: Callable[[RunContext], TrainResult] = train_run, fail_fast: bool = False,
+                 decode: Optional[Callable[..., "ImageSet"]] = None):
+        self.plan, self.registry = plan, registry
+        self.reporter = reporter or Reporter()
+        self.train_fn, self.fail_fast = train_fn, fail_fast
+        self._decode = decode
+        self._images: dict[tuple, "ImageSet"] = {}
+        self.decodes = 0  # how many times a data source was decoded (once each, whatever the number of runs)
+
+    def run(self) -> SessionResult:
+        outcomes: list[RunOutcome] = []
+        result = SessionResult(outcomes)
+        with sigterm_as_interrupt():
+            try:
+                for index, planned in enumerate(self.plan.runs):
+                    images, split = self._data(planned)
+                    outcome = RunOutcome(None, planned)
+                    self._run_one(planned, images, split, outcome, outcomes)
+                    if outcome.status == Status.FAILED and self.fail_fast:
+                        result.skipped = len(self.plan.runs) - index - 1
+                        break
+            except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the run in progress is already recorded
+                result.stopped_by = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+                result.skipped = len(self.plan.runs) - len(outcomes)
+        return result
+
+    # ------------------------------------------------------------------------------------------- data
+    def _data(self, planned: PlannedRun) -> tuple["ImageSet", "Split"]:
+        from zoo.data import load_images, split_samples
+
+        source = self.plan.source(planned)
+        images = self._images.get(source.key)
+        if images is None:
+            decode = self._decode or load_images
+            images = decode(source.root, strict=planned.spec.strict, image_sizes=source.image_sizes,
+                            split=planned.ratios, workers=source.workers, progress=self.reporter.on_decode,
+                            warn=self.reporter.on_warning, scanned=source.scan)
+            self._images[source.key] = images
+            self.decodes += 1
+        split = split_samples(images, planned.ratios, planned.spec.seed)
+        self.reporter.on_data(images, split, planned)
+        return images, split
+
+    # ------------------------------------------------------------------------------------------- runs
+    def _run_one(self, planned: PlannedRun, images: "ImageSet", split: "Split", outcome: RunOutcome,
+                 outcomes: list[RunOutcome]) -> None:
+        from zoo.data import dataset_record
+
+        spec = planned.spec
+        tags = dict(spec.tags)
+        tags[GROUP_TAG] = self.plan.group
+        if spec.parent is not None:
+            tags[FROM_TAG] = str(spec.parent)
+        run_id = self.registry.start_run(
+            model=spec.model, plugin=planned.info.plugin, params=spec.to_params(planned.resolved), name=spec.name,
+            device=planned.resolved.device, dataset=dataset_record(images, split, self.plan.source(planned).name).as_row(),
+            tags=tags)
+        outcome.run_id = run_id
+        outcomes.append(outcome)
+        recorder = Recorder(self.registry, run_id, self.reporter)
+        started = time.perf_counter()
+        try:
+            self.reporter.on_run_start(run_id, planned)
+            ctx = RunContext(planned, images, split, recorder,
+                             (self.registry.run_artifacts_dir(run_id) / "best.pt").resolve())
+            result = self.train_fn(ctx)
+        except KeyboardInterrupt as exc:
+            outcome.seconds = time.perf_counter() - started
+            recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED,
+                            "Terminated (SIGTERM)." if isinstance(exc, Terminated) else None)
+            self.reporter.on_run_end(outcome)
+            raise
+        except Exception as exc:
+            from zoo.errors import debug_enabled
+
+            outcome.seconds = time.perf_counter() - started
+            recorder.finish(outcome, Status.FAILED, StopReason.ERROR, error_text(exc))
+            if debug_enabled():
+                raise
+            self.reporter.on_run_end(outcome)
+            return
+        except BaseException as exc:  # SystemExit (stdout closed under `| head`), GeneratorExit...
+            outcome.seconds = time.perf_counter() - started
+            cause = getattr(self.reporter, "stop_cause", lambda e: f"{type(e).__name__}({e})")(exc)
+            recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED, f"Stopped: {cause}.")
+            self.reporter.on_run_end(outcome)
+            raise
+        outcome.seconds = time.perf_counter() - started
+        recorder.finish(outcome, Status(result.status), StopReason(result.stop_reason), result.error, result)
+        self.reporter.on_run_end(outcome)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """While a session runs, SIGTERM raises Terminated (a KeyboardInterrupt) once; later ones are ignored while the
+    run is being recorded. The previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
