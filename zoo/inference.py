@@ -205,7 +205,7 @@ def example_code(fmt: str, file: str, classes: list[str], image_size: int) -> li
     imports = "import torch; from PIL import Image, ImageOps; from torchvision.transforms import v2"
     prep = (f"prep = v2.Compose([v2.PILToTensor(), v2.Resize({round(image_size / EVAL_CROP)}, antialias=True), "
             f"v2.CenterCrop({image_size}), v2.ToDtype(torch.float32, scale=True)])")
-    image = f"prep(Image.open({q(EXAMPLE_IMAGE)}).convert('RGB'))[None]"
+    image = f"prep(ImageOps.exif_transpose(Image.open({q(EXAMPLE_IMAGE)}).convert('RGB')))[None]"
     if fmt == "onnx":
         return [f"import onnxruntime, {imports[7:]}; session = onnxruntime.InferenceSession({q(file)})", prep,
                 f"print(dict(zip({q(classes)}, torch.from_numpy(session.run(None, {{'image': {image}.numpy()}})[0])"

@@ -91,15 +91,39 @@ def predict(
 
 @app.command()
 def export(
-    run: str = typer.Argument(..., help="Run id."),
-    fmt: str = typer.Option("torchscript", "--format", "-f", help="torchscript or onnx."),
-    output: Path = typer.Option(..., "--output", "-o", help="File to write."),
+    run: str = typer.Argument(..., help="Run id.", metavar="RUN"),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", metavar="FORMAT",
+                                      help="pt2 (torch.export, the default), onnx or torchscript; "
+                                           "default: the one --output's suffix names (.onnx, .pt2), else pt2."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE",
+                                          help="File to write (default: MODEL-runRUN.pt2 here)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite files that already exist."),
 ) -> None:
-    """Write a run's best model as a file that loads and runs without zoo (TorchScript or ONNX)."""
-    from zoo.inference import export as run_export
+    """Write a run's best model as a file that loads without zoo, with NAME.json beside it (classes, preprocessing)
+    and three lines of Python that load it and predict."""
+    from zoo.inference import SUFFIX, export as run_export, export_format
 
+    fmt = export_format(fmt, output)
     with open_registry(readonly=True, create=False) as reg:
         view = reg.get_run(run)
-    info = run_export(view, fmt, output)
-    console().print(f"Wrote {info['file']} ({fmt}): input {info['input']}; image size {info['image_size']}; "
-                     f"classes {', '.join(info['classes'])}.")
+    if output is None:
+        output = Path(f"{view.model}-run{view.id}{SUFFIX[fmt]}")
+    info = run_export(view, fmt, output, force=force)
+    size = info["image_size"]
+    data = f" and its weights {info['data_file']}" if info.get("data_file") else ""
+    typer.echo(f"Wrote {info['file']} ({fmt}, {_size(info['bytes'])}){data}; described in {info['sidecar']}.")
+    typer.echo(f"Input: float32 [N, 3, {size}, {size}] RGB in [0, 1], the shorter side resized to "
+               f"{info['preprocessing']['resize_shorter_side']} and centre-cropped (the model normalises); "
+               f"classes: {', '.join(info['classes'])}.")
+    typer.echo(f"Load it and predict (the probabilities of 'zoo predict {view.id} photo.jpg'):")
+    typer.echo("")
+    for line in info["example"]:
+        typer.echo(line)
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
