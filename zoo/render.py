@@ -394,6 +394,8 @@ def run_detail(run: Any, history: History) -> Group:
         ("split", ((run.split_fingerprint or "") + _sizes(run)).strip()),
         ("classes", ", ".join(run.classes or [])), ("checkpoint", run.checkpoint or ""),
         ("tags", ", ".join(f"{k}={v}" for k, v in sorted(run.tags.items()))),
+        ("group", getattr(run, "group", None) or ""),
+        ("lineage", f"from run {run.parent}" if getattr(run, "parent", None) else ""),
     ):
         if value:
             head.add_row(label, value)
