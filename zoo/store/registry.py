@@ -598,6 +598,26 @@ class Registry:
         except OSError:  # something zoo did not write is left in it
             done.removed.extend(removed)
 
+    # ------------------------------------------------------------------ annotating after the fact (zoo tag, note)
+    def set_tags(self, run_id: int, tags: dict[str, str]) -> None:
+        """Add tags to a run, replacing the values of keys it already has."""
+        t, runs = _schema().tags, _schema().runs
+        with self._write() as conn:
+            if conn.scalar(select(runs.c.id).where(runs.c.id == run_id)) is None:
+                raise UnknownName(f"No run {run_id} in registry {self.location}.")
+            if tags:
+                conn.execute(delete(t).where(t.c.run_id == run_id, t.c.key.in_(list(tags))))
+                conn.execute(insert(t), [{"run_id": run_id, "key": str(k), "value": str(v)} for k, v in tags.items()])
+
+    def remove_tags(self, run_id: int, keys: Iterable[str]) -> list[str]:
+        """Remove these tags from a run; returns the keys it had."""
+        t = _schema().tags
+        keys = list(keys)
+        with self._write() as conn:
+            had = list(conn.scalars(select(t.c.key).where(t.c.run_id == run_id, t.c.key.in_(keys))))
+            conn.execute(delete(t).where(t.c.run_id == run_id, t.c.key.in_(keys)))
+        return [k for k in keys if k in had]
+
 
 # The files zoo writes in a run's artifacts folder: the best checkpoint, and its temporary file while written.
 RUN_FILES = re.compile(r"best\.pt|\.best\.pt\..+\.tmp")
