@@ -196,3 +196,48 @@ def test_delete_of_an_ordinary_run_removes_its_folder(cli):
     result = cli("delete", ids[0], "--yes")
     assert result.exit_code == 0 and "Deleted 1 run and 1 artifact folder." in result.stdout, result.output
     assert not folder.exists() and "Left in place" not in result.output
+
+
+# ----------------------------------------------------------------------------- 12: damaged files
+def damage(path: Path, pages: list[int]) -> None:
+    """Overwrite whole pages (4096 bytes, page 1 being the first) with garbage; page 1 keeps its 100-byte header."""
+    import random
+
+    rng = random.Random(7)
+    with open(path, "r+b") as handle:
+        for page in pages:
+            start = (page - 1) * 4096 + (100 if page == 1 else 0)
+            handle.seek(start)
+            handle.write(bytes(rng.randrange(256) for _ in range(4096 * page - start)))
+
+
+def damaged_registry(pages: list[int]) -> Path:
+    with Registry.open(registry_path()) as reg:
+        for _ in range(30):
+            run_id = reg.start_run(model="m", plugin="p", params={f"k{j}": "x" * 50 for j in range(20)})
+            for epoch in range(1, 10):
+                reg.log_epoch(run_id, epoch, {"val_loss": 1.0 / epoch, "train_loss": 2.0})
+            reg.log_metrics(run_id, {"test_accuracy": 0.5})
+            reg.finish_run(run_id, "completed")
+    assert registry_path().stat().st_size > 30 * 4096
+    damage(registry_path(), pages)
+    return registry_path()
+
+
+@pytest.mark.parametrize("pages", [[6, 13], [1]], ids=["data-pages", "schema-page"])
+def test_a_damaged_registry_is_one_clear_line_for_every_command(cli, pages):
+    path = damaged_registry(pages)
+    expected = f'sqlite3 {path} "PRAGMA integrity_check"'
+    for args in (("list-runs",), ("show", "3"), ("compare",), ("delete", "2", "--yes"), ("migrate",)):
+        result = cli(*args)
+        line = one_line_error(result, "is damaged")
+        assert expected in line, (args, line)
+
+
+def test_migrate_checks_integrity_before_anything_else(cli):
+    path = damaged_registry([6, 13])
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    result = cli("migrate")
+    one_line_error(result, "is damaged")
+    assert "schema version" not in result.output
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before

@@ -358,6 +358,10 @@ class Registry:
             row = cursor.fetchone()
             cursor.close()
             return row[0] if row else None
+        except sqlite3.DatabaseError as exc:
+            if _damaged(exc):
+                raise RegistryDamaged(self.location) from exc
+            raise
         finally:
             connection.close()
 
@@ -879,8 +883,10 @@ class RegistryDamaged(ZooError):
     """The registry file is corrupt (SQLite reports a malformed image, or not a database)."""
 
     def __init__(self, location: str):
+        import shlex
+
         super().__init__(f"Registry {location} is damaged (SQLite cannot read part of the file): check it with "
-                         f"sqlite3 {location} 'PRAGMA integrity_check' and restore it from a backup.")
+                         f"sqlite3 {shlex.quote(location)} \"PRAGMA integrity_check\" and restore it from a backup.")
 
 
 def _damaged(exc: BaseException) -> bool:
