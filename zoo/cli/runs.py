@@ -377,8 +377,10 @@ def _artifacts(removed: list[Path], ids: list[int]) -> str:
 @app.command("migrate")
 def migrate() -> None:
     """Upgrade the registry's schema in place to this zoo's version (writing commands also do it)."""
-    from zoo.store import migrations
+    from zoo.cli.app import registry_location
+    from zoo.store import Registry, migrations
 
-    with open_registry(readonly=False, create=False) as reg:
+    # integrity first: a damaged file is never migrated, nor reported as upgraded
+    with Registry.open(registry_location(), create=False, check_integrity=True) as reg:
         typer.echo(f"Registry {reg.location} is at schema version {reg.schema_version()} "
                    f"(this zoo: {migrations.latest_version()}).")
