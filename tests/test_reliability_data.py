@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import write_images
-from zoo.data import DecodeGate, decode_image, load_images, open_rgb
+from zoo.data import decode_image, load_images, open_rgb
 from zoo.errors import ZooError
 
 NOT_UTF8 = b"caf\xe9.jpg"  # Latin-1 bytes: os.fsdecode keeps the \xe9 as a lone surrogate
@@ -131,8 +131,7 @@ def test_sixteen_bit_grayscale_png_is_scaled_not_white(tmp_path):
     assert abs(cached.mean() - expected.mean()) < 2  # the in-memory cache: a grey gradient, not white (255)
 
 
-def test_sixteen_bit_pngs_train_and_predict_as_grey(tmp_path, cli):
-    # predict reads through open_rgb; the training cache through decode_image (above): both scale
+def test_sixteen_bit_pngs_are_grey_in_the_training_cache(tmp_path):
     data = tmp_path / "deep"
     for cls, level in (("dark", 9000), ("light", 56000)):
         (data / cls).mkdir(parents=True)
@@ -157,6 +156,8 @@ def test_large_images_give_one_zoo_warning_and_no_pillow_warning(make_images, mo
 
 
 def test_decode_gate_lets_one_huge_image_at_a_time():
+    from zoo.data import DecodeGate
+
     gate = DecodeGate(limit=100_000_000)
     inside, most = [0], [0]
     lock = threading.Lock()
@@ -243,7 +244,7 @@ def test_evaluate_data_lists_and_skips_them_too(trained, cli):
     assert json.loads(result.stdout)["metrics"]["images"] == 20
 
 
-def test_predict_reports_pipes_and_broken_links_and_reads_16_bit(trained, cli, tmp_path):
+def test_predict_reports_pipes_and_broken_links_and_escapes_names(trained, cli, tmp_path):
     registry, data, _ = trained
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -251,8 +252,14 @@ def test_predict_reports_pipes_and_broken_links_and_reads_16_bit(trained, cli, t
     os.mkfifo(folder / "pipe.jpg")
     (folder / "gone.jpg").symlink_to(folder / "nowhere.jpg")
     add_bad_name(folder, data / "cat" / "cat_001.jpg")
+    (folder / "clear\x1b[2J.jpg").write_bytes((data / "cat" / "cat_002.jpg").read_bytes())
+    (folder / "title\x1b]0;x\x07.jpg").write_bytes(b"not an image")
     done, result = finishes(lambda: cli("--registry", registry, "predict", "1", folder, str(folder / "pipe.jpg")))
     assert done, "predict hung on a named pipe"
     assert result.exit_code == 0, result.output
     assert "named pipe" in result.output and "broken symlink" in result.output
     assert "caf\\xe9.jpg" in result.output and "Traceback" not in result.output
+    assert "\x1b" not in result.output and "clear\\x1b[2J.jpg" in result.output
+    assert "title\\x1b]0;x\\x07.jpg" in result.output  # in the table and in the warning
+    deep = next(line for line in result.stdout.splitlines() if "deep.png" in line)
+    assert "unreadable" not in deep and "%" in deep  # the 16-bit PNG is predicted
