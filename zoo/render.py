@@ -394,6 +394,7 @@ def run_detail(run: Any, history: History) -> Group:
         ("split", ((run.split_fingerprint or "") + _sizes(run)).strip()),
         ("classes", ", ".join(run.classes or [])), ("checkpoint", run.checkpoint or ""),
         ("tags", ", ".join(f"{k}={v}" for k, v in sorted(run.tags.items()))),
+        ("note", getattr(run, "system_tags", {}).get(NOTE_TAG, "")),
         ("group", getattr(run, "group", None) or ""),
         ("lineage", f"from run {run.parent}" if getattr(run, "parent", None) else ""),
     ):
@@ -670,3 +671,78 @@ def _plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any) -
         fig.savefig(output, dpi=150)
     finally:
         plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- diff
+NOTE_TAG = "zoo.note"  # `zoo note RUN TEXT` keeps the note as this tag (as MLflow's mlflow.note.content)
+
+
+def diff_sections(runs: Sequence[Any]) -> list[tuple[str, list[tuple[str, list[Any]]]]]:
+    """What `zoo diff` compares, as (section, [(key, one value per run)]): the run, its params, its dataset and
+    split, and its overall test metrics. Values are raw (None where a run lacks the key)."""
+    def row(key: str, get: Callable[[Any], Any]) -> tuple[str, list[Any]]:
+        return key, [get(r) for r in runs]
+
+    run_rows = [
+        row("name", lambda r: r.name), row("model", lambda r: r.model), row("plugin", lambda r: r.plugin),
+        row("status", lambda r: r.display_status), row("started", lambda r: fmt_time(r.started) or None),
+        row("duration", lambda r: fmt_duration(r.duration) or None), row("epochs (best)", lambda r: epochs_cell(r) or None),
+        row("stop reason", lambda r: r.stop_reason), row("device", lambda r: r.device),
+        *[row(f"{n} version", lambda r, n=n: getattr(r, f"{n}_version")) for n in ("zoo", "torch", "torchvision")],
+        *[row(f"tag {k}", lambda r, k=k: r.tags.get(k)) for k in sorted({k for r in runs for k in r.tags})],
+        row("note", lambda r: getattr(r, "system_tags", {}).get(NOTE_TAG)),
+    ]
+    params = [row(k, lambda r, k=k: r.params.get(k)) for k in sorted({k for r in runs for k in r.params})]
+    data = [
+        row("path", lambda r: r.dataset_path), row("fingerprint", lambda r: r.dataset_fingerprint),
+        row("split", lambda r: r.split_fingerprint), row("classes", lambda r: ", ".join(r.classes) if r.classes else None),
+        *[row(f"{part} images", lambda r, part=part: getattr(r, f"{part}_size")) for part in ("train", "val", "test")],
+    ]
+    overall = ordered_keys({k for r in runs for k in r.metrics if "/" not in k}, MACRO_ORDER)
+    metrics = [row(k, lambda r, k=k: r.metrics.get(k)) for k in overall]
+    return [("run", [x for x in run_rows if any(v is not None for v in x[1])]), ("params", params),
+            ("dataset", [x for x in data if any(v is not None for v in x[1])]), ("test metrics", metrics)]
+
+
+def _differs(values: Sequence[Any]) -> bool:
+    return len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1
+
+
+def diff_table(runs: Sequence[Any], *, only_differences: bool = False) -> Group:
+    """Sections of key | one column per run, rows that differ marked with '≠' and highlighted; with two runs the
+    metrics get a Δ column (second minus first)."""
+    parts: list[Any] = []
+    heads = [f"run {r.id}" + (f" {printable(r.name)}" if r.name else "") for r in runs]
+    for title, rows in diff_sections(runs):
+        shown = [(k, vs) for k, vs in rows if _differs(vs) or not only_differences]
+        if not shown:
+            continue
+        delta = title == "test metrics" and len(runs) == 2
+        table = Table(title=title.capitalize(), title_justify="left", title_style="bold", header_style="bold",
+                      box=None, padding=(0, 2, 0, 0))
+        table.add_column("", no_wrap=True, width=1)
+        table.add_column("", style="dim", overflow="fold")
+        for head in heads:
+            table.add_column(head, overflow="fold", justify="right" if title == "test metrics" else "left")
+        if delta:
+            table.add_column("Δ", justify="right")
+        for key, values in shown:
+            differs = _differs(values)
+            cells = [fmt_num(v) if title == "test metrics" else printable(fmt_value(v)) for v in values]
+            if delta:
+                a, b = values
+                cells.append(fmt_num(b - a) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "")
+            table.add_row("≠" if differs else "", printable(key), *cells, style="bold yellow" if differs else None)
+        parts += [table, Text("")]
+    if not parts:
+        return Group(Text("The runs do not differ in anything zoo compares."))
+    parts.append(Text("≠ marks what differs.", style="dim"))
+    return Group(*parts)
+
+
+def diff_json(runs: Sequence[Any]) -> dict[str, Any]:
+    """{"runs": [ids], section: {key: {"values": [...], "differs": bool}}}."""
+    out: dict[str, Any] = {"runs": [r.id for r in runs]}
+    for title, rows in diff_sections(runs):
+        out[title.replace(" ", "_")] = {k: {"values": vs, "differs": _differs(vs)} for k, vs in rows}
+    return _clean(out)
