@@ -220,6 +220,9 @@ def test_compare_page_overlays_runs_and_warns_like_zoo_compare(site):
     assert server.get("/compare?group=nope")[0] == 400
     assert "Give run ids" in server.get("/compare")[1]
     assert server.get(f"/compare?run={ids['a']},{ids['b']}")[1].count('<tr data-run=') == 2
+    ranked = server.get(f"/compare?run={ids['b']}&run={ids['failed']}&run={ids['a']}")[1]  # best accuracy first
+    assert row_ids(ranked) == [ids["a"], ids["b"], ids["failed"]]
+    assert row_ids(server.get(f"/compare?run={ids['a']}&run={ids['c']}&metric=loss")[1]) == [ids["c"], ids["a"]]
 
 
 def test_user_strings_are_escaped_everywhere(site):

@@ -121,6 +121,8 @@ def create_app(registry: Any) -> Starlette:
         with registry.connect() as conn:
             ids = data.resolve_runs(registry, conn, refs, group or None)
             runs = data.run_set(conn, ids, host=registry.host, metric=metric)
+        key, lower = runs.comparison.metric, runs.comparison.lower_is_better
+        runs.runs.sort(key=lambda v: (v.metrics.get(key) is None, (v.metrics.get(key) or 0) * (1 if lower else -1)))
         return page(
             "compare.html", runs=runs, refs=" ".join(str(i) for i in ids if not group), group=group, metric=metric,
             warnings=render.compare_warnings(runs.comparison),
