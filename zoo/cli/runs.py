@@ -43,13 +43,16 @@ def parse_since(text: str) -> datetime:
     return when.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def run_filter(*, model=None, status=None, tag=None, since=None, ids=None):
+def run_filter(*, model=None, status=None, tag=None, since=None, ids=None, group=None):
     from zoo.store.queries import RunFilter
 
     return RunFilter(
         model=model, status=check_choice("--status", status, STATUS_CHOICES), tags=parse_tags(tag),
-        since=parse_since(since) if since else None, ids=ids,
+        since=parse_since(since) if since else None, ids=ids, group=group,
     )
+
+
+GROUP_HELP = "Only the runs of one `zoo train` command (its group id, shown by `show`)."
 
 
 @contextmanager
@@ -122,13 +125,14 @@ def list_runs(
     status: Optional[str] = typer.Option(None, "--status", help=f"Only runs with this status: {', '.join(STATUS_CHOICES)}."),
     tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Only runs tagged key=value (repeatable)."),
     since: Optional[str] = typer.Option(None, "--since", help="Only runs started since an ISO date or an age (2h, 3d)."),
+    group: Optional[str] = typer.Option(None, "--group", "-g", help=GROUP_HELP),
     limit: int = typer.Option(20, "--limit", "-n", help="Show at most N runs."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Show every matching run."),
     fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json, csv")),
 ) -> None:
     """List recorded runs, newest first."""
     fmt = check_choice("--format", fmt, ("table", "json", "csv"))
-    flt = run_filter(model=model, status=status, tag=tag, since=since)
+    flt = run_filter(model=model, status=status, tag=tag, since=since, group=group)
     _positive("--limit", limit)
     from zoo import render
     from zoo.store import queries
@@ -140,7 +144,7 @@ def list_runs(
     elif fmt == "csv":
         _echo(render.runs_csv(runs))
     elif not runs:
-        typer.echo("No runs match these filters." if total or _filtered_args(flt.model, flt.status, flt.tags, flt.since) else "No runs recorded yet.")
+        typer.echo("No runs match these filters." if total or _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group) else "No runs recorded yet.")
     else:
         console = _console()
         console.print(render.runs_table(runs, total, width=console.width))
@@ -165,20 +169,20 @@ def show(
         _console().print(render.run_detail(view, history))
 
 
-def _comparison(reg, metric, runs, by, model, status, tag, since, top, all_runs):
+def _comparison(reg, metric, runs, by, model, status, tag, since, top, all_runs, group=None):
     from zoo.store import queries
 
-    if by is not None and by.lower() != "model":
-        raise ZooError(f"Unknown --by '{by}': only --by model is supported (the best run of each model).")
     _positive("--top", top)
     with reg.connect() as conn:
         ids = [reg.resolve(ref, conn) for ref in runs] if runs else None
-        flt = run_filter(model=model, status=status, tag=tag, since=since, ids=ids)
+        flt = run_filter(model=model, status=status, tag=tag, since=since, ids=ids, group=group)
+        if by is not None and by.lower() == "model":
+            by = "model"
         if all_runs:
             top = None
         elif top is None and not ids:
             top = DEFAULT_TOP
-        return queries.compare(conn, metric, flt, by_model=by is not None, top=top, host=reg.host)
+        return queries.compare(conn, metric, flt, by=by, top=top, host=reg.host)
 
 
 METRIC_HELP = "Metric to rank by: accuracy, f1, precision, recall, loss or any recorded key (test_f1/cat)."
@@ -189,7 +193,9 @@ METRIC_HELP = "Metric to rank by: accuracy, f1, precision, recall, loss or any r
 def compare(
     runs: Optional[List[str]] = typer.Argument(None, help="Runs to compare (default: all runs with the metric)."),
     metric: str = typer.Option("accuracy", "--metric", "-M", help=METRIC_HELP),
-    by: Optional[str] = typer.Option(None, "--by", help="'model': keep only the best run of each model."),
+    by: Optional[str] = typer.Option(None, "--by", metavar="model|PARAM",
+                                     help="Keep only the best run of each model, or of each value of a param (lr)."),
+    group: Optional[str] = typer.Option(None, "--group", "-g", help=GROUP_HELP),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only models matching this pattern."),
     status: Optional[str] = typer.Option(None, "--status", help="Only runs with this status."),
     tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Only runs tagged key=value (repeatable)."),
@@ -208,7 +214,7 @@ def compare(
         if nothing:
             _echo("[]" if fmt == "json" else "" if fmt == "csv" else nothing)
             return
-        cmp = _comparison(reg, metric, runs, by, model, status, tag, since, top, all_runs)
+        cmp = _comparison(reg, metric, runs, by, model, status, tag, since, top, all_runs, group)
         if fmt == "table" and not cmp.runs and cmp.missing and len(cmp.missing) == len(runs or ()):
             _echo(_lacking(cmp.missing, cmp.metric))  # every run asked for lacks the metric: say so once
             return

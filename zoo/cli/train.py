@@ -88,6 +88,8 @@ def train(
     base: dict[str, Any] = {}
     source_model = parent = None
     tags = specs.check_tags(parse_tags(tag))
+    if models and len(set(models)) < len(models):
+        print_warning("A model is named twice: each model is trained once per set of options.")
     if from_run is not None:
         with open_registry(readonly=True, create=False) as reg:
             source = reg.get_run(from_run)

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, and_, exists, func, select
 
 from zoo.errors import UnknownName, ZooError
 from zoo.store import tables
-from zoo.vocab import LOSS_KEYS, SYSTEM_TAG_PREFIX, lower_is_better
+from zoo.vocab import GROUP_TAG, LOSS_KEYS, SYSTEM_TAG_PREFIX, lower_is_better
 from zoo.store.registry import RunView, EvaluationView, decode_param, stale_reason, utcnow
 
 r, m, h, p, t, ev = tables.runs, tables.metrics, tables.history, tables.params, tables.tags, tables.evaluations
@@ -104,6 +104,7 @@ class RunFilter:
     tags: list[tuple[str, str]] = field(default_factory=list)
     since: Optional[datetime] = None  # naive UTC
     ids: Optional[list[int]] = None
+    group: Optional[str] = None  # the zoo.group tag: every run of one `zoo train` command
 
     def where(self, conn: Connection) -> list:
         clauses: list = []
@@ -116,6 +117,8 @@ class RunFilter:
             clauses.append(r.c.status == self.status)
         for key, value in self.tags:
             clauses.append(exists().where(t.c.run_id == r.c.id, t.c.key == key, t.c.value == value))
+        if self.group is not None:
+            clauses.append(exists().where(t.c.run_id == r.c.id, t.c.key == GROUP_TAG, t.c.value == self.group))
         if self.since is not None:
             clauses.append(r.c.created >= self.since)
         if self.ids is not None:
@@ -167,6 +170,15 @@ def resolve_metric(conn: Connection, name: str) -> str:
     )
 
 
+def resolve_param(conn: Connection, name: str) -> str:
+    """The params key ``--by NAME`` means (dashes read as underscores), or an error listing the recorded ones."""
+    for key in dict.fromkeys((name, name.replace("-", "_"))):
+        if conn.scalar(select(p.c.key).where(p.c.key == key).limit(1)) is not None:
+            return key
+    keys = list(conn.scalars(select(p.c.key).distinct().order_by(p.c.key)))
+    raise UnknownName(f"Unknown --by '{name}': use model or a recorded param ({', '.join(keys) or 'none yet'}).")
+
+
 @dataclass
 class Comparison:
     metric: str
@@ -184,21 +196,29 @@ _MISSING = object()
 
 
 def compare(
-    conn: Connection, metric: str, flt: RunFilter, *, by_model: bool, top: Optional[int], host: str
+    conn: Connection, metric: str, flt: RunFilter, *, by: Optional[str] = None, top: Optional[int], host: str
 ) -> Comparison:
+    """Runs ranked by ``metric``, best first. ``by``: keep the best run of each model ('model') or of each value
+    of a param ('lr', 'seed'...); runs without that param are left out."""
     key = resolve_metric(conn, metric)
     lower = lower_is_better(key)
     order = m.c.value.asc() if lower else m.c.value.desc()
     clauses = flt.where(conn)
     if flt.status in ("running", "stale"):
         raise ZooError("compare ranks finished runs: use --status completed, failed or interrupted.")
-    base = (
-        select(r.c.id.label("id"), r.c.model.label("model"), m.c.value.label("value"))
-        .join(m, and_(m.c.run_id == r.c.id, m.c.key == key))
-        .where(m.c.value.is_not(None), *clauses)
-    )
-    if by_model:
-        rank = func.row_number().over(partition_by=r.c.model, order_by=(order, r.c.id.asc())).label("rank")
+    if by:
+        base = (
+            select(r.c.id.label("id"), m.c.value.label("value"))
+            .join(m, and_(m.c.run_id == r.c.id, m.c.key == key))
+            .where(m.c.value.is_not(None), *clauses)
+        )
+        if by == "model":
+            partition = r.c.model
+        else:
+            by = resolve_param(conn, by)
+            base = base.join(p, and_(p.c.run_id == r.c.id, p.c.key == by))
+            partition = p.c.value
+        rank = func.row_number().over(partition_by=partition, order_by=(order, r.c.id.asc())).label("rank")
         sub = base.add_columns(rank).subquery()
         stmt = select(sub.c.id).where(sub.c.rank == 1)
         value = sub.c.value
