@@ -241,3 +241,87 @@ def test_migrate_checks_integrity_before_anything_else(cli):
     one_line_error(result, "is damaged")
     assert "schema version" not in result.output
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+# ----------------------------------------------------------------------------- 11: another process holds the lock
+HOLD_LOCK = ("import sqlite3, sys, time\n"
+             "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+             "con.execute('BEGIN IMMEDIATE')\n"
+             "print('locked', flush=True)\n"
+             "time.sleep(float(sys.argv[2]))\n"
+             "con.execute('COMMIT')\n")
+
+
+def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process that takes the registry's write lock and keeps it for ``seconds``."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def epochs_recorded(path: Path, run_id: int) -> list[int]:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in con.execute("SELECT DISTINCT epoch FROM history WHERE run_id = ? ORDER BY epoch",
+                                              (run_id,))]
+    finally:
+        con.close()
+
+
+def test_a_long_write_lock_elsewhere_does_not_stop_training_and_epochs_are_written_later(monkeypatch):
+    from zoo.store import registry
+
+    monkeypatch.setattr(registry, "BUSY_TIMEOUT_S", 1.0)  # the lock is held longer than the busy timeout
+    monkeypatch.setattr(registry, "DEFER_WAIT_S", 0.1)
+    path = registry_path()
+    with Registry.open(path) as reg:
+        run_id = reg.start_run(model="tinycnn", plugin="builtin", params={})
+        holder = hold_lock(path, 3.0)
+        started = time.monotonic()
+        for epoch in (1, 2):
+            reg.log_epoch(run_id, epoch, {"train_loss": 1.0 / epoch, "val_loss": 1.0})
+            reg.update_run(run_id, checkpoint="best.pt", best_epoch=epoch)
+        assert time.monotonic() - started < 1.5  # training went on without waiting for the lock
+        assert reg.pending_writes == 4 and epochs_recorded(path, run_id) == []
+        holder.wait(timeout=30)
+        reg.log_epoch(run_id, 3, {"train_loss": 0.3, "val_loss": 0.9})
+        assert reg.pending_writes == 0 and epochs_recorded(path, run_id) == [1, 2, 3]
+        reg.finish_run(run_id, "completed", stop_reason="max_epochs")
+    with Registry.open(path, readonly=True) as reg:
+        view = reg.get_run(run_id)
+    assert (view.status, view.epochs_run, view.best_epoch, view.checkpoint) == ("completed", 3, 2, "best.pt")
+
+
+def test_final_writes_wait_for_the_lock_with_back_off(monkeypatch):
+    from zoo.store import registry
+
+    monkeypatch.setattr(registry, "BUSY_TIMEOUT_S", 0.5)
+    path = registry_path()
+    with Registry.open(path) as reg:
+        run_id = reg.start_run(model="tinycnn", plugin="builtin", params={})
+        holder = hold_lock(path, 2.0)
+        reg.finish_run(run_id, "completed", stop_reason="max_epochs")  # several busy timeouts later: written
+        holder.wait(timeout=30)
+        assert reg.get_run(run_id).status == "completed"
+
+
+def test_zoo_gives_up_on_a_registry_locked_past_the_stated_limit(monkeypatch):
+    from zoo.store import registry
+
+    monkeypatch.setattr(registry, "BUSY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(registry, "DEFER_WAIT_S", 0.1)
+    monkeypatch.setattr(registry, "LOCK_GIVE_UP_S", 1.0)
+    path = registry_path()
+    with Registry.open(path) as reg:
+        run_id = reg.start_run(model="tinycnn", plugin="builtin", params={})
+        holder = hold_lock(path, 8.0)
+        try:
+            with pytest.raises(registry.RegistryLocked, match="locked by another process") as raised:
+                for epoch in range(1, 100):
+                    reg.log_epoch(run_id, epoch, {"train_loss": 1.0})
+                    time.sleep(0.2)
+            assert epoch > 3 and "zoo waits up to" in str(raised.value)
+        finally:
+            holder.kill()
+            holder.wait()

@@ -13,12 +13,13 @@ import os
 import re
 import socket
 import sqlite3
+import time
 import uuid as uuidlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError
@@ -29,6 +30,10 @@ from zoo.vocab import FINAL_STATUSES as FINAL, FROM_TAG, GROUP_TAG, Status, Stop
 from zoo.store import migrations, tables
 
 BUSY_TIMEOUT_S = 30.0
+# Another process holding the write lock (see Registry._commit): a per-epoch write waits DEFER_WAIT_S, then is kept
+# for later and training goes on; zoo gives up on the registry after LOCK_GIVE_UP_S without the lock.
+DEFER_WAIT_S = 2.0
+LOCK_GIVE_UP_S = 900.0
 SQLITE_HEADER = b"SQLite format 3\x00"
 STATUSES = tuple(s.value for s in Status)
 FINAL_STATUSES = tuple(s.value for s in FINAL)
@@ -222,6 +227,8 @@ class Registry:
         self.path = path
         self.readonly = readonly
         self.host = socket.gethostname()
+        self._pending: list[Callable[[Connection], Any]] = []  # per-epoch writes waiting for the lock
+        self._locked_since: Optional[float] = None  # time.monotonic() of the first write that found it locked
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -311,6 +318,13 @@ class Registry:
             return max(migrations.applied_versions(conn), default=0)
 
     def close(self) -> None:
+        if self._pending:  # epochs still waiting for another process's lock: one last full wait
+            try:
+                self._commit(lambda conn: None)
+            except ZooError:
+                pass
+            except DBAPIError:
+                pass
         self.engine.dispose()
 
     def __enter__(self) -> "Registry":
@@ -377,13 +391,68 @@ class Registry:
             raise ZooError(f"Registry {self.location} was opened read-only.")
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite: concurrent writers wait their turn)."""
+    def _write(self, wait: Optional[float] = None) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite: concurrent writers wait their turn, up to ``wait``
+        seconds, default the busy timeout)."""
         self._writable()
         with self.engine.connect() as conn:
             conn.execution_options(zoo_write=True)
-            with conn.begin():
-                yield conn
+            driver = conn.connection.driver_connection if self.engine.dialect.name == "sqlite" else None
+            if wait is not None and driver is not None:
+                driver.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                if wait is not None and driver is not None:
+                    driver.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+
+    def _commit(self, write: Callable[[Connection], T], *, defer: bool = False) -> Optional[T]:
+        """Run ``write(conn)`` in a write transaction, after any writes still pending, all or nothing.
+
+        While another process holds the write lock: a per-epoch write (``defer``: log_epoch, update_run) waits
+        only DEFER_WAIT_S, then is kept in memory and returns, so training goes on; the next write records it.
+        Other writes (start, metrics, finish, evaluations) retry with back-off. Either gives up (RegistryLocked)
+        once the lock has been out of reach for LOCK_GIVE_UP_S; a final write still gets one full busy timeout.
+        """
+        self._writable()
+        if defer:
+            self._pending.append(write)
+            writes = list(self._pending)
+        else:
+            writes = [*self._pending, write]
+        started = time.monotonic()
+        delay = 0.5
+        while True:
+            try:
+                with self._write(DEFER_WAIT_S if defer else None) as conn:
+                    results = [each(conn) for each in writes]
+            except DBAPIError as exc:
+                if not _locked(exc.orig):
+                    self._pending.clear()
+                    raise
+                now = time.monotonic()
+                if self._locked_since is None:
+                    self._locked_since = started
+                deadline = max(self._locked_since + LOCK_GIVE_UP_S, started + BUSY_TIMEOUT_S)
+                if defer and now - self._locked_since < LOCK_GIVE_UP_S:
+                    return None  # kept; written with the next write
+                if now >= deadline:
+                    raise RegistryLocked(self.location, now - self._locked_since) from None
+                time.sleep(min(delay, max(0.0, deadline - now)))
+                delay = min(delay * 2, 30.0)
+                continue
+            except BaseException:
+                self._pending.clear()  # e.g. the run was deleted meanwhile: do not replay it forever
+                raise
+            self._pending.clear()
+            self._locked_since = None
+            return results[-1]
+
+    @property
+    def pending_writes(self) -> int:
+        """Per-epoch writes kept in memory because another process holds the registry's write lock."""
+        return len(self._pending)
 
     def start_run(
         self,
@@ -408,7 +477,8 @@ class Registry:
             test_size=dataset.get("test_size"), **_versions(),
         )
         schema = _schema()
-        with self._write() as conn:
+
+        def write(conn: Connection) -> int:
             run_id = _next_run_id(conn)
             conn.execute(insert(schema.runs).values(id=run_id, **row))
             if params:
@@ -421,7 +491,9 @@ class Registry:
                     insert(schema.tags),
                     [{"run_id": run_id, "key": str(k), "value": str(v)} for k, v in tags.items()],
                 )
-        return int(run_id)
+            return int(run_id)
+
+        return self._commit(write)
 
     def _touch(self, conn: Connection, run_id: int, **values: Any) -> None:
         runs = _schema().runs
@@ -436,30 +508,34 @@ class Registry:
         epoch = int(epoch)
         from sqlalchemy import case, func
 
-        with self._write() as conn:
+        rows = [{"run_id": run_id, "epoch": epoch, "key": str(k), "value": _finite(v)} for k, v in values.items()]
+
+        def write(conn: Connection) -> None:
             self._touch(
                 conn, run_id, heartbeat=utcnow(),
                 epochs_run=case((func.coalesce(r.c.epochs_run, 0) < epoch, epoch), else_=r.c.epochs_run),
             )
-            if values:
-                conn.execute(delete(h).where(h.c.run_id == run_id, h.c.epoch == epoch, h.c.key.in_(list(values))))
-                conn.execute(
-                    insert(h),
-                    [{"run_id": run_id, "epoch": epoch, "key": str(k), "value": _finite(v)} for k, v in values.items()],
-                )
+            if rows:
+                conn.execute(delete(h).where(h.c.run_id == run_id, h.c.epoch == epoch,
+                                             h.c.key.in_([row["key"] for row in rows])))
+                conn.execute(insert(h), rows)
+
+        self._commit(write, defer=True)
 
     def log_metrics(
         self, run_id: int, metrics: dict[str, float], *, confusion: Optional[list[list[int]]] = None
     ) -> None:
         m = _schema().metrics
-        with self._write() as conn:
-            extra = {"confusion": [[int(x) for x in row] for row in confusion]} if confusion is not None else {}
+        extra = {"confusion": [[int(x) for x in row] for row in confusion]} if confusion is not None else {}
+        rows = [{"run_id": run_id, "key": str(k), "value": _finite(v)} for k, v in metrics.items()]
+
+        def write(conn: Connection) -> None:
             self._touch(conn, run_id, heartbeat=utcnow(), **extra)
-            if metrics:
-                conn.execute(delete(m).where(m.c.run_id == run_id, m.c.key.in_(list(metrics))))
-                conn.execute(
-                    insert(m), [{"run_id": run_id, "key": str(k), "value": _finite(v)} for k, v in metrics.items()]
-                )
+            if rows:
+                conn.execute(delete(m).where(m.c.run_id == run_id, m.c.key.in_([row["key"] for row in rows])))
+                conn.execute(insert(m), rows)
+
+        self._commit(write)
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         unknown = set(fields) - SETTABLE
@@ -469,9 +545,8 @@ class Registry:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
         if "checkpoint" in fields:
             fields["checkpoint"] = _opt_str(fields["checkpoint"])
-        if fields:
-            with self._write() as conn:
-                self._touch(conn, run_id, **fields)
+        if fields:  # e.g. the checkpoint of a better epoch: kept for later while another process holds the lock
+            self._commit(lambda conn: self._touch(conn, run_id, **fields), defer=True)
 
     def finish_run(
         self,
@@ -492,8 +567,7 @@ class Registry:
                            ("checkpoint", _opt_str(checkpoint)), ("error", error)):
             if value is not None:
                 values[key] = value
-        with self._write() as conn:
-            self._touch(conn, run_id, **values)
+        self._commit(lambda conn: self._touch(conn, run_id, **values))
 
     def add_evaluation(
         self,
@@ -506,7 +580,8 @@ class Registry:
         classes: list[str],
     ) -> int:
         schema = _schema()
-        with self._write() as conn:
+
+        def write(conn: Connection) -> int:
             if conn.scalar(select(schema.runs.c.id).where(schema.runs.c.id == run_id)) is None:
                 raise UnknownName(f"No run {run_id} in registry {self.location}.")
             result = conn.execute(
@@ -518,6 +593,8 @@ class Registry:
                 )
             )
             return int(result.inserted_primary_key[0])
+
+        return self._commit(write)
 
     # ------------------------------------------------------------------ reading
     def connect(self):
@@ -598,9 +675,9 @@ class Registry:
                 done.kept.append(entry)
         try:
             folder.rmdir()
-            done.removed.append(folder)
+            done.append(folder)
         except OSError:  # something zoo did not write is left in it
-            done.removed.extend(removed)
+            done.extend(removed)
 
     # ------------------------------------------------------------------ annotating after the fact (zoo tag, note)
     def set_tags(self, run_id: int, tags: dict[str, str]) -> None:
@@ -627,13 +704,42 @@ class Registry:
 RUN_FILES = re.compile(r"best\.pt|\.best\.pt\..+\.tmp")
 
 
-@dataclass
-class Deleted:
-    """What ``Registry.delete_runs`` removed (run folders, or single files when a folder had to stay), and the
-    files it left in place because zoo did not write them there."""
+class Deleted(list):
+    """What ``Registry.delete_runs`` removed, as a list of paths (run folders, or single files where a folder had
+    to stay), and in ``kept`` the files it left in place because zoo did not write them there."""
 
-    removed: list[Path] = field(default_factory=list)
-    kept: list[Path] = field(default_factory=list)
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[Path] = []
+
+    @property
+    def removed(self) -> list[Path]:
+        return list(self)
+
+
+T = TypeVar("T")
+
+
+class RegistryLocked(ZooError):
+    """Another process has held the registry's write lock for longer than zoo waits (LOCK_GIVE_UP_S)."""
+
+    def __init__(self, location: str, waited: float):
+        super().__init__(
+            f"Registry {location} has been locked by another process for "
+            f"{f'{waited / 60:.0f} min' if waited >= 60 else f'{waited:.0f} s'} (zoo waits up to "
+            f"{LOCK_GIVE_UP_S / 60:.0f} min, then gives up): finish or stop the process that holds it "
+            f"(fuser {location}), then rerun."
+        )
+
+
+def _locked(exc: Optional[BaseException]) -> bool:
+    """Whether a driver error means another connection holds the lock (SQLITE_BUSY, SQLITE_LOCKED)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (5, 6)
+    return "locked" in str(exc).lower() or "busy" in str(exc).lower()
 
 
 def _schema():
