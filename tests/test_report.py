@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from zoo.store import Registry
+from zoo.vocab import GROUP_TAG
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "registry.db.example"
 pytest.importorskip("jinja2", reason="HTML reports need the ui extra: pip install 'zoo-vision[ui]'")
@@ -90,9 +91,9 @@ def add(reg, model, *, name=None, tags=None, lr=0.01, acc=0.8, fingerprint="fp")
 
 def test_group_report_and_escaping(cli, tmp_path):
     with Registry.open(tmp_path / "registry.db") as reg:
-        a = add(reg, "tinycnn", name="<script>alert(1)</script>", tags={"group": "sweep"})
-        b = add(reg, "resnet18", lr=0.1, tags={"group": "sweep"}, fingerprint="fp2")
-        add(reg, "alexnet", tags={"group": "other"})
+        a = add(reg, "tinycnn", name="<script>alert(1)</script>", tags={GROUP_TAG: "sweep"})
+        b = add(reg, "resnet18", lr=0.1, tags={GROUP_TAG: "sweep"}, fingerprint="fp2")
+        add(reg, "alexnet", tags={GROUP_TAG: "other"})
     html_out, md_out = tmp_path / "g.html", tmp_path / "g.md"
     ok(cli("report", "--group", "sweep", "-o", html_out))
     page = html_out.read_text()

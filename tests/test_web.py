@@ -27,7 +27,9 @@ pytest.importorskip("uvicorn", reason="zoo ui needs the ui extra: pip install 'z
 
 from test_cli_runs import add_run, dead_pid  # noqa: E402  (the lifecycle-API helper of the CLI tests)
 
+from zoo.render import NOTE_TAG  # noqa: E402
 from zoo.store import Registry  # noqa: E402
+from zoo.vocab import GROUP_TAG  # noqa: E402
 
 EVIL = "<script>alert(1)</script>"
 EVIL_CLASS = '<img src=x onerror="alert(2)">'
@@ -39,15 +41,15 @@ def fill_registry(path: Path, extra: int = 0) -> dict[str, int]:
     with Registry.open(path) as reg:
         ids = {
             "a": add_run(reg, "resnet18", params={**base, "lr": 0.01}, acc=0.90, loss=0.30, name="first",
-                         tags={"exp": "base", "group": "g1"}),
+                         tags={"exp": "base", GROUP_TAG: "g1"}),
             "b": add_run(reg, "alexnet", params={**base, "lr": 0.001}, acc=0.75, loss=0.60, confusion=[[5, 0], [5, 0]],
-                         tags={"exp": "base", "group": "g1"}),
+                         tags={"exp": "base", GROUP_TAG: "g1"}),
             "c": add_run(reg, "resnet34", params={**base, "lr": 0.1}, acc=0.80, loss=0.20, dataset_fp="fp-other",
-                         tags={"exp": "other", "group": "g2"}),
+                         tags={"exp": "other", GROUP_TAG: "g2"}),
             "failed": add_run(reg, "tinycnn", params={**base, "lr": 0.01}, status="failed", epochs=2,
                               error="RuntimeError: <b>out of memory</b>"),
             "evil": add_run(reg, "tinycnn", params={**base, "lr": 0.05, "note": EVIL}, acc=0.60, loss=0.9, name=EVIL,
-                            tags={"note": EVIL}),
+                            tags={"note": EVIL, NOTE_TAG: f"lr too high {EVIL}"}),
             "stale": add_run(reg, "resnet50", params=base, status="running", epochs=1),
         }
         reg.update_run(ids["stale"], pid=dead_pid())
@@ -195,6 +197,8 @@ def test_run_page_shows_params_curves_confusion_and_evaluations(site):
     assert page.count('class="chart heatmap"') == 2  # test set and the evaluation
     assert '<tr class="best">' in page  # the best epoch in the history table
     assert server.get(f"/runs/{ids['stale']}")[1].count("recorded as running") == 1
+    assert 'href="/compare?group=g1"' in page  # its group, to compare the runs of the same command
+    assert '<p class="note" id="note">lr too high &lt;script&gt;' in server.get(f"/runs/{ids['evil']}")[1]
 
 
 def test_unknown_run_is_404_with_a_message(site):

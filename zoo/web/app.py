@@ -98,7 +98,7 @@ def create_app(registry: Any) -> Starlette:
         per_class = render.per_class(view.classes, view.metrics, view.confusion) if view.classes and (
             view.confusion or any("/" in k for k in view.metrics)) else []
         return page(
-            "run.html", run=view, history=history, curves=figures.run_curves(view, history),
+            "run.html", run=view, history=history, note=getattr(view, "system_tags", {}).get(render.NOTE_TAG), curves=figures.run_curves(view, history),
             history_keys=render.ordered_keys(history, render.HISTORY_ORDER),
             history_rows=_history_rows(history), history_cell=render.history_cell,
             metrics=[(k, overall[k]) for k in render.ordered_keys(overall, render.MACRO_ORDER)],

@@ -19,8 +19,6 @@ from zoo.store.registry import RunView
 r, m = tables.runs, tables.metrics
 
 STATUS_CHOICES = ("running", "stale", "completed", "failed", "interrupted")
-# Until runs have a group column, a group is the runs tagged group=<name> (see with_group).
-GROUP_TAG = "group"
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 # Sort keys of run columns; any other sort key is a recorded metric (test_accuracy, test_f1/cat, ...).
@@ -30,9 +28,10 @@ METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_loss")  # shown on the runs 
 
 
 def with_group(flt: RunFilter, group: Optional[str]) -> RunFilter:
-    """The filter narrowed to one group of runs. The one place that knows what a group is: today a tag."""
+    """The filter narrowed to one group: the runs of one `zoo train` command. The store decides how a group is
+    kept (RunFilter.group; today the zoo.group tag), so the pages and the report follow it unchanged."""
     if group:
-        flt.tags = [*flt.tags, (GROUP_TAG, group)]
+        flt.group = group
     return flt
 
 
@@ -155,7 +154,7 @@ def resolve_runs(registry, conn: Connection, refs: Sequence[str] = (), group: Op
         flt = with_group(RunFilter(), group)
         views, _ = queries.list_runs(conn, flt, limit=None, host=registry.host)
         if not views:
-            raise ZooError(f"No runs in group '{group}' (runs tagged {GROUP_TAG}={group}).")
+            raise ZooError(f"No runs in group '{group}': `zoo show RUN` prints a run's group.")
         ids += sorted(v.id for v in views)
     ids = list(dict.fromkeys(ids))
     if len(ids) > limit:
