@@ -294,7 +294,10 @@ def open_rgb(path: Path, min_side: Optional[int] = None, on_large: Optional[Call
     from PIL import Image, ImageOps
 
     with open_regular(path) as f:
-        im = Image.open(f)  # no 'with': the file closes below, and the loaded pixels stay with the image
+        try:
+            im = Image.open(f)  # no 'with': the file closes below, and the loaded pixels stay with the image
+        except Image.UnidentifiedImageError:
+            raise Image.UnidentifiedImageError("cannot identify image file: not an image format Pillow reads") from None
         w, h = im.size
         if on_large and Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
             on_large((w, h))
