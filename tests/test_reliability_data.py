@@ -263,3 +263,24 @@ def test_predict_reports_pipes_and_broken_links_and_escapes_names(trained, cli, 
     assert "title\\x1b]0;x\\x07.jpg" in result.output  # in the table and in the warning
     deep = next(line for line in result.stdout.splitlines() if "deep.png" in line)
     assert "unreadable" not in deep and "%" in deep  # the 16-bit PNG is predicted
+
+
+def test_a_data_folder_whose_own_path_is_not_utf8_is_one_clear_line(tmp_path, cli):
+    folder = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"d\xff"))
+    write_images(Path(folder), {"cat": 4, "dog": 4}, size=16)
+    result = cli("train", "tinycnn", "--data", folder, "--epochs", "1", "--image-size", "16")
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "d\\xff" in lines[0] and "not valid UTF-8" in lines[0], lines
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "png"])
+def test_exif_orientation_is_still_applied(tmp_path, suffix):
+    im = Image.new("RGB", (60, 30), (255, 0, 0))
+    im.paste((0, 0, 255), (0, 0, 30, 30))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im.save(tmp_path / f"o.{suffix}", exif=exif.tobytes())
+    upright = np.asarray(open_rgb(tmp_path / f"o.{suffix}"))
+    assert upright.shape == (60, 30, 3)
+    assert upright[0, 0, 2] > 200 and upright[-1, 0, 0] > 200  # blue on top, red below
