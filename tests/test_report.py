@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from zoo.render import NOTE_TAG
 from zoo.store import Registry
 from zoo.vocab import GROUP_TAG
 
@@ -91,7 +92,7 @@ def add(reg, model, *, name=None, tags=None, lr=0.01, acc=0.8, fingerprint="fp")
 
 def test_group_report_and_escaping(cli, tmp_path):
     with Registry.open(tmp_path / "registry.db") as reg:
-        a = add(reg, "tinycnn", name="<script>alert(1)</script>", tags={GROUP_TAG: "sweep"})
+        a = add(reg, "tinycnn", name="<script>alert(1)</script>", tags={GROUP_TAG: "sweep", NOTE_TAG: "lr <b>low</b>"})
         b = add(reg, "resnet18", lr=0.1, tags={GROUP_TAG: "sweep"}, fingerprint="fp2")
         add(reg, "alexnet", tags={GROUP_TAG: "other"})
     html_out, md_out = tmp_path / "g.html", tmp_path / "g.md"
@@ -101,10 +102,12 @@ def test_group_report_and_escaping(cli, tmp_path):
     assert f"#{a} tinycnn" in page and f"#{b} resnet18" in page and "alexnet" not in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;dog&gt;" in page
     assert "2 different datasets" in page  # the fairness warning of zoo compare
+    assert '<td class="note">lr &lt;b&gt;low&lt;/b&gt;</td>' in page
     ok(cli("report", "--group", "sweep", "-o", md_out))
     text = md_out.read_text()
     assert "<script>" not in text and "&lt;script&gt;" in text and "<dog>" not in text
     assert "| param lr | 0.01 | 0.1 |" in text
+    assert f"- **#{a} tinycnn (&lt;script&gt;alert(1)&lt;/script&gt;)**: lr &lt;b&gt;low&lt;/b&gt;" in text
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -97,11 +97,11 @@ class LiveServer:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(), dict(exc.headers)
 
-    def raw(self, method: str, path: str) -> int:
+    def raw(self, method: str, path: str, headers: dict[str, str] | None = None) -> int:
         """The status of a request sent with this exact path (no client-side normalisation of ../)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
         try:
-            conn.request(method, path)
+            conn.request(method, path, headers=headers or {})
             return conn.getresponse().status
         finally:
             conn.close()
@@ -139,6 +139,7 @@ def test_runs_page_lists_newest_first_and_pages(site):
     assert len(first) == 25 and "page 2 of 2" in second_page
     assert not set(first) & set(row_ids(second_page)) and len(first) + len(row_ids(second_page)) == total
     assert 'href="?per_page=25&amp;page=1"' in second_page  # links keep the other query parameters
+    assert row_ids(server.get("/?per_page=25&page=99")[1]) == row_ids(second_page)  # past the end: the last page
 
 
 def test_runs_page_sorts_by_any_metric_and_column(site):
@@ -255,6 +256,8 @@ def test_read_only_no_writes_and_static_stays_in_its_folder(site):
     assert "script-src" not in headers["content-security-policy"] and "default-src 'none'" in \
         headers["content-security-policy"]  # no script may run, even if something slipped through
     assert headers["x-content-type-options"] == "nosniff"
+    assert server.raw("GET", "/", {"Host": "attacker.example"}) == 400  # DNS rebinding: only local host names
+    assert server.raw("GET", "/", {"Host": f"localhost:{server.port}"}) == 200
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 

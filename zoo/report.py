@@ -54,6 +54,7 @@ class Report:
     results: list[list[str]]
     warnings: list[str]
     environment: list[tuple[str, str]]
+    notes: list[tuple[str, str]]  # run label -> its note (zoo note)
 
     @property
     def run_heads(self) -> list[str]:
@@ -99,8 +100,10 @@ def build(registry: Any, refs: Sequence[str], group: Optional[str]) -> Report:
     title = f"Report on group {group}" if group else "Report on run" + ("s " if len(views) > 1 else " ") + \
         ", ".join(f"#{v.id}" for v in views)
     warnings = [w.replace("These runs", "The runs") for w in render.compare_warnings(runs.comparison)]
+    notes = [(figures.run_label(v), getattr(v, "system_tags", {}).get(render.NOTE_TAG)) for v in views]
     return Report(title=title, runs=views, histories=runs.histories, shared=shared, differing=differing,
-                  results_head=head, results=rows, warnings=warnings, environment=environment)
+                  results_head=head, results=rows, warnings=warnings, environment=environment,
+                  notes=[(label, note) for label, note in notes if note])
 
 
 def write(registry: Any, refs: Sequence[str], group: Optional[str], output: Path, fmt: str) -> list[Path]:
@@ -148,6 +151,10 @@ def to_markdown(report: Report, figure: Optional[str]) -> str:
     parts.append("## Results\n")
     numeric = [False, False, False] + [True] * (len(report.results_head) - 3)
     parts.append(_table(report.results_head, report.results, numeric))
+    if report.notes:
+        parts.append("## Notes\n")
+        parts += [f"- **{_md(label)}**: {_md(note)}" for label, note in report.notes]
+        parts.append("")
     parts.append("## Settings\n")
     if report.shared:
         parts += ["Shared by every run:\n", _table(["setting", "value"], report.shared)]

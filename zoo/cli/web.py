@@ -57,7 +57,8 @@ def serve(registry, *, host: str, port: int, open_browser: bool = False) -> None
     if open_browser:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
     try:
-        uvicorn.run(create_app(registry), host=host, port=port, log_level="warning", access_log=False)
+        app = create_app(registry) if host in LOCAL_HOSTS else create_app(registry, allowed_hosts=["*"])
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind the port, after logging why
         raise ZooError(f"Could not serve on {host}:{port} (is the port in use? try --port).") from exc
 

@@ -7,11 +7,13 @@ routes; the registry is opened read-only once; the static route serves files of 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
@@ -42,8 +44,12 @@ def templates() -> Environment:
     return env
 
 
-def create_app(registry: Any) -> Starlette:
-    """The app over an open (read-only) Registry."""
+LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> Starlette:
+    """The app over an open (read-only) Registry. Requests naming another host are refused (400), so a web page
+    elsewhere cannot read the runs through DNS rebinding; ``["*"]`` when serving the network on purpose."""
     env = templates()
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -141,7 +147,8 @@ def create_app(registry: Any) -> Starlette:
         Route("/compare", guarded(compare), methods=["GET"], name="compare"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found},
+                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
 
 
 def _int(text: Any, default: int) -> int:

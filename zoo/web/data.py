@@ -6,7 +6,7 @@ imports neither torch nor starlette, so ``zoo report`` uses it too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 from sqlalchemy import Connection, and_, func, or_, select
@@ -107,6 +107,8 @@ def run_page(conn: Connection, query: RunQuery, *, host: str) -> RunPage:
         stmt = stmt.limit(per_page).offset((page - 1) * per_page)
         views = queries.run_views(conn, list(conn.scalars(stmt)), host=host)
     pages = max(1, -(-total // per_page))
+    if page > pages and total:  # past the end (the registry shrank, or a hand-made URL): show the last page
+        return run_page(conn, replace(query, page=pages), host=host)
     shown = {k for v in views for k in v.metrics}
     columns = [k for k in METRIC_COLUMNS if k in shown]
     if query.sort not in RUN_SORTS and query.sort not in columns:
