@@ -177,7 +177,7 @@ def test_runs_page_filters(site, query, expected):
 def test_runs_page_bad_filter_is_one_message(site):
     server, _, _ = site
     status, page, _ = server.get("/?status=bogus")
-    assert status == 400 and "Unknown status &#39;bogus&#39;" in page
+    assert status == 400 and "Unknown --status &#39;bogus&#39;" in page
     status, page, _ = server.get("/?since=yesterday-ish")
     assert status == 400 and "Bad --since" in page
     assert server.get("/?model=nothing*")[1].count("No runs match these filters.") == 1

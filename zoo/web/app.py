@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from zoo import render
+from zoo.cli.runs import STATUS_CHOICES
 from zoo.errors import UnknownName, ZooError
 from zoo.web import data, figures
 
@@ -92,7 +93,7 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
 
         running = any(v.display_status == "running" for v in result.runs)
         return page("runs.html", query=query, result=result, choices=choices, link=link, sort_link=sort_link,
-                    statuses=data.STATUS_CHOICES, page_sizes=data.PAGE_SIZES, refresh=REFRESH_S if running else None)
+                    statuses=STATUS_CHOICES, page_sizes=data.PAGE_SIZES, refresh=REFRESH_S if running else None)
 
     def run(request: Request) -> HTMLResponse:
         ref = request.path_params["ref"]

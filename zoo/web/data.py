@@ -18,21 +18,12 @@ from zoo.store.registry import RunView
 
 r, m = tables.runs, tables.metrics
 
-STATUS_CHOICES = ("running", "stale", "completed", "failed", "interrupted")
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
 # Sort keys of run columns; any other sort key is a recorded metric (test_accuracy, test_f1/cat, ...).
 RUN_SORTS = {"id": r.c.id, "name": r.c.name, "model": r.c.model, "status": r.c.status, "started": r.c.created,
              "epochs": r.c.epochs_run}
 METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_loss")  # shown on the runs page when recorded
-
-
-def with_group(flt: RunFilter, group: Optional[str]) -> RunFilter:
-    """The filter narrowed to one group: the runs of one `zoo train` command. The store decides how a group is
-    kept (RunFilter.group; today the zoo.group tag), so the pages and the report follow it unchanged."""
-    if group:
-        flt.group = group
-    return flt
 
 
 @dataclass
@@ -51,12 +42,14 @@ class RunQuery:
     per_page: int = DEFAULT_PAGE_SIZE
 
     def run_filter(self) -> RunFilter:
-        from zoo.cli.app import check_choice, parse_tags
-        from zoo.cli.runs import parse_since
+        """The store's filter, built and checked as for `zoo list-runs` (same messages for a bad status or date).
 
-        flt = RunFilter(model=self.model or None, status=check_choice("status", self.status or None, STATUS_CHOICES),
-                        tags=parse_tags(self.tags), since=parse_since(self.since) if self.since else None)
-        return with_group(flt, self.group)
+        A group is whatever RunFilter.group means to the store (today the zoo.group tag of one `zoo train`
+        command), so the pages and the report follow the store when it changes how groups are kept."""
+        from zoo.cli.runs import run_filter
+
+        return run_filter(model=self.model or None, status=self.status or None, tag=self.tags,
+                          since=self.since or None, group=self.group or None)
 
     @property
     def filtered(self) -> bool:
@@ -153,7 +146,7 @@ def resolve_runs(registry, conn: Connection, refs: Sequence[str] = (), group: Op
     """Run ids from refs (ids or uuid prefixes) and/or a group, in the order given, each once."""
     ids = [registry.resolve(ref, conn) for ref in refs]
     if group:
-        flt = with_group(RunFilter(), group)
+        flt = RunFilter(group=group)
         views, _ = queries.list_runs(conn, flt, limit=None, host=registry.host)
         if not views:
             raise ZooError(f"No runs in group '{group}': `zoo show RUN` prints a run's group.")
