@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -34,19 +35,26 @@ def debug_enabled() -> bool:
     return os.environ.get("ZOO_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
+@functools.lru_cache(maxsize=1)
+def _safe_console_class():
+    """rich's Console with every printed string passed through ``printable`` (rich is imported only on first use:
+    commands that print JSON never load it)."""
+    from rich.console import Console
+
+    class SafeConsole(Console):
+        def render_str(self, text: str, **kwargs):  # every str: printed text, table cells, titles, captions
+            return super().render_str(printable(text, keep_lines=True), **kwargs)
+
+    return SafeConsole
+
+
 def console(*, stderr: bool = False, soft_wrap: bool = True):
     """A rich Console that shows text exactly as given: no markup, no emoji codes, no highlighting, and control
     characters escaped in every string it prints (table cells, titles and captions included).
 
     Run names, paths, class names and error messages are user text; style them with rich Text, never markup,
     and pass user text in a Text through ``printable`` (a Text is printed as it is)."""
-    from rich.console import Console
-
-    class SafeConsole(Console):
-        def render_str(self, text: str, **kwargs):
-            return super().render_str(printable(text, keep_lines=True), **kwargs)
-
-    return SafeConsole(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=soft_wrap)
+    return _safe_console_class()(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=soft_wrap)
 
 
 def _print_line(label: str, style: str, message: str, message_style: str = "") -> None:
