@@ -35,12 +35,31 @@ def save_checkpoint(path: Path, *, model: str, plugin: str, classes: list[str], 
                "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(payload, tmp)
+        # zoo opens (and always closes) the file itself: a file still open when unlinked keeps its space, which
+        # on a full disk is the space the registry needs to record why the run failed.
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        cause = _os_error(exc)
+        if cause is not None:
+            raise ZooError(f"Cannot write checkpoint {path}: {cause.strerror or cause}.") from exc
         raise
     return path
+
+
+def _os_error(exc: BaseException) -> Optional[OSError]:
+    """The OSError behind a failed write (torch reports a full disk as a RuntimeError caused by it), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _load(path: Path) -> Any:
