@@ -325,3 +325,75 @@ def test_zoo_gives_up_on_a_registry_locked_past_the_stated_limit(monkeypatch):
         finally:
             holder.kill()
             holder.wait()
+
+
+# ----------------------------------------------------------------------------- 5: full disk while saving a checkpoint
+def open_files_under(folder: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+def test_a_checkpoint_that_does_not_fit_is_closed_before_it_is_removed(tmp_path):
+    import resource
+    import signal
+
+    import torch
+
+    from zoo.checkpoint import save_checkpoint
+    from zoo.errors import ZooError
+
+    target = tmp_path / "run-1" / "best.pt"
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, hard))  # like a disk with 50 kB left
+    try:
+        with pytest.raises(ZooError) as raised:
+            save_checkpoint(target, model="tinycnn", plugin="builtin", classes=["a", "b"], image_size=16,
+                            state_dict={"w": torch.randn(200, 200)}, epoch=1, mean=[0.5] * 3, std=[0.2] * 3)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert open_files_under(tmp_path) == []  # closed while the error is still alive, not at garbage collection
+    assert list(target.parent.iterdir()) == []
+    assert str(raised.value).startswith(f"Cannot write checkpoint {target}: File too large")
+
+
+def test_a_full_disk_ends_the_run_failed_with_the_reason_and_frees_the_space(tmp_path, make_images):
+    """A real full disk: a 448 kB tmpfs holds the registry and artifacts; tinycnn's checkpoint (~375 kB) does not
+    fit beside them. Root only (a private mount namespace), skipped elsewhere."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a small tmpfs")
+    data = make_images({"cat": 10, "dog": 10}, size=16)
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    out.mkdir()
+    q = shlex.quote
+    script = (f"mount -t tmpfs -o size=448k zoo-full {q(str(disk))} || exit 77; "
+              f"{q(sys.executable)} -m zoo train tinycnn --data {q(str(data))} --epochs 1 --image-size 16 "
+              f"--batch-size 8 -q > {q(str(out / 'train.out'))} 2>&1; echo $? > {q(str(out / 'rc'))}; "
+              f"ls -a {q(str(disk))}/registry-artifacts/run-1 > {q(str(out / 'ls'))} 2>&1; "
+              f"df -k --output=avail {q(str(disk))} | tail -1 > {q(str(out / 'avail'))}; "
+              f"cp {q(str(disk))}/registry.db* {q(str(out))}/")
+    env = {**os.environ, "ZOO_REGISTRY": str(disk / "registry.db"), "ZOO_CACHE_MEMORY": "64M"}
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env,
+                          timeout=300)
+    if done.returncode == 77:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    train_out = (out / "train.out").read_text()
+    assert (out / "rc").read_text().strip() == "1", train_out
+    assert "Traceback" not in train_out and "Unexpected" not in train_out, train_out
+    assert "No space left on device" in train_out, train_out
+    assert (out / "ls").read_text().split() == [".", ".."], train_out  # no half-written checkpoint left
+    assert int((out / "avail").read_text()) > 448 // 2  # its space came back (the registry takes ~90 kB)
+    con = sqlite3.connect(out / "registry.db")
+    status, error = con.execute("SELECT status, error FROM runs").fetchone()
+    con.close()
+    assert status == "failed" and "No space left on device" in error, (status, error)
