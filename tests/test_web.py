@@ -340,3 +340,10 @@ def test_ui_command_errors_are_one_line(cli, tmp_path):
     assert not (tmp_path / "missing.db").exists()  # read-only: nothing created
     result = cli("ui", "--port", "0")
     assert result.exit_code == 1 and "--port" in result.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        fill_registry(tmp_path / "registry.db")
+        result = cli("--registry", str(tmp_path / "registry.db"), "ui", "--port", str(port))
+    assert result.exit_code == 1 and f"Cannot serve on 127.0.0.1:{port}" in result.output

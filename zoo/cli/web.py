@@ -44,6 +44,7 @@ def ui(
 
 
 def serve(registry, *, host: str, port: int, open_browser: bool = False) -> None:
+    import socket
     import threading
     import webbrowser
 
@@ -51,16 +52,23 @@ def serve(registry, *, host: str, port: int, open_browser: bool = False) -> None
 
     from zoo.web.app import create_app
 
+    # Bound here, not by uvicorn, so that a port in use is one line of ours.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ZooError(f"Cannot serve on {host}:{port}: {exc.strerror or exc}. Pick another --port "
+                       "(or --host).") from None
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/"
     typer.echo(f"zoo ui: {registry.location} (read-only) at {url}  (Ctrl-C stops it)")
     if open_browser:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    try:
-        app = create_app(registry) if host in LOCAL_HOSTS else create_app(registry, allowed_hosts=["*"])
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
-    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind the port, after logging why
-        raise ZooError(f"Could not serve on {host}:{port} (is the port in use? try --port).") from exc
+    app = create_app(registry) if host in LOCAL_HOSTS else create_app(registry, allowed_hosts=["*"])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    server.run(sockets=[sock])
 
 
 @app.command("report")
