@@ -630,18 +630,20 @@ FIRST_PARAMS = 3  # differing params kept as long as the required columns; the o
 
 
 # ----------------------------------------------------------------------------- plot
-def plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any) -> None:
-    """Train and validation loss per run in two side-by-side panels, best epoch starred; writes ``output``.
+def plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any,
+                keys: tuple[str, str] = ("train_loss", "val_loss")) -> None:
+    """Train and validation loss (or the two history ``keys`` given, e.g. train_acc and val_acc) per run in two
+    side-by-side panels, best epoch starred; writes ``output``.
 
     Run names and model names are user text: shown literally ('$' starts no mathtext)."""
     import matplotlib
 
     matplotlib.use("Agg")
     with matplotlib.rc_context({"text.parse_math": False}):
-        _plot_losses(runs, losses, output)
+        _plot_losses(runs, losses, output, keys)
 
 
-def _plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any) -> None:
+def _plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any, keys: tuple[str, str]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, constrained_layout=True)
@@ -649,22 +651,23 @@ def _plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any) -
     for index, run in enumerate(runs):
         colour = colours(index % colours.N)
         label = printable(f"#{run.id} {run.model}" + (f" ({run.name})" if run.name else ""))
-        for ax, key in zip(axes, ("train_loss", "val_loss")):
+        for ax, key in zip(axes, keys):
             points = [(e, v) for e, v in losses.get(run.id, {}).get(key, []) if v is not None]
             if not points:
                 continue
             ax.plot([e for e, _ in points], [v for _, v in points], color=colour, linewidth=1.6,
-                    label=label if key == "val_loss" else None)
+                    label=label if key == keys[1] else None)
             best = dict(points).get(run.best_epoch) if run.best_epoch else None
             if best is not None:
                 ax.plot([run.best_epoch], [best], marker="*", markersize=12, color=colour,
                         markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
-    for ax, title in zip(axes, ("Training loss", "Validation loss")):
+    quantity = "accuracy" if keys[0].endswith("_acc") else "loss"
+    for ax, title in zip(axes, (f"Training {quantity}", f"Validation {quantity}")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0].set_ylabel("loss")
+    axes[0].set_ylabel(quantity)
     if runs:
         axes[1].legend(title="run (★ best epoch)", fontsize="small", title_fontsize="small", loc="best")
     try:

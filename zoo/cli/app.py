@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from zoo.errors import ZooError, print_error
+
+if TYPE_CHECKING:
+    from zoo.config import Config
 
 try:  # typer >= 0.29 vendors its own click
     from typer._click.exceptions import UsageError
@@ -21,17 +25,22 @@ class ZooGroup(TyperGroup):
     """Prints a ZooError, or a mistyped command line, as one red line and exits 1, also under CliRunner.
 
     Recent typer (0.29 here) vendors its own click, whose handler knows nothing of ZooError; and click's own
-    usage errors (a bad option value, a missing argument) would otherwise be a boxed message with exit code 2."""
+    usage errors (a bad option value, a missing argument) would otherwise be a boxed message with exit code 2.
+    It also accepts the global ``--registry`` after the command (``zoo list-runs --registry x.db``) and applies
+    the config file (zoo.toml) around each command."""
 
-    def make_context(self, *args, **kwargs):  # the global options: zoo --bogus
+    def make_context(self, info_name, args, parent=None, **extra):  # the global options: zoo --bogus
+        if parent is None:
+            args = hoist_global_options(list(args))
         try:
-            return super().make_context(*args, **kwargs)
+            return super().make_context(info_name, args, parent=parent, **extra)
         except UsageError as exc:
             self._usage_error(exc)
 
     def invoke(self, ctx):  # the command and its options
         try:
-            return super().invoke(ctx)
+            with configured():
+                return super().invoke(ctx)
         except ZooError as exc:
             exc.show()
             raise typer.Exit(exc.exit_code) from None
@@ -46,12 +55,47 @@ class ZooGroup(TyperGroup):
         raise typer.Exit(1) from None
 
 
+GLOBAL_WITH_VALUE = ("--registry",)  # global options a user may also write after the command
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``zoo CMD ... --registry X ...`` -> ``zoo --registry X CMD ...``: the global options written after the
+    command move before it (not after a ``--``), so both spellings work."""
+    try:
+        command = next(i for i, a in enumerate(args) if not a.startswith("-") and
+                       (i == 0 or args[i - 1] not in GLOBAL_WITH_VALUE))
+    except StopIteration:
+        return args
+    head, tail, moved = args[:command + 1], [], []
+    rest = args[command + 1:]
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "--":
+            tail += rest[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_WITH_VALUE:
+            if "=" in arg:
+                moved.append(arg)
+            elif i + 1 < len(rest):
+                moved += [arg, rest[i + 1]]
+                i += 1
+            else:
+                tail.append(arg)  # no value: let the parser say so
+            i += 1
+            continue
+        tail.append(arg)
+        i += 1
+    return moved + head + tail if moved else args
+
+
 app = typer.Typer(
     name="zoo",
     cls=ZooGroup,
     help="A model zoo for image classification: train architectures the same way, remember every run, compare.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -62,13 +106,39 @@ DEFAULT_REGISTRY = "registry.db"
 @dataclass
 class State:
     registry: Optional[str] = None  # path or SQLAlchemy URL given with --registry / ZOO_REGISTRY
+    config: Optional["Config"] = None  # the zoo.toml files read for the command running now
 
 
 state = State()
 
 
+def config() -> "Config":
+    """The config files' values: those read for the command running now, else read afresh."""
+    from zoo.config import load_config
+
+    return state.config if state.config is not None else load_config()
+
+
+@contextmanager
+def configured():
+    """Around one command: zoo.toml read once (a bad one is one clear line), its artifacts folder in effect
+    unless ZOO_ARTIFACTS says otherwise; everything as it was afterwards."""
+    state.config = None
+    state.config = config()
+    artifacts = state.config.artifacts if not os.environ.get("ZOO_ARTIFACTS") else None
+    if artifacts:
+        os.environ["ZOO_ARTIFACTS"] = artifacts
+    try:
+        yield state.config
+    finally:
+        if artifacts and os.environ.get("ZOO_ARTIFACTS") == artifacts:
+            del os.environ["ZOO_ARTIFACTS"]
+        state.config = None
+
+
 def registry_location() -> str:
-    return state.registry or os.environ.get("ZOO_REGISTRY") or DEFAULT_REGISTRY
+    """--registry, else ZOO_REGISTRY, else zoo.toml's registry, else ./registry.db."""
+    return state.registry or os.environ.get("ZOO_REGISTRY") or config().registry or DEFAULT_REGISTRY
 
 
 def open_registry(*, readonly: bool = False, create: bool = True):
@@ -110,7 +180,8 @@ def _version(value: bool) -> None:
 def main_options(
     registry: Optional[str] = typer.Option(
         None, "--registry", envvar="ZOO_REGISTRY", metavar="PATH_OR_URL",
-        help="Run registry: a SQLite file path or a SQLAlchemy URL (default: ./registry.db).",
+        help="Run registry: a SQLite file path or a SQLAlchemy URL (default: zoo.toml's registry, else "
+             "./registry.db). May also follow the command.",
     ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show zoo's version and exit."

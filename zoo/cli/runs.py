@@ -22,6 +22,7 @@ from zoo.vocab import DISPLAY_STATUSES
 STATUS_CHOICES = DISPLAY_STATUSES
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DEFAULT_TOP = 20
+DEFAULT_LIST = 20  # list-runs rows in a table (json and csv list every run unless --limit)
 
 
 # ----------------------------------------------------------------------------- option parsing
@@ -43,13 +44,18 @@ def parse_since(text: str) -> datetime:
     return when.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def run_filter(*, model=None, status=None, tag=None, since=None, ids=None, group=None):
+def run_filter(*, model=None, status=None, tag=None, since=None, ids=None, group=None, data=None):
     from zoo.store.queries import RunFilter
 
+    if data is not None and not data.strip():
+        raise ZooError("--data is empty: give a dataset name, a folder or a dataset fingerprint (zoo show lists it).")
     return RunFilter(
         model=model, status=check_choice("--status", status, STATUS_CHOICES), tags=parse_tags(tag),
-        since=parse_since(since) if since else None, ids=ids, group=group,
+        since=parse_since(since) if since else None, ids=ids, group=group, data=data,
     )
+
+
+DATA_HELP = "Only runs trained on this dataset: a name (demo), a folder, or a fingerprint prefix (from show)."
 
 
 GROUP_HELP = "Only the runs of one `zoo train` command (its group id, shown by `show`)."
@@ -126,15 +132,20 @@ def list_runs(
     tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Only runs tagged key=value (repeatable)."),
     since: Optional[str] = typer.Option(None, "--since", help="Only runs started since an ISO date or an age (2h, 3d)."),
     group: Optional[str] = typer.Option(None, "--group", "-g", help=GROUP_HELP),
-    limit: int = typer.Option(20, "--limit", "-n", help="Show at most N runs."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", metavar="NAME|PATH|FINGERPRINT", help=DATA_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", metavar="N",
+                                        help=f"At most N runs (default: {DEFAULT_LIST} in a table, all in json/csv)."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Show every matching run."),
     fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json, csv")),
 ) -> None:
     """List recorded runs, newest first."""
     fmt = check_choice("--format", fmt, ("table", "json", "csv"))
-    flt = run_filter(model=model, status=status, tag=tag, since=since, group=group)
+    flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data)
     _positive("--limit", limit)
+    if limit is None and fmt == "table":
+        limit = DEFAULT_LIST  # a table is for reading; json and csv are for scripts, which get every run
     from zoo import render
+    from zoo.errors import print_warning
     from zoo.store import queries
 
     with open_registry(readonly=True) as reg, reg.connect() as conn:
@@ -144,10 +155,18 @@ def list_runs(
     elif fmt == "csv":
         _echo(render.runs_csv(runs))
     elif not runs:
-        typer.echo("No runs match these filters." if total or _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group) else "No runs recorded yet.")
+        typer.echo("No runs match these filters." if total or _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data) else "No runs recorded yet.")
     else:
         console = _console()
         console.print(render.runs_table(runs, total, width=console.width))
+    if total > len(runs) and (fmt != "table" or not _stdout_is_terminal()):  # a terminal has the table's caption
+        print_warning(f"{len(runs)} of {total} matching runs listed (--limit {limit}); --all lists every one.")
+
+
+def _stdout_is_terminal() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
 
 
 @app.command("show")
@@ -169,20 +188,89 @@ def show(
         _console().print(render.run_detail(view, history))
 
 
-def _comparison(reg, metric, runs, by, model, status, tag, since, top, all_runs, group=None):
+def _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs, group=None, data=None):
+    """[(None, Comparison)] for runs of one dataset; [(DatasetGroup, Comparison), ...] when the runs to rank were
+    trained on several datasets, the one with most runs first (each ranked and limited to --top on its own)."""
+    from dataclasses import replace
+
     from zoo.store import queries
 
     _positive("--top", top)
     with reg.connect() as conn:
         ids = [reg.resolve(ref, conn) for ref in runs] if runs else None
-        flt = run_filter(model=model, status=status, tag=tag, since=since, ids=ids, group=group)
+        flt = run_filter(model=model, status=status, tag=tag, since=since, ids=ids, group=group, data=data)
         if by is not None and by.lower() == "model":
             by = "model"
         if all_runs:
             top = None
         elif top is None and not ids:
             top = DEFAULT_TOP
-        return queries.compare(conn, metric, flt, by=by, top=top, host=reg.host)
+        groups = queries.dataset_groups(conn, metric, flt)
+        if len(groups) < 2:
+            return [(None, queries.compare(conn, metric, flt, by=by, top=top, host=reg.host))]
+        sections = []
+        for g in groups:
+            cmp = queries.compare(conn, metric, replace(flt, fingerprint=g.fingerprint or ""), by=by, top=top,
+                                  host=reg.host)
+            sections.append((g, cmp if not sections else replace(cmp, missing=[])))  # runs lacking it: said once
+        return sections
+
+
+def _dataset_label(group) -> str:
+    where = ", ".join(group.paths) or "folder not recorded"
+    fingerprint = f"fingerprint {group.fingerprint[:12]}" if group.fingerprint else "no fingerprint recorded"
+    return f"{where} ({fingerprint}, {group.runs} run{'s' if group.runs != 1 else ''})"
+
+
+def _print_sections(reg, sections, fmt: str) -> None:
+    """compare's output when the runs come from several datasets: a ranking per dataset, never one mixed."""
+    from dataclasses import replace
+
+    from zoo import render
+    from zoo.errors import print_warning
+
+    print_warning(f"These runs were trained on {len(sections)} different datasets: each is ranked on its own "
+                  "(--data NAME|PATH|FINGERPRINT picks one).")
+    for line in render.compare_warnings(sections[0][1]):
+        if line.startswith("Run "):  # the runs asked for that lack the metric
+            print_warning(line)
+    if fmt != "table":  # the table prints each dataset's notes above its ranking
+        for g, cmp in sections:
+            for line in render.compare_warnings(replace(cmp, missing=[])):
+                print_warning(f"Dataset {_dataset_label(g)}: {line}")
+    if fmt == "json":
+        records = []
+        for g, cmp in sections:
+            records += [{**rec, "dataset_path": g.paths[0] if g.paths else None} for rec in render.compare_records(cmp)]
+        _echo(render.to_json(records))
+        return
+    if fmt == "csv":
+        columns, rows = ["dataset_fingerprint"], []
+        for g, cmp in sections:
+            names = render.compare_columns(cmp)
+            columns += [c for c in names if c not in columns]
+            rows += [{"dataset_fingerprint": g.fingerprint, **dict(zip(names, row))}
+                     for row in render.compare_rows(cmp, numbers=True)]
+        _echo(render.to_csv(columns, [[row.get(c) for c in columns] for row in rows]))
+        return
+    console = _console() if fmt == "table" else None
+    for index, (g, cmp) in enumerate(sections):
+        if fmt == "markdown":
+            _echo(("\n" if index else "") + f"### Dataset {_dataset_label(g)}\n\n" + render.compare_markdown(cmp))
+            continue
+        from rich.text import Text
+
+        console.print(Text(("\n" if index else "") + f"Dataset {_dataset_label(g)}", style="bold"))
+        for line in render.compare_warnings(replace(cmp, missing=[])):
+            print_warning(line)
+
+        def losses(cmp=cmp):  # read only when the sparkline column is shown
+            from zoo.store import queries
+
+            with reg.connect() as conn:
+                return queries.histories(conn, [r.id for r in cmp.runs], queries.LOSS_KEYS)
+
+        console.print(render.compare_table(cmp, width=console.width, losses=losses))
 
 
 METRIC_HELP = "Metric to rank by: accuracy, f1, precision, recall, loss or any recorded key (test_f1/cat)."
@@ -200,11 +288,13 @@ def compare(
     status: Optional[str] = typer.Option(None, "--status", help="Only runs with this status."),
     tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Only runs tagged key=value (repeatable)."),
     since: Optional[str] = typer.Option(None, "--since", help="Only runs started since an ISO date or an age."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", metavar="NAME|PATH|FINGERPRINT", help=DATA_HELP),
     top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Show the best N (default {DEFAULT_TOP})."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Show every ranked run."),
     fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json, csv, markdown")),
 ) -> None:
-    """Rank runs by a test metric, best first, with the params that differ between them."""
+    """Rank runs by a test metric, best first, with the params that differ between them; runs of different
+    datasets are ranked separately, a section each."""
     fmt = check_choice("--format", fmt, ("table", "json", "csv", "markdown"))
     from zoo import render
     from zoo.errors import print_warning
@@ -214,7 +304,11 @@ def compare(
         if nothing:
             _echo("[]" if fmt == "json" else "" if fmt == "csv" else nothing)
             return
-        cmp = _comparison(reg, metric, runs, by, model, status, tag, since, top, all_runs, group)
+        sections = _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs, group, data)
+        if len(sections) > 1:
+            _print_sections(reg, sections, fmt)
+            return
+        cmp = sections[0][1]
         if fmt == "table" and not cmp.runs and cmp.missing and len(cmp.missing) == len(runs or ()):
             _echo(_lacking(cmp.missing, cmp.metric))  # every run asked for lacks the metric: say so once
             return
@@ -227,7 +321,7 @@ def compare(
         elif fmt == "markdown":
             _echo(render.compare_markdown(cmp))
         elif not cmp.runs:
-            _echo(f"No runs with {cmp.metric} match these filters." if _filtered_args(model, status, tag, since)
+            _echo(f"No runs with {cmp.metric} match these filters." if _filtered_args(model, status, tag, since or data)
                        else f"No run has {cmp.metric} yet.")
         else:
             console = _console()
@@ -272,19 +366,32 @@ def _lacking(views, what: str) -> str:
 def plot(
     runs: Optional[List[str]] = typer.Argument(None, help="Runs to plot (default: the runs compare would show)."),
     output: Path = typer.Option(..., "--output", "-o", help="Image file to write (.png, .svg, .pdf)."),
-    metric: str = typer.Option("accuracy", "--metric", "-M", help="Without RUNs: plot the best runs by this."),
-    by: Optional[str] = typer.Option(None, "--by", help="'model': the best run of each model."),
+    metric: str = typer.Option("loss", "--metric", "-M", metavar="loss|accuracy",
+                               help="The curves: train and validation loss, or accuracy."),
+    rank_by: str = typer.Option("accuracy", "--rank-by", metavar="METRIC",
+                                help="Without RUNs: plot the best runs by this test metric, as compare ranks them."),
+    by: Optional[str] = typer.Option(None, "--by", metavar="model|PARAM",
+                                     help="The best run of each model, or of each value of a param."),
+    group: Optional[str] = typer.Option(None, "--group", "-g", help=GROUP_HELP),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only models matching this pattern."),
+    status: Optional[str] = typer.Option(None, "--status", help="Only runs with this status."),
+    tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Only runs tagged key=value (repeatable)."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only runs started since an ISO date or an age."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", metavar="NAME|PATH|FINGERPRINT", help=DATA_HELP),
     top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Plot the best N (default {DEFAULT_TOP})."),
+    all_runs: bool = typer.Option(False, "--all", "-a", help="Plot every ranked run."),
 ) -> None:
-    """Plot train and validation loss curves of runs side by side, best epoch starred."""
+    """Plot train and validation curves (loss or accuracy) of runs side by side, best epoch starred."""
+    curves = check_choice("--metric", metric, tuple(CURVES))
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise ZooError("zoo plot needs matplotlib, an optional extra: pip install 'zoo-vision[plot]'") from None
     from zoo import render
+    from zoo.errors import print_warning
     from zoo.store import queries
 
+    keys = CURVES[curves]
     with open_registry(readonly=True) as reg:
         if runs:
             with reg.connect() as conn:
@@ -294,36 +401,42 @@ def plot(
             with reg.connect() as conn:
                 has_metrics = queries.has_metrics(conn)
             if has_metrics:
-                views = _comparison(reg, metric, None, by, model, None, None, None, top, False).runs
+                sections = _comparisons(reg, rank_by, None, by, model, status, tag, since, top, all_runs, group, data)
+                views = [v for _, cmp in sections for v in cmp.runs]
+                if len(sections) > 1:
+                    print_warning(f"These runs were trained on {len(sections)} different datasets, plotted together "
+                                  "(--data NAME|PATH|FINGERPRINT picks one).")
             else:  # nothing has finished with test metrics yet: plot the newest runs
                 with reg.connect() as conn:
-                    flt = run_filter(model=model)
-                    views, _ = queries.list_runs(conn, flt, limit=_positive("--top", top) or DEFAULT_TOP,
-                                                 host=reg.host)
+                    flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data)
+                    limit = None if all_runs else _positive("--top", top) or DEFAULT_TOP
+                    views, _ = queries.list_runs(conn, flt, limit=limit, host=reg.host)
         with reg.connect() as conn:
-            losses = queries.histories(conn, [v.id for v in views], queries.LOSS_KEYS)
-    from zoo.errors import print_warning
+            losses = queries.histories(conn, [v.id for v in views], keys)
 
-    def has_loss(run_id: int) -> bool:
+    def has_curve(run_id: int) -> bool:
         return any(v is not None for points in losses.get(run_id, {}).values() for _, v in points)
 
-    if not any(has_loss(v.id) for v in views):
-        raise ZooError("No loss history to plot: the runs chosen have no recorded epochs with a finite loss.")
-    empty = [v for v in views if not has_loss(v.id)]
+    if not any(has_curve(v.id) for v in views):
+        raise ZooError(f"No {curves} history to plot: the runs chosen have no recorded epochs with a finite {curves}.")
+    empty = [v for v in views if not has_curve(v.id)]
     if empty:
-        print_warning("Left out of the plot, no finite loss recorded: "
+        print_warning(f"Left out of the plot, no finite {curves} recorded: "
                       + ", ".join(f"run {v.id} ({v.model}, {v.display_status})" for v in empty) + ".")
-        views = [v for v in views if has_loss(v.id)]
+        views = [v for v in views if has_curve(v.id)]
     output = _plot_path(output.expanduser())
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        render.plot_losses(views, losses, output)
+        render.plot_losses(views, losses, output, keys=keys)
     except ValueError as exc:  # e.g. an image format matplotlib does not know
         raise ZooError(f"Cannot write {output}: {exc}") from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ZooError(f"Cannot write {output}: {reason}. Give -o a writable file path such as losses.png.") from None
     _echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}).")
+
+
+CURVES = {"loss": ("train_loss", "val_loss"), "accuracy": ("train_acc", "val_acc")}  # plot --metric -> history keys
 
 
 def _plot_path(output: Path) -> Path:

@@ -15,8 +15,8 @@ from sqlalchemy import Connection, and_, exists, func, select
 
 from zoo.errors import UnknownName, ZooError
 from zoo.store import tables
-from zoo.vocab import GROUP_TAG, LOSS_KEYS, SYSTEM_TAG_PREFIX, lower_is_better
-from zoo.store.registry import RunView, EvaluationView, decode_param, stale_reason, utcnow
+from zoo.vocab import GROUP_TAG, LOSS_KEYS, SYSTEM_TAG_PREFIX, lower_is_better  # noqa: F401 (LOSS_KEYS, lower_is_better: used as queries.*)
+from zoo.store.views import EvaluationView, RunView, decode_param, stale_reason, utcnow
 
 r, m, h, p, t, ev = tables.runs, tables.metrics, tables.history, tables.params, tables.tags, tables.evaluations
 
@@ -105,9 +105,16 @@ class RunFilter:
     since: Optional[datetime] = None  # naive UTC
     ids: Optional[list[int]] = None
     group: Optional[str] = None  # the zoo.group tag: every run of one `zoo train` command
+    data: Optional[str] = None  # --data NAME|PATH|FINGERPRINT (see dataset_clause)
+    fingerprint: Optional[str] = None  # exactly this dataset fingerprint ("": runs that recorded none)
 
     def where(self, conn: Connection) -> list:
         clauses: list = []
+        if self.data is not None:
+            clauses.append(dataset_clause(self.data))
+        if self.fingerprint is not None:
+            fp = r.c.dataset_fingerprint
+            clauses.append(fp == self.fingerprint if self.fingerprint else fp.is_(None))
         models = matching_models(conn, self.model)
         if models is not None:
             clauses.append(r.c.model.in_(models))
@@ -124,6 +131,59 @@ class RunFilter:
         if self.ids is not None:
             clauses.append(r.c.id.in_(self.ids))
         return clauses
+
+
+def dataset_clause(value: str):
+    """Runs trained on the dataset ``--data`` names: a dataset name or the --data text as given at training
+    (any case), a folder (as given, or the path it resolves to here), or a prefix (4+ hex digits) of its
+    fingerprint."""
+    import json
+    import os
+    import re
+    from pathlib import Path
+
+    from sqlalchemy import or_
+
+    text = value.strip()
+    path = Path(text).expanduser()
+    options = [
+        r.c.dataset_path == text, r.c.dataset_path == os.path.abspath(path),
+        exists().where(p.c.run_id == r.c.id, p.c.key == "data", func.lower(p.c.value) == json.dumps(text).lower()),
+        func.lower(r.c.dataset_path).endswith(f"/datasets/{text.lower()}", autoescape=True),  # a dataset plugin's
+    ]
+    if path.exists():
+        options.append(r.c.dataset_path == str(path.resolve()))
+    if re.fullmatch(r"[0-9a-fA-F]{4,}", text):
+        options.append(r.c.dataset_fingerprint.startswith(text.lower(), autoescape=True))
+    return or_(*options)
+
+
+@dataclass
+class DatasetGroup:
+    """Runs of one dataset among those a comparison would rank: its fingerprint (None: not recorded), the
+    folders it was read from, and how many runs."""
+
+    fingerprint: Optional[str]
+    paths: list[str]
+    runs: int
+
+
+def dataset_groups(conn: Connection, metric: str, flt: RunFilter) -> list[DatasetGroup]:
+    """The datasets of the runs that have ``metric`` and pass ``flt``, the one with most runs first."""
+    key = resolve_metric(conn, metric)
+    rows = conn.execute(
+        select(r.c.dataset_fingerprint, r.c.dataset_path, func.count())
+        .select_from(r).join(m, and_(m.c.run_id == r.c.id, m.c.key == key))
+        .where(m.c.value.is_not(None), *flt.where(conn))
+        .group_by(r.c.dataset_fingerprint, r.c.dataset_path)
+    )
+    groups: dict[Optional[str], DatasetGroup] = {}
+    for fingerprint, path, count in rows:
+        group = groups.setdefault(fingerprint, DatasetGroup(fingerprint, [], 0))
+        group.runs += count
+        if path and path not in group.paths:
+            group.paths.append(path)
+    return sorted(groups.values(), key=lambda g: (-g.runs, g.fingerprint or ""))
 
 
 def list_runs(
