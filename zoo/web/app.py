@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from zoo import render
 from zoo.cli.runs import STATUS_CHOICES
 from zoo.errors import UnknownName, ZooError
+from zoo.store import queries
 from zoo.web import data, figures
 
 HERE = Path(__file__).parent
@@ -99,13 +100,14 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
         ref = request.path_params["ref"]
         with registry.connect() as conn:
             run_id = registry.resolve(ref, conn)
-            view = data.queries.run_views(conn, [run_id], host=registry.host, full=True)[0]
-            history = data.queries.histories(conn, [run_id]).get(run_id, {})
+            view = queries.run_views(conn, [run_id], host=registry.host, full=True)[0]
+            history = queries.histories(conn, [run_id]).get(run_id, {})
         overall = {k: v for k, v in view.metrics.items() if "/" not in k}
         per_class = render.per_class(view.classes, view.metrics, view.confusion) if view.classes and (
             view.confusion or any("/" in k for k in view.metrics)) else []
+        note = getattr(view, "system_tags", {}).get(render.NOTE_TAG)
         return page(
-            "run.html", run=view, history=history, note=getattr(view, "system_tags", {}).get(render.NOTE_TAG), curves=figures.run_curves(view, history),
+            "run.html", run=view, note=note, curves=figures.run_curves(view, history),
             history_keys=render.ordered_keys(history, render.HISTORY_ORDER),
             history_rows=_history_rows(history), history_cell=render.history_cell,
             metrics=[(k, overall[k]) for k in render.ordered_keys(overall, render.MACRO_ORDER)],
@@ -128,8 +130,7 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
         with registry.connect() as conn:
             ids = data.resolve_runs(registry, conn, refs, group or None)
             runs = data.run_set(conn, ids, host=registry.host, metric=metric)
-        key, lower = runs.comparison.metric, runs.comparison.lower_is_better
-        runs.runs.sort(key=lambda v: (v.metrics.get(key) is None, (v.metrics.get(key) or 0) * (1 if lower else -1)))
+        data.rank(runs)
         return page(
             "compare.html", runs=runs, refs=" ".join(str(i) for i in ids if not group), group=group, metric=metric,
             warnings=render.compare_warnings(runs.comparison),

@@ -184,3 +184,14 @@ def run_set(conn: Connection, ids: Sequence[int], *, host: str, metric: str = "a
     )
     return RunSet(runs=views, histories=hist, comparison=comparison, shared_params=shared,
                   differing_params=differing, metrics=metrics)
+
+
+def rank(runs: RunSet) -> None:
+    """Orders the runs best first by the comparison's metric, those without it last (as `zoo compare` ranks)."""
+    key, lower = runs.comparison.metric, runs.comparison.lower_is_better
+
+    def order(view: RunView) -> tuple[bool, float]:
+        value = view.metrics.get(key)
+        return value is None, 0.0 if value is None else (value if lower else -value)
+
+    runs.runs.sort(key=order)
