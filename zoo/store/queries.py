@@ -236,7 +236,8 @@ def resolve_param(conn: Connection, name: str) -> str:
         if conn.scalar(select(p.c.key).where(p.c.key == key).limit(1)) is not None:
             return key
     keys = list(conn.scalars(select(p.c.key).distinct().order_by(p.c.key)))
-    raise UnknownName(f"Unknown --by '{name}': use model or a recorded param ({', '.join(keys) or 'none yet'}).")
+    raise UnknownName(f"Unknown --by '{name}': use --by model or --by PARAM, a recorded param "
+                      f"({', '.join(keys) or 'none yet'}).")
 
 
 @dataclass

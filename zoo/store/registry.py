@@ -7,8 +7,6 @@ with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing. A read-
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import socket
@@ -16,8 +14,6 @@ import sqlite3
 import time
 import uuid as uuidlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
@@ -26,8 +22,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
 from zoo.errors import UnknownName, ZooError
-from zoo.vocab import FINAL_STATUSES as FINAL, FROM_TAG, GROUP_TAG, Status, StopReason
+from zoo.vocab import FINAL_STATUSES as FINAL, Status, StopReason
 from zoo.store import migrations, tables
+from zoo.store.views import (  # noqa: F401  (re-exported: the registry's public names)
+    EvaluationView, RunView, _finite, decode_param, encode_param, pid_alive, run_duration, stale_reason, utcnow,
+)
 
 BUSY_TIMEOUT_S = 30.0
 # Another process holding the write lock (see Registry._commit): a per-epoch write waits DEFER_WAIT_S, then is kept
@@ -40,167 +39,6 @@ FINAL_STATUSES = tuple(s.value for s in FINAL)
 STOP_REASONS = tuple(r.value for r in StopReason)
 # Columns that update_run may set (identity, host/process facts and timestamps excepted, pid/host for tests).
 SETTABLE = frozenset(tables.RUN_COLUMNS) - {"id", "uuid", "created"}
-# Stale rule (see stale_reason): heartbeat older than max(STALE_MIN_S, STALE_EPOCHS x the longest epoch).
-STALE_MIN_S = 600.0
-STALE_EPOCHS = 3.0
-STALE_BEFORE_FIRST_EPOCH_S = 3600.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill would terminate the process there; rely on the heartbeat instead
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def stale_reason(row: Any, longest_epoch_s: Optional[float], *, now: datetime, host: str) -> Optional[str]:
-    """Why a run recorded as running is really gone, or None while it may still be alive.
-
-    Stale when its process is not alive on this host, or when its last heartbeat (refreshed every epoch) is older
-    than max(10 min, 3 x its longest epoch); before its first epoch ends, older than 1 h and not provably alive here.
-    """
-    if row.status != "running":
-        return None
-    same_host = bool(row.host) and row.host == host and bool(row.pid)
-    if same_host and not pid_alive(row.pid):
-        return f"process {row.pid} is not running on {host}"
-    beat = row.heartbeat or row.started or row.created
-    age = (now - beat).total_seconds() if beat else 0.0
-    if longest_epoch_s:
-        limit = max(STALE_MIN_S, STALE_EPOCHS * longest_epoch_s)
-    elif same_host:
-        return None  # alive, and no epoch has ended yet to say how long one takes
-    else:
-        limit = STALE_BEFORE_FIRST_EPOCH_S
-    if age > limit:
-        return f"no heartbeat for {int(age // 60)} min"
-    return None
-
-
-def _finite(value: Any) -> Optional[float]:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def encode_param(value: Any) -> str:
-    if isinstance(value, tuple):
-        value = list(value)
-    return json.dumps(value, default=str, sort_keys=True)
-
-
-def decode_param(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-@dataclass
-class EvaluationView:
-    id: int
-    run_id: int
-    created: datetime
-    dataset: str
-    dataset_fingerprint: Optional[str]
-    classes: list[str]
-    confusion: Optional[list[list[int]]]
-    metrics: dict[str, float]
-
-
-@dataclass
-class RunView:
-    """Everything recorded about one run (history aside: ``Registry.history``)."""
-
-    id: int
-    uuid: str
-    name: Optional[str]
-    model: str
-    plugin: str
-    status: str
-    created: datetime
-    started: Optional[datetime]
-    finished: Optional[datetime]
-    heartbeat: Optional[datetime]
-    host: Optional[str]
-    pid: Optional[int]
-    zoo_version: Optional[str]
-    torch_version: Optional[str]
-    torchvision_version: Optional[str]
-    python_version: Optional[str]
-    device: Optional[str]
-    dataset_path: Optional[str]
-    dataset_fingerprint: Optional[str]
-    split_fingerprint: Optional[str]
-    classes: Optional[list[str]]
-    train_size: Optional[int]
-    val_size: Optional[int]
-    test_size: Optional[int]
-    best_epoch: Optional[int]
-    epochs_run: Optional[int]
-    stop_reason: Optional[str]
-    checkpoint: Optional[str]
-    error: Optional[str]
-    confusion: Optional[list[list[int]]]
-    params: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Optional[float]] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)  # the user's (--tag); zoo's own are in system_tags
-    system_tags: dict[str, str] = field(default_factory=dict)  # zoo.group, zoo.from, zoo.note...
-    evaluations: list[EvaluationView] = field(default_factory=list)
-    best_val_loss: Optional[float] = None  # lowest val_loss of its history (computed when read)
-    stale: Optional[str] = None  # why a 'running' run is really gone (computed when read, never written)
-
-    @property
-    def group(self) -> Optional[str]:
-        return self.system_tags.get(GROUP_TAG)
-
-    @property
-    def parent(self) -> Optional[int]:
-        value = self.system_tags.get(FROM_TAG)
-        return int(value) if value and value.isdigit() else None
-
-    @property
-    def display_status(self) -> str:
-        return "stale" if self.stale else self.status
-
-    @property
-    def duration(self) -> Optional[float]:
-        return run_duration(self, utcnow())
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["status"] = self.display_status
-        data["recorded_status"] = self.status
-        data["duration_s"] = self.duration
-        data["group"], data["from_run"] = self.group, self.parent
-        return data
-
-
-def run_duration(row: Any, now: datetime) -> Optional[float]:
-    """Seconds from start to finish; for a running run up to now, for a stale one up to its last heartbeat."""
-    start = row.started or row.created
-    if start is None:
-        return None
-    end = row.finished
-    if end is None:
-        end = now if row.status == "running" else row.heartbeat
-        if getattr(row, "stale", None):
-            end = row.heartbeat or start
-    return max(0.0, (end - start).total_seconds()) if end else None
 
 
 def _versions() -> dict[str, Optional[str]]:
@@ -479,7 +317,7 @@ class Registry:
         schema = _schema()
 
         def write(conn: Connection) -> int:
-            run_id = _next_run_id(conn)
+            run_id = _next_run_id(conn, taken=self._has_artifacts)
             conn.execute(insert(schema.runs).values(id=run_id, **row))
             if params:
                 conn.execute(
@@ -494,6 +332,14 @@ class Registry:
             return int(run_id)
 
         return self._commit(write)
+
+    def _has_artifacts(self, run_id: int) -> bool:
+        """Whether a folder for this id is already there (a run deleted by hand, or before ids were counted)."""
+        try:
+            folder = self.run_artifacts_dir(run_id)
+            return folder.exists() or folder.is_symlink()
+        except OSError:
+            return False
 
     def _touch(self, conn: Connection, run_id: int, **values: Any) -> None:
         runs = _schema().runs
@@ -806,11 +652,12 @@ def _hide_password(location: str) -> str:
     return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", location)
 
 
-def _next_run_id(conn: Connection) -> int:
+def _next_run_id(conn: Connection, taken: Optional[Callable[[int], bool]] = None) -> int:
     """A run id never issued before in this registry (call inside the write transaction that inserts the run).
 
     The counter row is updated first, which takes its write lock on any database; the highest id present covers
-    runs inserted without the counter (bulk loads, older zoo versions).
+    runs inserted without the counter (bulk loads, older zoo versions); ids for which ``taken`` says a trace is
+    left (an artifacts folder) are skipped.
     """
     from sqlalchemy import func
 
@@ -819,6 +666,8 @@ def _next_run_id(conn: Connection) -> int:
     issued = conn.scalar(select(c.c.value).where(c.c.name == "runs"))
     highest = conn.scalar(select(func.max(runs.c.id))) or 0
     run_id = max(issued or 0, highest + 1)
+    while taken is not None and taken(run_id):
+        run_id += 1
     if issued is None:
         conn.execute(insert(c).values(name="runs", value=run_id))
     elif issued != run_id:
