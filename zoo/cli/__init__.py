@@ -23,7 +23,7 @@ def _add_plugin_commands() -> None:
 def main() -> None:
     try:
         _add_plugin_commands()
-        app()
+        app(prog_name="zoo")  # also under python -m zoo: usage lines and shell completion name zoo
     except ZooError as exc:
         exc.show()
         sys.exit(exc.exit_code)

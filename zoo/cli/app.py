@@ -87,7 +87,7 @@ def hoist_global_options(args: list[str]) -> list[str]:
             continue
         tail.append(arg)
         i += 1
-    return moved + head + tail if moved else args
+    return head[:-1] + moved + head[-1:] + tail if moved else args  # the last one given wins, as usual
 
 
 app = typer.Typer(
