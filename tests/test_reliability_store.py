@@ -397,3 +397,66 @@ def test_a_full_disk_ends_the_run_failed_with_the_reason_and_frees_the_space(tmp
     status, error = con.execute("SELECT status, error FROM runs").fetchone()
     con.close()
     assert status == "failed" and "No space left on device" in error, (status, error)
+
+
+# ----------------------------------------------------------------------------- 16: ids after a schema-1 upgrade
+def schema_1_registry_with_run_3_deleted(*, foreign_keys: bool, keep_folder: bool) -> None:
+    """Runs 1-3 recorded, then run 3 deleted before the registry is upgraded from schema version 1: through a
+    connection without foreign keys (its rows stay) or with them (rows cascade), its folder kept or not."""
+    with Registry.open(registry_path()) as reg:
+        for _ in range(3):
+            add_run(reg)
+        folder = reg.run_artifacts_dir(3)
+        if keep_folder:
+            folder.mkdir(parents=True)
+            (folder / "best.pt").write_bytes(b"run 3's weights")
+    con = sqlite3.connect(registry_path(), isolation_level=None)
+    con.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+    con.execute("DELETE FROM runs WHERE id = 3")
+    con.execute("DROP TABLE counters")
+    con.execute("DELETE FROM schema_migrations WHERE version > 1")
+    con.close()
+
+
+@pytest.mark.parametrize("foreign_keys, keep_folder", [(False, False), (True, True)],
+                         ids=["rows-left", "folder-left"])
+def test_a_registry_upgraded_from_schema_1_does_not_reuse_a_deleted_run_id(foreign_keys, keep_folder):
+    schema_1_registry_with_run_3_deleted(foreign_keys=foreign_keys, keep_folder=keep_folder)
+    with Registry.open(registry_path()) as reg:  # the writing open upgrades it
+        assert reg.schema_version() >= 2
+        new = reg.start_run(model="tinycnn", plugin="builtin", params={})
+        assert new == 4
+        if keep_folder:
+            assert (reg.run_artifacts_dir(3) / "best.pt").read_bytes() == b"run 3's weights"
+
+
+# ----------------------------------------------------------------------------- 16: 8 trainers create a registry
+CREATE_AND_START = ("import sys, time\n"
+                    "from pathlib import Path\n"
+                    "from zoo.store import Registry\n"
+                    "go = Path(sys.argv[2])\n"
+                    "while not go.exists(): time.sleep(0.002)\n"
+                    "with Registry.open(sys.argv[1]) as reg:\n"
+                    "    reg.start_run(model='tinycnn', plugin='builtin', params={})\n")
+
+
+def test_a_registry_being_created_by_8_trainers_never_reads_as_empty(tmp_path):
+    from zoo.errors import ZooError
+
+    path, go = registry_path(), tmp_path / "go"
+    creators = [subprocess.Popen([sys.executable, "-c", CREATE_AND_START, str(path), str(go)]) for _ in range(8)]
+    time.sleep(1.0)  # all of them imported and waiting
+    go.touch()
+    seen, deadline = set(), time.monotonic() + 60
+    while any(p.poll() is None for p in creators) and time.monotonic() < deadline:
+        try:
+            with Registry.open(path, readonly=True) as reg, reg.connect() as conn:
+                seen.add(conn.exec_driver_sql("SELECT count(*) FROM runs").scalar())
+        except ZooError as exc:
+            assert exc.message.startswith("No registry at"), exc.message  # not there yet; never half made
+            seen.add("missing")
+    assert [p.wait(timeout=60) for p in creators] == [0] * 8
+    with Registry.open(path, readonly=True) as reg, reg.connect() as conn:
+        assert sorted(conn.exec_driver_sql("SELECT id FROM runs").scalars()) == list(range(1, 9))
+    assert len(seen) > 1  # the reads really overlapped the creation
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".new")]

@@ -31,12 +31,20 @@ def add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None
 
 
 def run_id_counter(conn: Connection) -> None:
-    """Version 2: a counter of the highest run id ever issued (from the highest id left), so ids are never reused."""
+    """Version 2: a counter of the highest run id ever issued, so ids are never reused.
+
+    It starts from the highest id any row still names: runs, and the rows of runs deleted before (a schema-1
+    registry deleted through a URL, or by hand in the sqlite3 shell, kept their params, history, metrics, tags and
+    evaluations, foreign keys being off there). Artifacts folders left behind are skipped when runs start."""
     from zoo.store import schema
 
     schema.counters.create(conn, checkfirst=True)
     if conn.scalar(select(schema.counters.c.value).where(schema.counters.c.name == "runs")) is None:
-        highest = conn.scalar(select(func.max(schema.runs.c.id))) or 0
+        ids = [select(func.max(schema.runs.c.id))] + [
+            select(func.max(table.c.run_id))
+            for table in (schema.params, schema.history, schema.metrics, schema.tags, schema.evaluations)
+        ]
+        highest = max((conn.scalar(query) or 0 for query in ids), default=0)
         conn.execute(insert(schema.counters).values(name="runs", value=highest))
 
 
