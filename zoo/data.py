@@ -247,12 +247,32 @@ class DecodeGate:
         try:
             yield
         finally:
+            _release_free_memory()
             with self.condition:
                 self.busy -= pixels
                 self.condition.notify_all()
 
 
 DECODE_GATE = DecodeGate(DECODE_PIXELS)
+
+
+def _release_free_memory() -> None:
+    """Give the memory of a huge image just freed back to the system. Pillow allocates images in blocks that
+    glibc keeps in the arena of the thread that decoded them, so without this each decoding thread would keep
+    the size of the largest image it ever decoded (peak RSS for four 13000 px PNGs: 2.0 GB without, 1.2 GB with)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 @contextmanager
@@ -738,6 +758,17 @@ def pil_train_transform(size: int):
 # -------------------------------------------------------------------------------------------------- batches
 
 
+def _leave_stop_signals_to_main(worker_id: int) -> None:
+    """In a DataLoader worker: ignore Ctrl-C and SIGTERM. Sent to the whole process group (a terminal, timeout,
+    Slurm, Kubernetes), they would kill the workers first and the run would end 'failed' (a worker "killed by
+    signal") instead of 'interrupted'; the main process stops the workers itself when it stops. A worker whose
+    parent dies exits on its own (DataLoader watches the parent)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class _DiskImages:
     """A torch Dataset over files (the streaming fallback); returns uint8 [3, size, size] and the label."""
 
@@ -918,7 +949,7 @@ class Pipeline:
             generator = torch.Generator().manual_seed(seed)
         loader = DataLoader(dataset, batch_size=batch_size or self.batch_size, shuffle=shuffle, generator=generator,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                            drop_last=False, persistent_workers=False,
+                            drop_last=False, persistent_workers=False, worker_init_fn=_leave_stop_signals_to_main,
                             prefetch_factor=4 if self.workers else None)
         for x, y in loader:
             if shuffle and len(y) < 2:
