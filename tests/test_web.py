@@ -44,7 +44,7 @@ def fill_registry(path: Path, extra: int = 0) -> dict[str, int]:
                          tags={"exp": "base", GROUP_TAG: "g1"}),
             "b": add_run(reg, "alexnet", params={**base, "lr": 0.001}, acc=0.75, loss=0.60, confusion=[[5, 0], [5, 0]],
                          tags={"exp": "base", GROUP_TAG: "g1"}),
-            "c": add_run(reg, "resnet34", params={**base, "lr": 0.1}, acc=0.80, loss=0.20, dataset_fp="fp-other",
+            "c": add_run(reg, "resnet34", params={**base, "lr": 0.1}, acc=0.80, loss=0.20, dataset_fp="beef0123",
                          tags={"exp": "other", GROUP_TAG: "g2"}),
             "failed": add_run(reg, "tinycnn", params={**base, "lr": 0.01}, status="failed", epochs=2,
                               error="RuntimeError: <b>out of memory</b>"),
@@ -163,7 +163,7 @@ def test_runs_page_sorts_by_any_metric_and_column(site):
     ("status=stale", {"stale"}),
     ("tag=exp%3Dbase", {"a", "b"}),
     ("group=g1", {"a", "b"}),
-    ("dataset=fp-other", {"c"}),
+    ("dataset=beef", {"c"}),  # as list-runs --data: a fingerprint prefix, a folder, a dataset name
     ("dataset=%2Fdata%2Fodd", {"classes"}),
     ("model=resnet*&group=g2", {"c"}),
 ])

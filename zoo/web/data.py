@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, func, select
 
 from zoo.errors import ZooError
 from zoo.store import queries, tables
@@ -34,7 +34,7 @@ class RunQuery:
     status: str = ""
     tags: list[str] = field(default_factory=list)  # key=value
     group: str = ""
-    dataset: str = ""
+    dataset: str = ""  # as list-runs --data: a dataset name, a folder, or a fingerprint prefix
     since: str = ""
     sort: str = "id"
     desc: bool = True
@@ -49,7 +49,7 @@ class RunQuery:
         from zoo.cli.runs import run_filter
 
         return run_filter(model=self.model or None, status=self.status or None, tag=self.tags,
-                          since=self.since or None, group=self.group or None)
+                          since=self.since or None, group=self.group or None, data=self.dataset or None)
 
     @property
     def filtered(self) -> bool:
@@ -65,18 +65,10 @@ class RunPage:
     metric_columns: list[str]
 
 
-def dataset_clause(text: str):
-    """Runs whose dataset path contains ``text`` or whose dataset fingerprint starts with it."""
-    return or_(r.c.dataset_path.contains(text, autoescape=True),
-               r.c.dataset_fingerprint.startswith(text, autoescape=True))
-
-
 def run_page(conn: Connection, query: RunQuery, *, host: str) -> RunPage:
     """One page of the runs matching ``query``, sorted; only that page's runs are read in full."""
     flt = query.run_filter()
     clauses = flt.where(conn)
-    if query.dataset:
-        clauses.append(dataset_clause(query.dataset))
     per_page = max(1, min(int(query.per_page), max(PAGE_SIZES)))
     page = max(1, int(query.page))
     if flt.status in ("running", "stale"):
