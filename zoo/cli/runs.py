@@ -414,6 +414,10 @@ def plot(
         with reg.connect() as conn:
             losses = queries.histories(conn, [v.id for v in views], keys)
 
+    if not views:
+        raise ZooError("No runs match these filters: nothing to plot. `zoo list-runs` with the same filters lists "
+                       "what there is.")
+
     def has_curve(run_id: int) -> bool:
         return any(v is not None for points in losses.get(run_id, {}).values() for _, v in points)
 
