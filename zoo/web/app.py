@@ -53,6 +53,7 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
     """The app over an open (read-only) Registry. Requests naming another host are refused (400), so a web page
     elsewhere cannot read the runs through DNS rebinding; ``["*"]`` when serving the network on purpose."""
     env = templates()
+    warm_up(env, registry)
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(location=registry.location, **context)
@@ -151,6 +152,16 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found},
                      middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
+
+
+def warm_up(env: Environment, registry: Any) -> None:
+    """Compiles the templates and reads one run, at start-up, so that the first page a user opens is as quick
+    as the next ones (lazy imports, template compilation and a cold database cache would land on it)."""
+    for name in env.list_templates(filter_func=lambda name: name.endswith(".html")):
+        env.get_template(name)
+    with registry.connect() as conn:
+        data.run_page(conn, data.RunQuery(per_page=1), host=registry.host)
+        data.filter_choices(conn)
 
 
 def _int(text: Any, default: int) -> int:
