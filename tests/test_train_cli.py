@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import sys
 import urllib.error
 from pathlib import Path
@@ -360,3 +361,20 @@ def test_epoch_line_styles_best_with_text_not_markup():
                           "0.2s  best")
     assert [(line.plain[s.start:s.end], str(s.style)) for s in line.spans] == [("best", "green")]
     assert not epoch_line("m", 1, 1, values, improved=False).spans
+
+
+def test_sigterm_to_the_process_group_while_streaming_records_interrupted(make_images, monkeypatch):
+    """timeout, systemd, Slurm and Kubernetes signal the whole group: the DataLoader workers get SIGTERM too."""
+    monkeypatch.setenv("ZOO_CACHE_MEMORY", "0")  # stream from disk through worker processes
+    data = make_images({"cat": 20, "dog": 20}, size=32)
+    child = zoo_process("train", "tinycnn", "--data", data, "--epochs", "500", "--image-size", "16", "--workers", "2",
+                        "--batch-size", "4", start_new_session=True)
+    for line in child.stdout:
+        if "tinycnn epoch" in line:
+            break
+    time.sleep(0.3)  # the next epoch's workers are reading images now
+    os.killpg(child.pid, signal.SIGTERM)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 143, err
+    (run,) = runs(registry())
+    assert run.status == "interrupted" and run.stop_reason == "interrupted" and "SIGTERM" in run.error, run.error
