@@ -94,11 +94,11 @@ def assert_same_as_predict(cli, registry, lines, images, cwd):
 def test_pt2_is_the_default_and_its_printed_example_predicts_as_zoo_predict(cli, trained, tmp_path, monkeypatch):
     registry, images = trained
     monkeypatch.chdir(tmp_path)
-    result = cli("--registry", registry, "export", 1)
+    result = cli("--registry", registry, "export", 1, "-o", "tinycnn")
     assert result.exit_code == 0, result.output
-    out = tmp_path / "tinycnn-run1.pt2"
-    assert out.is_file() and (tmp_path / "tinycnn-run1.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tinycnn-run1.json", "tinycnn-run1.pt2"]
+    out = tmp_path / "tinycnn.pt2"  # pt2 by default, its suffix added
+    assert out.is_file() and (tmp_path / "tinycnn.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tinycnn.json", "tinycnn.pt2"]
     lines = example_of(result.stdout)
     assert "torch.export.load" in lines[0] and len(lines) == 3
     assert_same_as_predict(cli, registry, lines, images, tmp_path)
@@ -220,3 +220,18 @@ def test_bad_export_input_is_one_line(trained, tmp_path):
         assert done.returncode == 1, done.stderr
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("Error:"), done.stderr
+
+
+def test_predict_takes_a_device(cli, trained):
+    registry, images = trained
+    on_cpu = cli("--registry", registry, "predict", 1, images[0], "--device", "cpu", "-f", "json")
+    assert on_cpu.exit_code == 0, on_cpu.output
+    assert json.loads(on_cpu.stdout) == json.loads(cli("--registry", registry, "predict", 1, images[0],
+                                                       "-f", "json").stdout)
+    result = cli("--registry", registry, "predict", 1, images[0], "--device", "tpu9")
+    assert result.exit_code == 1 and "--device" in result.output and len(result.output.splitlines()) == 1
+    import torch
+
+    if not torch.cuda.is_available():
+        result = cli("--registry", registry, "predict", 1, images[0], "--device", "cuda")
+        assert result.exit_code == 1 and "no CUDA GPU" in result.output

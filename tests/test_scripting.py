@@ -156,3 +156,20 @@ def test_config_files_merge_key_by_key(tmp_path, monkeypatch):
     url = tmp_path / "url.toml"
     url.write_text('registry = "postgresql://u@h/db"\n')
     assert load_config([url]).registry == "postgresql://u@h/db"
+
+
+# ----------------------------------------------------------------------------- help
+def test_help_has_one_metavar_style_and_no_type_placeholders(cli):
+    from zoo.cli import app
+    from typer.main import get_command
+
+    names = sorted(get_command(app).commands)
+    assert {"tag", "untag", "rename", "note", "diff", "export", "list-runs"} <= set(names)
+    for args in [[], *[[name] for name in names]]:
+        result = cli(*args, "--help")
+        assert result.exit_code == 0, (args, result.output)
+        for placeholder in ("<bool>", "<str>", "<int>", "<float>", "<path>", "<list"):
+            assert placeholder not in result.output, (args, result.output)
+    predict = cli("predict", "--help").output
+    assert "RUN" in predict and "IMAGES" in predict and "--device" in predict
+    assert "--format  -f      FORMAT" in cli("compare", "--help").output

@@ -114,15 +114,20 @@ def image_files(paths: list[str]) -> list[Path]:
     return out
 
 
-def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64) -> list[dict[str, Any]]:
+def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64,
+            device: str = "cpu") -> list[dict[str, Any]]:
     """One dict per file: {"file", "predictions": [{"class", "probability"}...]} or {"file", "error"}."""
     import torch
+
+    from zoo.engine import resolve_device
 
     from zoo.checkpoint import build_from_checkpoint
     from zoo.data import EVAL_CROP, error_line, normalise, open_rgb, pil_eval_transform, pillow_size_warnings_off
 
     files = image_files(paths)
+    dev = resolve_device(device)
     model, ckpt = build_from_checkpoint(checkpoint_of(run))
+    model = model.to(dev)
     classes, size = list(ckpt["classes"]), int(ckpt["image_size"])
     transform = pil_eval_transform(size)
     k = max(1, min(top_k, len(classes)))
@@ -138,7 +143,7 @@ def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64)
                 results[i]["error"] = error_line(exc)
     with torch.inference_mode():
         for start in range(0, len(good), batch_size):
-            x = normalise(torch.stack(tensors[start:start + batch_size]), ckpt["mean"], ckpt["std"])
+            x = normalise(torch.stack(tensors[start:start + batch_size]).to(dev), ckpt["mean"], ckpt["std"])
             probs = model(x).float().softmax(1)
             top = probs.topk(k, dim=1)
             for row, (values, indices) in enumerate(zip(top.values.tolist(), top.indices.tolist())):

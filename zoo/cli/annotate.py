@@ -33,7 +33,7 @@ def _label(view) -> str:
 def tag(
     run: str = typer.Argument(..., help=RUN_HELP, metavar="RUN"),
     pairs: List[str] = typer.Argument(..., help="Tags to set, key=value (a key it has gets the new value).",
-                                      metavar="KEY=VALUE..."),
+                                      metavar="KEY=VALUE"),
 ) -> None:
     """Tag a run after the fact: zoo tag 3 experiment=baseline."""
     tags = dict(parse_tags(pairs))
@@ -48,7 +48,7 @@ def tag(
 @app.command("untag")
 def untag(
     run: str = typer.Argument(..., help=RUN_HELP, metavar="RUN"),
-    keys: List[str] = typer.Argument(..., help="Tag keys to remove.", metavar="KEY..."),
+    keys: List[str] = typer.Argument(..., help="Tag keys to remove.", metavar="KEY"),
 ) -> None:
     """Remove tags from a run: zoo untag 3 experiment."""
     keys = [_user_key(k.strip()) for k in keys]
@@ -101,7 +101,7 @@ def note(
 
 @app.command("diff")
 def diff(
-    runs: List[str] = typer.Argument(..., help="Two runs (or more), ids or uuid prefixes.", metavar="RUN RUN..."),
+    runs: List[str] = typer.Argument(..., help="Two runs (or more), ids or uuid prefixes.", metavar="RUN"),
     only_differences: bool = typer.Option(False, "--only-differences", "-d", help="Show only what differs."),
     fmt: str = typer.Option("table", "--format", "-f", help="Output format: table, json."),
 ) -> None:

@@ -47,12 +47,43 @@ class ZooGroup(TyperGroup):
         except UsageError as exc:
             self._usage_error(exc)
 
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            tidy_help(command, ctx)
+        return command
+
+    def format_help(self, ctx, formatter):
+        tidy_help(self, ctx)
+        return super().format_help(ctx, formatter)
+
     @staticmethod
     def _usage_error(exc: UsageError):
         if type(exc).__name__ == "NoArgsIsHelpError" or exc.ctx is None:
             raise exc  # 'zoo train' alone prints its help, as asked
         print_error(f"{' '.join(exc.format_message().split())} (see '{exc.ctx.command_path} --help')")
         raise typer.Exit(1) from None
+
+
+def tidy_help(command, ctx) -> None:
+    """One metavar style in help: flags show none (not <bool>), values an upper-case name (RUN, MODEL...,
+    N for numbers) unless the command gave its own."""
+    if getattr(command, "_zoo_tidy", False):
+        return
+    command._zoo_tidy = True
+    help_option = command.get_help_option(ctx)
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if param.param_type_name == "option":
+            if getattr(param, "is_flag", False) or getattr(param, "count", False):
+                param.metavar = ""
+            elif param.metavar is None:
+                number = getattr(getattr(param, "type_descriptor", None), "annotation", None) in (int, float)
+                long = next((o for o in param.opts if o.startswith("--")), param.name or "value")
+                param.metavar = "N" if number else long.lstrip("-").replace("-", "_").upper()
+        elif param.param_type_name == "argument":
+            if param.metavar is None:
+                param.metavar = (param.name or "value").upper()  # usage adds '...' when it takes several
+            param.display_type_rich = lambda ctx: None  # the name says it; no <str> beside it
 
 
 GLOBAL_WITH_VALUE = ("--registry",)  # global options a user may also write after the command

@@ -68,6 +68,8 @@ def predict(
     run: str = typer.Argument(..., help="Run id."),
     images: List[str] = typer.Argument(..., help="Image files or folders."),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many classes to show per image."),
+    device: str = typer.Option("cpu", "--device", help="cpu (the same numbers on every machine and in exported "
+                                                        "files), auto, cuda, cuda:N or mps."),
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
 ) -> None:
     """Top-k classes with probabilities for each image, from a run's best checkpoint."""
@@ -76,7 +78,7 @@ def predict(
 
     with open_registry(readonly=True, create=False) as reg:
         view = reg.get_run(run)
-    results = run_predict(view, images, top_k=top_k)
+    results = run_predict(view, images, top_k=top_k, device=device)
     failed = [r for r in results if "error" in r]
     if fmt == "json":
         typer.echo(json.dumps(results, indent=2))
@@ -95,19 +97,17 @@ def export(
     fmt: Optional[str] = typer.Option(None, "--format", "-f", metavar="FORMAT",
                                       help="pt2 (torch.export, the default), onnx or torchscript; "
                                            "default: the one --output's suffix names (.onnx, .pt2), else pt2."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE",
-                                          help="File to write (default: MODEL-runRUN.pt2 here)."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE",
+                                help="File to write (a format suffix is added when it has none)."),
     force: bool = typer.Option(False, "--force", help="Overwrite files that already exist."),
 ) -> None:
     """Write a run's best model as a file that loads without zoo, with NAME.json beside it (classes, preprocessing)
     and three lines of Python that load it and predict."""
-    from zoo.inference import SUFFIX, export as run_export, export_format
+    from zoo.inference import export as run_export, export_format
 
     fmt = export_format(fmt, output)
     with open_registry(readonly=True, create=False) as reg:
         view = reg.get_run(run)
-    if output is None:
-        output = Path(f"{view.model}-run{view.id}{SUFFIX[fmt]}")
     info = run_export(view, fmt, output, force=force)
     size = info["image_size"]
     data = f" and its weights {info['data_file']}" if info.get("data_file") else ""
