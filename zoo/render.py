@@ -92,6 +92,16 @@ def fmt_num(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+COUNT_KEYS = ("images",)  # metrics that count things: shown as integers
+
+
+def fmt_metric(key: str, value: Any) -> str:
+    """A metric value: counts (images) as integers, the rest as fmt_num."""
+    if key in COUNT_KEYS and isinstance(value, (int, float)) and math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return fmt_num(value)
+
+
 def fmt_value(value: Any) -> str:
     """A param value as a user would type it."""
     if value is None:
@@ -425,7 +435,7 @@ def run_detail(run: Any, history: History) -> Group:
     if overall:
         table = _kv_table("Test metrics")
         for key in ordered_keys(overall, MACRO_ORDER):
-            table.add_row(key, fmt_num(overall[key]))
+            table.add_row(key, fmt_metric(key, overall[key]))
         parts += [Text(""), table]
     if run.classes and (run.confusion or any("/" in k for k in run.metrics)):
         parts += [Text(""), per_class_table(per_class(run.classes, run.metrics, run.confusion))]
@@ -497,7 +507,7 @@ def evaluations_table(evaluations: Sequence[Any]) -> Table:
         table.add_column(name, justify="right" if name not in ("when", "dataset", "fingerprint") else "left")
     for e in evaluations:
         table.add_row(str(e.id), fmt_time(e.created), e.dataset, (e.dataset_fingerprint or "")[:12],
-                      *[fmt_num(e.metrics.get(k)) for k in keys])
+                      *[fmt_metric(k, e.metrics.get(k)) for k in keys])
     return table
 
 
@@ -576,8 +586,9 @@ def compare_warnings(cmp: Any) -> list[str]:
 
 def compare_table(cmp: Any, width: Optional[int] = None, losses: Callable[[], dict] = dict) -> Table:
     """The compare table. A narrow terminal loses the loss sparklines, then params beyond the first three, then
-    switches to a compact layout; only then do the first params, the other metrics, duration and epochs go
-    (rank, run, model and the metric always stay). The caption names what is hidden.
+    switches to a compact layout; only then do the other metrics (last first), the first params, duration and
+    epochs go (rank, run, model and the metric always stay). The params that differ come right after the metric
+    ranked on, before the other metrics. The caption names what is hidden.
 
     ``losses`` reads the train/val loss history of the ranked runs; it is called only when the sparkline
     column is shown (default: no history, empty sparklines).
@@ -604,16 +615,17 @@ def compare_table(cmp: Any, width: Optional[int] = None, losses: Callable[[], di
         Col("model", [r.model for r in runs], wrap=True),
         Col(metric_head, [fmt_num(r.metrics.get(cmp.metric)) for r in runs], justify="right", style="bold",
             short=metric_head.replace(" (", "\n(")),
-        *[Col(short_metric(k), [fmt_num(r.metrics.get(k)) for r in runs], justify="right", drop=3 + i)
+        # what tells the runs apart comes next: the first params stay longer than the other metrics
+        *[Col(f"param:{k}", [fmt_value(cmp.differing_params[k][r.id]) for r in runs], justify="right", style="cyan",
+              header_style="bold cyan", short=f"param:\n{k}",
+              drop=(OPTIONAL + len(params) - i) if i >= FIRST_PARAMS else (3 + FIRST_PARAMS - i))
+          for i, k in enumerate(params)],
+        *[Col(short_metric(k), [fmt_num(r.metrics.get(k)) for r in runs], justify="right", drop=4 + FIRST_PARAMS + i)
           for i, k in enumerate(others)],
         Col("epochs (best)", [epochs_cell(r) for r in runs], justify="right", drop=1, short="epochs\n(best)"),
         Col("duration", [fmt_duration(r.duration) for r in runs], justify="right", drop=2),
         Col("loss: train | val", ["x" * 27 for _ in runs], drop=OPTIONAL + 1000, fill=sparks, label="loss sparklines",
             short="loss:\ntrain | val"),
-        *[Col(f"param:{k}", [fmt_value(cmp.differing_params[k][r.id]) for r in runs], justify="right", style="cyan",
-              header_style="bold cyan", short=f"param:\n{k}",
-              drop=(OPTIONAL + len(params) - i) if i >= FIRST_PARAMS else (3 + len(others) + FIRST_PARAMS - i))
-          for i, k in enumerate(params)],
     ]
     table = fitted_table(cols, width)
     caption = f"Ranked by {cmp.metric}, {arrow}."

@@ -12,20 +12,41 @@ from zoo.cli.app import app, check_choice, open_registry
 from zoo.errors import console, print_error, print_warning
 
 
-def predictions_table(results: list[dict], title: str):
-    """One row per file: its top-k classes with probabilities, or why it could not be read."""
+def predictions_table(results: list[dict], title: str, width: Optional[int] = None):
+    """One row per file with its top-k classes side by side; when that is wider than ``width`` (predict -k 10 on
+    80 columns), one row per class instead (file, rank, class, probability), so no cell is cut."""
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
+    k = max((len(r.get("predictions", [])) for r in results), default=0)
+    cells = [[f"{p['class']} {p['probability']:.1%}" for p in r.get("predictions", [])] for r in results]
+    widths = [max([cell_len(f"#{i + 1}")] + [cell_len(row[i]) for row in cells if i < len(row)]) for i in range(k)]
+    files = max([cell_len("file")] + [cell_len(r["file"]) for r in results])
+    wide = files + sum(widths) + 3 * (k + 1) + 1
     table = Table(title=title, title_justify="left")
-    table.add_column("file")
-    for i in range(max((len(r.get("predictions", [])) for r in results), default=0)):
-        table.add_column(f"#{i + 1}")
+    if width is None or wide <= width or k <= 1:
+        table.add_column("file", overflow="fold")
+        for i in range(k):
+            table.add_column(f"#{i + 1}", no_wrap=True)
+        for r, row in zip(results, cells):
+            if "error" in r:
+                table.add_row(r["file"], Text(f"unreadable: {r['error']}", style="red"))
+            else:
+                table.add_row(r["file"], *row)
+        return table
+    table.add_column("file", overflow="fold")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("class", overflow="fold")
+    table.add_column("probability", justify="right", no_wrap=True)
     for r in results:
         if "error" in r:
-            table.add_row(r["file"], Text(f"unreadable: {r['error']}", style="red"))
-        else:
-            table.add_row(r["file"], *(f"{p['class']} {p['probability']:.1%}" for p in r["predictions"]))
+            table.add_row(r["file"], "", Text(f"unreadable: {r['error']}", style="red"), "", end_section=True)
+            continue
+        predictions = r["predictions"]
+        for i, p in enumerate(predictions):
+            table.add_row(r["file"] if i == 0 else "", str(i + 1), p["class"], f"{p['probability']:.1%}",
+                          end_section=i == len(predictions) - 1)
     return table
 
 
@@ -83,7 +104,8 @@ def predict(
     if fmt == "json":
         typer.echo(json.dumps(results, indent=2))
     else:
-        console().print(predictions_table(results, f"Run {view.id} ({view.model}) predictions"))
+        out = console()
+        out.print(predictions_table(results, f"Run {view.id} ({view.model}) predictions", width=out.width))
     for r in failed:
         print_warning(f"Cannot read '{r['file']}': {r['error']}")
     if failed and len(failed) == len(results):
