@@ -55,3 +55,11 @@ def test_counts_are_integers_in_show(cli):
                            dataset_fingerprint="fp", confusion=[[180, 0], [180, 0]], classes=["cat", "dog"])
     out = cli("show", run).stdout
     assert "360" in out and "360.0000" not in out
+
+
+def test_delete_asks_about_one_run_in_the_singular(cli):
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        run = add_run(reg, "tinycnn", params={}, acc=0.5, loss=1.0)
+        add_run(reg, "tinycnn", params={}, acc=0.5, loss=1.0)
+    assert "Delete 1 run and its artifacts?" in cli("delete", run, input="n\n").output
+    assert "Delete 2 runs and their artifacts?" in cli("delete", run, run + 1, input="n\n").output

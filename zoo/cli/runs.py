@@ -475,7 +475,7 @@ def delete(
             _echo(f"  run {v.id}  {v.model}  {v.display_status}  {render.fmt_time(v.started)}"
                        + (f"  checkpoint {v.checkpoint}" if v.checkpoint else ""))
         count = f"{len(views)} run{'s' if len(views) != 1 else ''}"
-        if not yes and not typer.confirm(f"Delete {count} and their artifacts?", default=False):
+        if not yes and not typer.confirm(f"Delete {count} and {'its' if len(views) == 1 else 'their'} artifacts?", default=False):
             typer.echo("Nothing deleted.")
             return
         done = reg.delete_runs(ids)
