@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -460,3 +461,36 @@ def test_a_registry_being_created_by_8_trainers_never_reads_as_empty(tmp_path):
         assert sorted(conn.exec_driver_sql("SELECT id FROM runs").scalars()) == list(range(1, 9))
     assert len(seen) > 1  # the reads really overlapped the creation
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".new")]
+
+
+# ----------------------------------------------------------------------------- 16: a reused pid
+def _checks_process_start() -> bool:
+    from zoo.store import views
+
+    return hasattr(views, "process_start")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process start times come from /proc (Linux)")
+@pytest.mark.xfail(not _checks_process_start(), strict=True,
+                   reason="needs the process-start check in zoo.store.views.stale_reason (issue 11, item 16)")
+def test_a_dead_run_whose_pid_was_reused_is_stale_and_can_be_deleted(cli):
+    ids = filled_registry(2)
+    newcomer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        con = sqlite3.connect(registry_path(), isolation_level=None)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        hour_ago, minute_ago = (str(now - timedelta(hours=1)), str(now - timedelta(minutes=1)))
+        # run 1 started an hour ago and died a minute ago; its pid now belongs to a process started just now
+        con.execute("UPDATE runs SET status = 'running', finished = NULL, pid = ?, created = ?, started = ?, "
+                    "heartbeat = ? WHERE id = ?", (newcomer.pid, hour_ago, hour_ago, minute_ago, ids[0]))
+        # run 2 is really alive: this very process, which started before it
+        con.execute("UPDATE runs SET status = 'running', finished = NULL, pid = ? WHERE id = ?", (os.getpid(), ids[1]))
+        con.close()
+        statuses = {run["id"]: run["status"] for run in __import__("json").loads(cli("list-runs", "--format",
+                                                                                      "json").stdout)}
+        assert statuses == {ids[0]: "stale", ids[1]: "running"}
+        assert cli("delete", ids[0], "--yes").exit_code == 0
+        one_line_error(cli("delete", ids[1], "--yes"), "still running")
+    finally:
+        newcomer.kill()
+        newcomer.wait()
