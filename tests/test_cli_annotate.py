@@ -122,6 +122,7 @@ def test_diff_needs_two_runs_reads_only_and_imports_no_torch(two):
     assert_one_line_error(zoo("diff", a, 99), "No run '99'")
     probe = (
         "import atexit, sys\n"
+        "atexit.register(lambda: print('ORM' if 'sqlalchemy.orm' in sys.modules else 'NO-ORM', file=sys.stderr))\n"
         "atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr))\n"
         "from zoo.cli import main\n"
         "sys.argv = ['zoo', 'diff', sys.argv[1], sys.argv[2]]\n"
@@ -129,7 +130,7 @@ def test_diff_needs_two_runs_reads_only_and_imports_no_torch(two):
     )
     done = subprocess.run([sys.executable, "-c", probe, str(a), str(b)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.strip().endswith("NO-TORCH"), done.stderr
+    assert done.stderr.strip().splitlines()[-2:] == ["NO-TORCH", "NO-ORM"], done.stderr  # atexit: last first
     assert digest() == before
 
 
