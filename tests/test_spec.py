@@ -93,7 +93,7 @@ def test_grid_file_product_and_explicit_runs(tmp_path):
     listed.write_text('[base]\ndata = "demo"\n[[runs]]\nmodel = "tinycnn"\nlr = 0.1\n[[runs]]\nmodel = "alexnet"\n'
                       'seed = 7\n')
     specs = build_specs(models=[], axes={}, rows=parse_grid(listed))
-    assert [(s.model, s.lr, s.seed) for s in specs] == [("tinycnn", 0.1, 42), ("alexnet", 0.001, 7)]
+    assert [(s.model, s.lr, s.seed) for s in specs] == [("tinycnn", 0.1, 42), ("alexnet", None, 7)]  # None: the recipe's
     # the command line multiplies a grid file's runs
     assert len(build_specs(models=[], axes={"seed": [1, 2]}, rows=parse_grid(listed))) == 4
 

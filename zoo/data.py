@@ -27,7 +27,7 @@ import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
@@ -602,7 +602,35 @@ def dataset_record(images: ImageSet, split: Split, name: Optional[str] = None) -
 # ------------------------------------------------------------------------------------------------ transforms
 
 
-def crop_boxes(n: int, side_h: int, side_w: int, generator: "torch.Generator") -> "torch.Tensor":
+@dataclass(frozen=True)
+class Augment:
+    """How training images vary: a random resized crop (area ``scale``, aspect ``ratio``; None: the eval transform's
+    centre crop), mirror flips, and a per-image policy ('trivial': torchvision's TrivialAugmentWide)."""
+
+    name: str
+    scale: Optional[tuple] = CROP_SCALE
+    ratio: tuple = CROP_RATIO
+    hflip: bool = True
+    policy: Optional[str] = None
+
+
+# --augment presets. seed: the first release's pipeline exactly. light keeps most of each image (a crop of 35-100%
+# of the area shifts and zooms it a little). strong: light plus a random photometric/geometric op per image.
+AUGMENT_PRESETS = {
+    "seed": Augment("seed"),
+    "light": Augment("light", scale=(0.35, 1.0), ratio=(0.8, 1.25)),
+    "strong": Augment("strong", scale=(0.35, 1.0), ratio=(0.8, 1.25), policy="trivial"),
+    "none": Augment("none", scale=None, hflip=False),
+}
+
+
+def augment_for(name: Optional[str], hflip: Optional[bool] = None) -> Augment:
+    preset = AUGMENT_PRESETS[name or "seed"]
+    return preset if hflip is None or hflip == preset.hflip else replace(preset, hflip=bool(hflip))
+
+
+def crop_boxes(n: int, side_h: int, side_w: int, generator: "torch.Generator", scale: tuple = CROP_SCALE,
+               ratio_range: tuple = CROP_RATIO) -> "torch.Tensor":
     """Random resized crop boxes [n, 4] (top, left, height, width) in pixels, vectorised: ten tries per sample
     of an area in CROP_SCALE and a log-uniform aspect in CROP_RATIO; a sample with no fitting try gets the
     whole image clamped to the ratio range (torchvision's fallback)."""
@@ -610,8 +638,8 @@ def crop_boxes(n: int, side_h: int, side_w: int, generator: "torch.Generator") -
 
     tries = 10
     area = side_h * side_w
-    scale = torch.empty(n, tries).uniform_(*CROP_SCALE, generator=generator)
-    log_ratio = torch.empty(n, tries).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator=generator)
+    scale = torch.empty(n, tries).uniform_(*scale, generator=generator)
+    log_ratio = torch.empty(n, tries).uniform_(math.log(ratio_range[0]), math.log(ratio_range[1]), generator=generator)
     ratio = torch.exp(log_ratio)
     w = torch.round(torch.sqrt(area * scale * ratio))
     h = torch.round(torch.sqrt(area * scale / ratio))
@@ -622,10 +650,10 @@ def crop_boxes(n: int, side_h: int, side_w: int, generator: "torch.Generator") -
     h, w = h[rows, pick], w[rows, pick]
     # fallback: the whole image, cropped to the nearest allowed aspect ratio
     in_ratio = side_w / side_h
-    if in_ratio < CROP_RATIO[0]:
-        fw, fh = side_w, round(side_w / CROP_RATIO[0])
-    elif in_ratio > CROP_RATIO[1]:
-        fh, fw = side_h, round(side_h * CROP_RATIO[1])
+    if in_ratio < ratio_range[0]:
+        fw, fh = side_w, round(side_w / ratio_range[0])
+    elif in_ratio > ratio_range[1]:
+        fh, fw = side_h, round(side_h * ratio_range[1])
     else:
         fh, fw = side_h, side_w
     none = first < 0
@@ -748,11 +776,33 @@ def pil_eval_transform(size: int):
     return v2.Compose([v2.PILToTensor(), v2.Resize(round(size / EVAL_CROP), antialias=True), v2.CenterCrop(size)])
 
 
-def pil_train_transform(size: int):
+def pil_train_transform(size: int, augment: Optional[Augment] = None):
     from torchvision.transforms import v2
 
-    return v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO,
-                                                                antialias=True), v2.RandomHorizontalFlip()])
+    augment = augment or AUGMENT_PRESETS["seed"]
+    if augment.scale is None:
+        steps = [v2.PILToTensor(), v2.Resize(round(size / EVAL_CROP), antialias=True), v2.CenterCrop(size)]
+    else:
+        steps = [v2.PILToTensor(), v2.RandomResizedCrop(size, scale=augment.scale, ratio=augment.ratio,
+                                                         antialias=True)]
+    if augment.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if augment.policy == "trivial":
+        steps.append(v2.TrivialAugmentWide())
+    return v2.Compose(steps)
+
+
+def apply_policy(x: "torch.Tensor", policy: Optional[str]) -> "torch.Tensor":
+    """The per-image policy of an Augment on a batch [B, 3, H, W] (uint8 or float 0..255); the same dtype out."""
+    if policy != "trivial":
+        return x
+    import torch
+    from torchvision.transforms import v2
+
+    op = v2.TrivialAugmentWide()
+    as_uint8 = x if x.dtype == torch.uint8 else x.round().clamp(0, 255).to(torch.uint8)
+    out = torch.stack([op(img) for img in as_uint8])
+    return out if x.dtype == torch.uint8 else out.to(x.dtype)
 
 
 # -------------------------------------------------------------------------------------------------- batches
@@ -842,9 +892,11 @@ class Pipeline:
     workers: int = 0
     channels_last: bool = False
     prefetch: bool = False  # make the next batches in a background thread
+    augment: Augment = AUGMENT_PRESETS["seed"]
     _train_x: Any = None  # cached uint8 train squares (device or pinned CPU)
     _train_y: Any = None
     _eval: dict = field(default_factory=dict)
+    _train_center: Any = None  # train squares centre-cropped once, for --augment none
 
     @property
     def streaming(self) -> bool:
@@ -890,7 +942,7 @@ class Pipeline:
         """One epoch of augmented, normalised batches on the device, in a seeded random order. In memory, the
         next batches are made by a background thread while the model trains on the current one."""
         if self.streaming:
-            return self._stream(self.split.train, pil_train_transform(self.image_size), True, generator)
+            return self._stream(self.split.train, pil_train_transform(self.image_size, self.augment), True, generator)
         if self.prefetch:
             return prefetch(self._augmented(generator), depth=2)
         return self._augmented(generator)
@@ -901,11 +953,25 @@ class Pipeline:
         n, bs = self.train_size, self.batch_size
         order = torch.randperm(n, generator=generator)
         side = self._train_x.shape[-1]
-        all_boxes = crop_boxes(n, side, side, generator)  # the epoch's crops and flips, drawn at once
-        all_flips = torch.rand(n, generator=generator) < 0.5
+        aug = self.augment
+        if aug.scale is None:  # no random crop: the eval transform's centre crop, made once
+            if self._train_center is None:
+                self._train_center = center_crops(self._train_x.cpu(), self.image_size).to(self._train_x.device)
+            all_boxes = None
+        else:  # the epoch's crops and flips, drawn at once
+            all_boxes = crop_boxes(n, side, side, generator, aug.scale, aug.ratio)
+        all_flips = (torch.rand(n, generator=generator) < 0.5) & aug.hflip
         for b in range(self.batches_per_epoch()):
             sel = order[b * bs:(b + 1) * bs]
-            boxes, flips = all_boxes[b * bs:(b + 1) * bs], all_flips[b * bs:(b + 1) * bs]
+            flips = all_flips[b * bs:(b + 1) * bs]
+            if all_boxes is None:
+                x = self._train_center[sel.to(self._train_center.device)].to(self.device)
+                if flips.any():
+                    f = flips.nonzero().squeeze(1).to(x.device)
+                    x[f] = x[f].flip(-1)
+                yield self._finish(apply_policy(x, aug.policy)), self._train_y[sel.to(self._train_y.device)]
+                continue
+            boxes = all_boxes[b * bs:(b + 1) * bs]
             if self.device.type == "cpu":  # crop and flip straight from the cache: no gathered copy
                 x = cpu_resized_crops(self._train_x, sel, boxes, self.image_size, flips)
             else:
@@ -920,7 +986,7 @@ class Pipeline:
                     f = flips.nonzero().squeeze(1).to(x.device)
                     x[f] = x[f].flip(-1)
             y = self._train_y[sel.to(self._train_y.device)]
-            yield self._finish(x), y
+            yield self._finish(apply_policy(x, aug.policy)), y
 
     def eval_batches(self, part: str, batch_size: Optional[int] = None):
         """Deterministic batches (resize + centre crop) of 'val' or 'test', in the split's order."""
@@ -960,7 +1026,8 @@ class Pipeline:
 
 
 def make_pipeline(images: ImageSet, split: Split, *, image_size: int, batch_size: int, device,
-                  workers: Optional[int] = None, channels_last: Optional[bool] = None) -> Pipeline:
+                  workers: Optional[int] = None, channels_last: Optional[bool] = None,
+                  augment: Optional[Augment] = None) -> Pipeline:
     import torch
 
     device = torch.device(device)
@@ -972,4 +1039,4 @@ def make_pipeline(images: ImageSet, split: Split, *, image_size: int, batch_size
         channels_last = device.type in ("cuda", "cpu")
     # A background thread overlaps augmentation with the step on GPUs; on a CPU it only competes for the cores.
     return Pipeline(images, split, image_size, batch_size, device, workers, channels_last,
-                    prefetch=device.type == "cuda").setup()
+                    prefetch=device.type == "cuda", augment=augment or AUGMENT_PRESETS["seed"]).setup()

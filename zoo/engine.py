@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from zoo.errors import ZooError
 from zoo.metrics import summarize
@@ -192,6 +192,7 @@ def build_model(info: "ModelInfo", num_classes: int, spec: RunSpec,
                 callbacks: Optional[Callbacks] = None) -> "torch.nn.Module":
     """The architecture with ``num_classes`` outputs: pretrained weights, then --weights FILE, if asked."""
     callbacks = callbacks or Callbacks()
+    spec = spec.with_recipe()
     seed_everything(spec.seed)  # the same initial weights for the same model and seed
     model = info.build(num_classes, pretrained=spec.pretrained)
     if spec.weights:
@@ -202,6 +203,54 @@ def build_model(info: "ModelInfo", num_classes: int, spec: RunSpec,
         if skipped:
             callbacks.on_warning(describe_skipped(skipped, Path(spec.weights)))
     return model
+
+
+def make_optimizer(model: "torch.nn.Module", spec: RunSpec) -> "torch.optim.Optimizer":
+    """sgd | nesterov (SGD with Nesterov momentum) | adamw. Without ``bias_decay``, biases and normalisation
+    weights (every parameter with one dimension) get no weight decay."""
+    import torch
+
+    if spec.bias_decay or not spec.weight_decay:
+        params: Any = model.parameters()  # the seed recipe: one group, in the model's order
+    else:
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        plain = [p for p in model.parameters() if p.ndim <= 1]
+        params = [{"params": decay}, {"params": plain, "weight_decay": 0.0}]
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    nesterov = spec.optimizer == "nesterov"
+    if nesterov and not spec.momentum:
+        raise ZooError("--optimizer nesterov needs --momentum above 0 (0.9 is usual).")
+    return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
+                           nesterov=nesterov)
+
+
+def lr_factor(step: int, spec: RunSpec, batches: int) -> float:
+    """The fraction of the peak lr at optimizer step ``step`` (0-based) of a run of ``spec.epochs`` epochs:
+    a linear warm-up from 1/25 over ``warmup_epochs``, then constant, cosine to 0, onecycle (warm-up over 30%
+    of the steps when none is given, then cosine to 0), or step (x0.1 at half and at three quarters)."""
+    total = max(1, spec.epochs * batches)
+    warmup = spec.warmup_epochs * batches
+    if spec.schedule == "onecycle" and not warmup:
+        warmup = 0.3 * total
+    if warmup and step < warmup:
+        return 1 / 25 + (1 - 1 / 25) * step / warmup
+    if spec.schedule in ("cosine", "onecycle"):
+        progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if spec.schedule == "step":
+        epoch = step // max(1, batches)
+        return 0.1 ** ((epoch >= spec.epochs // 2) + (epoch >= (3 * spec.epochs) // 4))
+    return 1.0
+
+
+def make_scheduler(optimizer: "torch.optim.Optimizer", spec: RunSpec, batches: int):
+    """A per-batch LambdaLR for ``lr_factor``; None for the constant schedule without warm-up (the seed recipe)."""
+    import torch
+
+    if spec.schedule == "constant" and not spec.warmup_epochs:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, spec, batches))
 
 
 def setup_backend(device: "torch.device") -> None:
@@ -226,6 +275,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
     from zoo.data import IMAGENET_MEAN, IMAGENET_STD
 
     callbacks = callbacks or Callbacks()
+    spec = spec.with_recipe()
     device = torch.device(resolved.device)
     precision = resolved.precision
     setup_backend(device)
@@ -236,8 +286,10 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
     if device.type in ("cuda", "cpu"):  # NHWC: faster convolutions with cuDNN and oneDNN alike
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if spec.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
-                                weight_decay=spec.weight_decay)
+    optimizer = make_optimizer(model, spec)
+    batches = pipeline.batches_per_epoch()
+    scheduler = make_scheduler(optimizer, spec, batches)
+    step_lr = optimizer.param_groups[0]["lr"]
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     generator = torch.Generator().manual_seed(spec.seed)
 
@@ -246,7 +298,6 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
     best_loss, best_epoch, best_state, waited = math.inf, None, None, 0
     history: list[EpochStats] = []
     stop_reason, status, error = StopReason.MAX_EPOCHS, Status.COMPLETED, None
-    batches = pipeline.batches_per_epoch()
     epoch = 0
 
     def save_best() -> Optional[str]:
@@ -268,7 +319,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
         for i, (x, y) in enumerate(pipeline.train_epoch(generator), 1):
             with autocast(device, precision):
                 out = step_model(x)
-                loss = F.cross_entropy(out, y)
+                loss = F.cross_entropy(out, y, label_smoothing=spec.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -277,6 +328,9 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
             else:
                 loss.backward()
                 optimizer.step()
+            step_lr = optimizer.param_groups[0]["lr"]
+            if scheduler is not None:
+                scheduler.step()
             loss_sum += loss.detach().float() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -301,7 +355,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
         val_loss, val_acc, _ = evaluate(step_model, pipeline.eval_batches("val"), num_classes, device,
                                         precision)
         values = EpochStats(train_loss=train_loss, train_acc=float(correct) / max(seen, 1), val_loss=val_loss,
-                            val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
+                            val_acc=val_acc, lr=step_lr,
                             seconds=time.perf_counter() - started, images_per_sec=seen / max(train_seconds, 1e-9))
         history.append(values)
         if not math.isfinite(val_loss):

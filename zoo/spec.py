@@ -20,6 +20,20 @@ from zoo.errors import ZooError
 from zoo.vocab import SYSTEM_TAG_PREFIX
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "nesterov", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle", "step")
+AUGMENTS = ("seed", "light", "strong", "none")
+
+# What a recipe sets when the option is not given. `seed` is the seed report's fine-tuning recipe, bit for bit;
+# `scratch` trains a network from random weights (measured in BENCHMARKS.md, "Recipes").
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed": dict(epochs=30, lr=0.001, momentum=0.9, weight_decay=0.0, patience=7, optimizer="sgd",
+                 schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, augment="seed", hflip=True,
+                 bias_decay=True),
+    "scratch": dict(epochs=60, lr=0.05, momentum=0.9, weight_decay=5e-4, patience=15, optimizer="nesterov",
+                    schedule="cosine", warmup_epochs=2.0, label_smoothing=0.1, augment="light", hflip=False,
+                    bias_decay=False),
+}
 
 
 def _opt(default: Any, *, minimum: Optional[float] = None, above: Optional[float] = None,
@@ -35,12 +49,12 @@ class RunSpec:
 
     model: str
     data: str = field(metadata={"grid": False, "help": "Image folder (one sub-folder per class) or dataset name."})
-    epochs: int = _opt(30, minimum=1, help="Maximum epochs (early stopping may end sooner).")
+    epochs: Optional[int] = _opt(None, minimum=1, help="Maximum epochs (early stopping may end sooner).")
     batch_size: int = _opt(32, minimum=1, help="Images per optimizer step.")
-    lr: float = _opt(0.001, above=0.0, help="SGD learning rate.")
-    momentum: float = _opt(0.9, minimum=0.0, help="SGD momentum.")
-    weight_decay: float = _opt(0.0, minimum=0.0, help="L2 weight decay.")
-    patience: int = _opt(7, minimum=0, help="Epochs without a better validation loss before stopping.")
+    lr: Optional[float] = _opt(None, above=0.0, help="Peak learning rate.")
+    momentum: Optional[float] = _opt(None, minimum=0.0, help="SGD momentum (nesterov too; unused by adamw).")
+    weight_decay: Optional[float] = _opt(None, minimum=0.0, help="Weight decay (decoupled with adamw).")
+    patience: Optional[int] = _opt(None, minimum=0, help="Epochs without a better validation loss before stopping.")
     min_delta: float = _opt(0.0, minimum=0.0, help="Smallest decrease of validation loss that counts.")
     split: str = _opt("8:1:1", help="train:val:test ratios, stratified by class.")
     image_size: Optional[int] = _opt(None, minimum=1, help="Square input size in px (default: each model's own).")
@@ -53,6 +67,20 @@ class RunSpec:
     precision: str = _opt("auto", choices=PRECISIONS, help="auto (bf16/fp16 on GPUs, fp32 on CPU), fp32, bf16, fp16.")
     compile: bool = _opt(False, help="torch.compile the model.")
     strict: bool = _opt(False, grid=False, help="Refuse unreadable image files instead of skipping them.")
+    # The training recipe: None means "what --recipe gives" (see RECIPES); any value given wins.
+    recipe: str = _opt("auto", choices=("auto",) + tuple(("seed", "scratch")),
+                       help="auto (seed when fine-tuning with --pretrained/--weights, scratch otherwise), seed, scratch.")
+    optimizer: Optional[str] = _opt(None, choices=OPTIMIZERS, help="sgd, nesterov or adamw.")
+    schedule: Optional[str] = _opt(None, choices=SCHEDULES,
+                                   help="Learning-rate schedule, stepped per batch: constant, cosine, onecycle, step.")
+    warmup_epochs: Optional[float] = _opt(None, minimum=0.0, help="Epochs of linear warm-up from lr/25 to lr.")
+    label_smoothing: Optional[float] = _opt(None, minimum=0.0, help="Label smoothing of the training loss (0-1).")
+    augment: Optional[str] = _opt(None, choices=AUGMENTS,
+                                  help="Training augmentation: seed (crop scale 0.08-1 + flip), light (crop scale "
+                                       "0.35-1), strong (light + TrivialAugment), none (the eval transform).")
+    hflip: Optional[bool] = _opt(None, help="Mirror training images left-right at random (off for text, digits, "
+                                           "symbols).")
+    bias_decay: Optional[bool] = _opt(None, help="Apply weight decay to biases and norm layers too.")
     # Who the run is, not how it trains: recorded as the run's name and tags, never as params.
     name: Optional[str] = None
     tags: tuple[tuple[str, str], ...] = ()
@@ -92,13 +120,28 @@ class RunSpec:
     def options(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in OPTIONS}
 
+    # ----------------------------------------------------------------------------------------- recipes
+    @property
+    def recipe_name(self) -> str:
+        """The recipe 'auto' means for this run: fine-tuning (--pretrained or --weights) -> seed, else scratch."""
+        if self.recipe != "auto":
+            return self.recipe
+        return "seed" if (self.pretrained or self.weights) else "scratch"
+
+    def with_recipe(self) -> "RunSpec":
+        """Every recipe option filled: the values given stay, the rest come from the recipe (recorded by name)."""
+        name = self.recipe_name
+        filled = {key: value for key, value in RECIPES[name].items() if getattr(self, key) is None}
+        return replace(self, recipe=name, **filled)
+
 
 # The option fields: params keys, in the order of the first release's rows.
 OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata)
 GRID_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata.get("grid"))
 RESOLVED_KEYS = ("resolved_device", "resolved_precision")
 _FIELDS = {f.name: f for f in fields(RunSpec)}
-_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "Optional[int]": int, "Optional[str]": str}
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "Optional[int]": int, "Optional[str]": str,
+          "Optional[float]": float, "Optional[bool]": bool}
 
 
 def default(name: str) -> Any:
@@ -131,6 +174,10 @@ def check_value(name: str, value: Any) -> None:
         raise ZooError(f"{flag} {value}: must be at least {meta['min']}.")
     if meta.get("above") is not None and value <= meta["above"]:
         raise ZooError(f"{flag} {value}: must be greater than {meta['above']:g}.")
+    if name == "label_smoothing" and value >= 1:
+        raise ZooError(f"{flag} {value}: must be below 1 (0.1 is usual).")
+    if name == "momentum" and value >= 1:
+        raise ZooError(f"{flag} {value}: must be below 1 (0.9 is usual).")
     if meta.get("choices") and str(value).lower() not in meta["choices"]:
         raise ZooError(f"{flag} '{value}' is not one of {', '.join(meta['choices'])}.")
 
@@ -167,7 +214,7 @@ def convert(name: str, text: Any) -> Any:
     except (TypeError, ValueError):
         what = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[want]
         raise ZooError(f"{flag} {text!r}: not {what}.") from None
-    if want is str and name in ("precision", "device"):
+    if want is str and name in ("precision", "device", "recipe", "optimizer", "schedule", "augment"):
         value = value.lower()
     check_value(name, value)
     return value
@@ -190,7 +237,7 @@ def replay_values(params: Mapping[str, Any], *, same_model: bool) -> dict[str, A
     device/precision of runs recorded before ``resolved_*`` had keys of their own: those rows hold the resolved
     values (cuda:0, bf16), which must not be replayed on another machine."""
     legacy = not any(key in params for key in RESOLVED_KEYS)
-    values = {}
+    values: dict[str, Any] = {} if "recipe" in params else {"recipe": "seed"}  # before recipes: the seed one
     for name in OPTIONS:
         if name not in params:
             continue

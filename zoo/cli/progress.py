@@ -130,8 +130,9 @@ class Display(Reporter):
     def on_run_start(self, run_id: int, planned) -> None:
         self.run = planned
         spec, res = planned.spec, planned.resolved
-        self.line(f"Run {run_id}: {spec.model} at {res.image_size} px on {res.device} ({res.precision}), batch "
-                  f"{spec.batch_size}, up to {spec.epochs} epochs")
+        self.line(f"Run {run_id}: {spec.model} at {res.image_size} px on {res.device} ({res.precision}), recipe "
+                  f"{spec.recipe} ({spec.optimizer} lr {spec.lr:g}, {spec.schedule}, augment {spec.augment}"
+                  f"{'' if spec.hflip else ' no flips'}), batch {spec.batch_size}, up to {spec.epochs} epochs")
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:
         self.start(f"{self.run.spec.model} epoch {epoch}/{self.run.spec.epochs}", batches)

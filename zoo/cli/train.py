@@ -24,7 +24,9 @@ from zoo.errors import ZooError, print_error, print_warning
 def _help(name: str, grid: bool = True) -> str:
     text = specs.help_of(name)
     default = specs.default(name)
-    if default is not None:
+    if default is None and name in specs.RECIPES["seed"]:
+        text += f" [default: from the recipe: seed {specs.RECIPES['seed'][name]}, scratch {specs.RECIPES['scratch'][name]}]"
+    elif default is not None:
         text += f" [default: {str(default).lower() if isinstance(default, bool) else default}]"
     return text + (" Grid: comma list or repeat." if grid else "")
 
@@ -63,6 +65,16 @@ def train(
                                            help=_help("compile", grid=False)),
     strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", show_default=False,
                                           help=_help("strict", grid=False)),
+    recipe: Optional[List[str]] = _grid_option("recipe"),
+    optimizer: Optional[List[str]] = _grid_option("optimizer"),
+    schedule: Optional[List[str]] = _grid_option("schedule"),
+    warmup_epochs: Optional[List[str]] = _grid_option("warmup_epochs"),
+    label_smoothing: Optional[List[str]] = _grid_option("label_smoothing"),
+    augment: Optional[List[str]] = _grid_option("augment"),
+    hflip: Optional[bool] = typer.Option(None, "--hflip/--no-hflip", show_default=False,
+                                         help=_help("hflip", grid=False) + " [default: from the recipe]"),
+    bias_decay: Optional[bool] = typer.Option(None, "--bias-decay/--no-bias-decay", show_default=False,
+                                              help=_help("bias_decay", grid=False) + " [default: from the recipe]"),
     grid: Optional[Path] = typer.Option(None, "--grid", metavar="FILE.toml", show_default=False,
                                         help="Runs from a TOML file: [base] + [grid] lists (a product), or [[runs]]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the options and print the plan; train nothing."),
@@ -79,10 +91,11 @@ def train(
     """Train one or more models on one shared, stratified split and record every run in the registry."""
     lists = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                  patience=patience, min_delta=min_delta, split=split, image_size=image_size, seed=seed,
-                 device=device, precision=precision)
+                 device=device, precision=precision, recipe=recipe, optimizer=optimizer, schedule=schedule,
+                 warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment)
     axes = {key: specs.parse_list(key, texts) for key, texts in lists.items() if texts}
     singles = dict(data=data, pretrained=pretrained, weights=str(weights) if weights else None, workers=workers,
-                   compile=compile, strict=strict)
+                   compile=compile, strict=strict, hflip=hflip, bias_decay=bias_decay)
     axes.update({key: [specs.convert(key, value) if key != "data" else value]
                  for key, value in singles.items() if value is not None})
     base: dict[str, Any] = {}

@@ -73,6 +73,7 @@ def check_specs(specs: list[RunSpec], *, group: Optional[str] = None) -> Plan:
     devices: dict[tuple[str, str], Resolved] = {}
     runs = []
     for spec in specs:
+        spec = spec.with_recipe()  # the recipe's values, recorded as params like any option
         info = models.get(spec.model)  # unknown names: an error with suggestions
         size = int(spec.image_size or info.default_size)
         if size < info.min_size:

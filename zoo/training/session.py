@@ -101,13 +101,14 @@ class RunContext:
 
 def train_run(ctx: RunContext) -> TrainResult:
     """Build the model (one in memory at a time), make its pipeline, train and test it."""
-    from zoo.data import make_pipeline
+    from zoo.data import augment_for, make_pipeline
     from zoo.engine import build_model, train
 
-    run, spec = ctx.planned, ctx.planned.spec
+    run, spec = ctx.planned, ctx.planned.spec.with_recipe()
     model = build_model(run.info, len(ctx.images.classes), spec, ctx.callbacks)
     pipeline = make_pipeline(ctx.images, ctx.split, image_size=run.resolved.image_size, batch_size=spec.batch_size,
-                             device=run.resolved.device, workers=spec.workers)
+                             device=run.resolved.device, workers=spec.workers,
+                             augment=augment_for(spec.augment, spec.hflip))
     return train(run.info, pipeline, ctx.images.classes, spec, run.resolved, ctx.callbacks, ctx.checkpoint,
                  model=model)
 
