@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -108,6 +109,12 @@ def test_read_commands_work_in_a_read_only_folder_and_change_nothing(tmp_path):
     assert shown.returncode == 0 and "completed" in shown.stdout, shown.stderr
     compared = run_in_readonly_folder(folder, "compare", "--format", "csv")
     assert compared.returncode == 0 and compared.stdout.count("\n") == 4, compared.stderr
+    elsewhere = Path(tempfile.mkdtemp())
+    try:
+        plotted = run_in_readonly_folder(folder, "plot", "-o", elsewhere / "losses.png")
+        assert plotted.returncode == 0 and (elsewhere / "losses.png").stat().st_size > 0, plotted.stderr
+    finally:
+        shutil.rmtree(elsewhere)
     assert snapshot(folder) == before
 
 
