@@ -10,7 +10,7 @@ import pytest
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["train", "tinycnn", "--epochs", "0"], "Invalid value for '--epochs'"),
+    (["train", "tinycnn", "--workers", "-1"], "Invalid value for '--workers'"),
     (["list-runs", "--limit", "abc"], "Invalid value for '--limit'"),
     (["export", "1"], "Missing option '--output'"),
     (["nosuch"], "No such command 'nosuch'"),
