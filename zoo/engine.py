@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from zoo.data import Pipeline
+    from zoo.distributed import World
     from zoo.models import ModelInfo
 
 
@@ -153,8 +154,9 @@ def metrics_from_confusion(confusion: list[list[int]], classes: list[str], loss:
 
 
 def evaluate(model: "torch.nn.Module", batches, num_classes: int, device: "torch.device",
-             precision: str = "fp32") -> tuple[float, float, list[list[int]]]:
-    """(mean loss, accuracy, confusion[true][pred]) of ``model`` over (x, y) batches, without gradients."""
+             precision: str = "fp32", world: Optional["World"] = None) -> tuple[float, float, list[list[int]]]:
+    """(mean loss, accuracy, confusion[true][pred]) of ``model`` over (x, y) batches, without gradients. Under
+    torchrun (``world``) each rank evaluates its share of the batches and the sums cover the whole split."""
     import torch
     import torch.nn.functional as F
 
@@ -169,6 +171,10 @@ def evaluate(model: "torch.nn.Module", batches, num_classes: int, device: "torch
             loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
             confusion += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes * num_classes)
             seen += len(y)
+    if world is not None and world.launched:  # one collective: the loss sum rides with the counts
+        total = world.sum(torch.cat([loss_sum.view(1), confusion.double()]))
+        loss_sum, confusion = total[0], total[1:].round().long()
+        seen = int(confusion.sum())
     matrix = confusion.view(num_classes, num_classes).tolist()
     if not seen:
         return float("nan"), 0.0, matrix
@@ -273,6 +279,9 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
 
     from zoo.checkpoint import save_checkpoint
     from zoo.data import IMAGENET_MEAN, IMAGENET_STD
+    from zoo.distributed import current
+
+    world = current()  # under torchrun: DDP, this rank's share of the data, sums over the ranks
 
     callbacks = callbacks or Callbacks()
     spec = spec.with_recipe()
@@ -285,7 +294,10 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
     model = model.to(device)
     if device.type in ("cuda", "cpu"):  # NHWC: faster convolutions with cuDNN and oneDNN alike
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if spec.compile else model
+    net = world.wrap(model, device)
+    step_model = torch.compile(net) if spec.compile else net
+    # Evaluation runs each rank's share through the bare model (DDP would sync buffers on a forward).
+    eval_model = step_model if net is model else (torch.compile(model) if spec.compile else model)
     optimizer = make_optimizer(model, spec)
     batches = pipeline.batches_per_epoch()
     scheduler = make_scheduler(optimizer, spec, batches)
@@ -338,13 +350,18 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
             if now - last_report >= 0.1 or i == batches:  # reading the loss syncs a GPU: a few times a second
                 last_report = now
                 running = float(loss_sum) / seen
-                if not math.isfinite(running):
+                if not math.isfinite(running) and not world.launched:  # ranks stop together, at the epoch's end
                     nan_at = i
                     break
                 callbacks.on_batch(epoch, i, batches, running, seen / (now - started))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - started
+        if world.launched:  # the epoch over every rank's share
+            count = torch.tensor(float(seen), dtype=torch.float64, device=device)
+            total = world.sum(torch.stack([loss_sum.double(), correct.double(), count]))
+            loss_sum, correct, seen = total[0], total[1], int(total[2])
+            world.agree(model)
         train_loss = float(loss_sum) / max(seen, 1)
         if nan_at is not None or not math.isfinite(train_loss):
             stop_reason, status = StopReason.NAN_LOSS, Status.FAILED
@@ -352,8 +369,8 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
             error = (f"The training loss became {train_loss if not math.isfinite(train_loss) else 'NaN'} in epoch "
                      f"{epoch}{where}; {remedy}")
             break
-        val_loss, val_acc, _ = evaluate(step_model, pipeline.eval_batches("val"), num_classes, device,
-                                        precision)
+        val_loss, val_acc, _ = evaluate(eval_model, pipeline.eval_batches("val"), num_classes, device,
+                                        precision, world)
         values = EpochStats(train_loss=train_loss, train_acc=float(correct) / max(seen, 1), val_loss=val_loss,
                             val_acc=val_acc, lr=step_lr,
                             seconds=time.perf_counter() - started, images_per_sec=seen / max(train_seconds, 1e-9))
@@ -383,8 +400,8 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
     if status == Status.FAILED:
         return result
     model.load_state_dict(best_state)  # early stopping restores the best weights, also at max_epochs
-    test_loss, _, confusion = evaluate(step_model, pipeline.eval_batches("test"), num_classes, device,
-                                       precision)
+    test_loss, _, confusion = evaluate(eval_model, pipeline.eval_batches("test"), num_classes, device,
+                                       precision, world)
     result.metrics = metrics_from_confusion(confusion, classes, test_loss)
     result.confusion = confusion
     callbacks.on_test(result.metrics, confusion)
