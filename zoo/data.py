@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
+from zoo.distributed import World
 from zoo.errors import ZooError, printable
 
 if TYPE_CHECKING:
@@ -897,6 +898,7 @@ class Pipeline:
     _train_y: Any = None
     _eval: dict = field(default_factory=dict)
     _train_center: Any = None  # train squares centre-cropped once, for --augment none
+    world: World = World()  # under torchrun: this rank's share of each epoch and of val/test
 
     @property
     def streaming(self) -> bool:
@@ -904,7 +906,9 @@ class Pipeline:
 
     @property
     def train_size(self) -> int:
-        return len(self.split.train)
+        """Train images per epoch on this rank (all of them without torchrun)."""
+        n = len(self.split.train)
+        return len(range(n)[self.world.train_share(n)])
 
     def batches_per_epoch(self) -> int:
         n = self.train_size
@@ -942,7 +946,8 @@ class Pipeline:
         """One epoch of augmented, normalised batches on the device, in a seeded random order. In memory, the
         next batches are made by a background thread while the model trains on the current one."""
         if self.streaming:
-            return self._stream(self.split.train, pil_train_transform(self.image_size, self.augment), True, generator)
+            return self._stream(self._streamed_train(generator), pil_train_transform(self.image_size, self.augment),
+                                True, generator)
         if self.prefetch:
             return prefetch(self._augmented(generator), depth=2)
         return self._augmented(generator)
@@ -950,7 +955,7 @@ class Pipeline:
     def _augmented(self, generator: "torch.Generator") -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
         import torch
 
-        n, bs = self.train_size, self.batch_size
+        n, bs = len(self.split.train), self.batch_size
         order = torch.randperm(n, generator=generator)
         side = self._train_x.shape[-1]
         aug = self.augment
@@ -961,6 +966,10 @@ class Pipeline:
         else:  # the epoch's crops and flips, drawn at once
             all_boxes = crop_boxes(n, side, side, generator, aug.scale, aug.ratio)
         all_flips = (torch.rand(n, generator=generator) < 0.5) & aug.hflip
+        if self.world.size > 1:  # this rank's share: the same permutation and draws on every rank, disjoint slices
+            mine = self.world.train_share(n)
+            order, all_flips = order[mine], all_flips[mine]
+            all_boxes = None if all_boxes is None else all_boxes[mine]
         for b in range(self.batches_per_epoch()):
             sel = order[b * bs:(b + 1) * bs]
             flips = all_flips[b * bs:(b + 1) * bs]
@@ -988,13 +997,27 @@ class Pipeline:
             y = self._train_y[sel.to(self._train_y.device)]
             yield self._finish(apply_policy(x, aug.policy)), y
 
+    def _streamed_train(self, generator: "torch.Generator") -> list[int]:
+        """The train images streamed this epoch: all (the loader shuffles them), or under torchrun this rank's share
+        of a permutation drawn from the epoch's generator."""
+        if self.world.size == 1:
+            return self.split.train
+        import torch
+
+        train = self.split.train
+        order = torch.randperm(len(train), generator=generator)[self.world.train_share(len(train))]
+        return [train[i] for i in order.tolist()]
+
     def eval_batches(self, part: str, batch_size: Optional[int] = None):
-        """Deterministic batches (resize + centre crop) of 'val' or 'test', in the split's order."""
+        """Deterministic batches (resize + centre crop) of 'val' or 'test', in the split's order (under torchrun,
+        every world-size-th image from this rank's)."""
         bs = batch_size or self.batch_size * 2
+        share = self.world.eval_share(len(self.split.part(part)))
         if self.streaming:
-            yield from self._stream(self.split.part(part), pil_eval_transform(self.image_size), False, None, bs)
+            yield from self._stream(self.split.part(part)[share], pil_eval_transform(self.image_size), False, None, bs)
             return
         x_all, y_all = self._eval[part]
+        x_all, y_all = x_all[share], y_all[share]
         for i in range(0, len(y_all), bs):
             x = x_all[i:i + bs]
             y = y_all[i:i + bs]
@@ -1027,7 +1050,8 @@ class Pipeline:
 
 def make_pipeline(images: ImageSet, split: Split, *, image_size: int, batch_size: int, device,
                   workers: Optional[int] = None, channels_last: Optional[bool] = None,
-                  augment: Optional[Augment] = None) -> Pipeline:
+                  augment: Optional[Augment] = None, world: Optional[World] = None) -> Pipeline:
+    """``world``: under torchrun, the rank whose share of the data the pipeline yields (zoo.distributed)."""
     import torch
 
     device = torch.device(device)
@@ -1039,4 +1063,5 @@ def make_pipeline(images: ImageSet, split: Split, *, image_size: int, batch_size
         channels_last = device.type in ("cuda", "cpu")
     # A background thread overlaps augmentation with the step on GPUs; on a CPU it only competes for the cores.
     return Pipeline(images, split, image_size, batch_size, device, workers, channels_last,
-                    prefetch=device.type == "cuda", augment=augment or AUGMENT_PRESETS["seed"]).setup()
+                    prefetch=device.type == "cuda", augment=augment or AUGMENT_PRESETS["seed"],
+                    world=world or World()).setup()
