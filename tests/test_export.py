@@ -251,3 +251,44 @@ def test_large_photos_agree_with_zoo_predict_closely(cli, trained, tmp_path):
     assert max(got, key=got.get) == max(want, key=want.get)
     for name in want:
         assert got[name] == pytest.approx(want[name], abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- evaluate on some of the classes
+@pytest.fixture
+def three_classes(tmp_path):
+    """A registry with one tinycnn run over cat, dog and fox (fixed-seed weights, no training)."""
+    import torch
+
+    from zoo.checkpoint import save_checkpoint
+    from zoo.data import IMAGENET_MEAN, IMAGENET_STD
+    from zoo.plugins import get_plugins
+    from zoo.store import Registry
+
+    torch.manual_seed(1)
+    model = get_plugins().models().get("tinycnn").build(3, pretrained=False)
+    registry = tmp_path / "three.db"
+    with Registry.open(str(registry)) as reg:
+        run = reg.start_run(model="tinycnn", plugin="tinycnn", params={"image_size": 24})
+        ckpt = save_checkpoint(reg.run_artifacts_dir(run) / "best.pt", model="tinycnn", plugin="tinycnn",
+                               classes=["cat", "dog", "fox"], image_size=24, state_dict=model.state_dict(), epoch=1,
+                               mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        reg.finish_run(run, "completed", best_epoch=1, epochs_run=1, checkpoint=str(ckpt))
+    return registry
+
+
+def test_evaluate_on_some_of_the_classes(cli, three_classes, make_images):
+    folder = make_images({"cat": 4, "fox": 3}, size=24)
+    result = cli("--registry", three_classes, "evaluate", 1, "--data", folder, "--format", "json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["classes"] == ["cat", "dog", "fox"] and [sum(row) for row in out["confusion"]] == [4, 0, 3]
+    assert "2 of run 1's 3 classes (no dog)" in result.stderr
+    metrics = out["metrics"]
+    assert "test_f1/dog" not in metrics and "test_f1/cat" in metrics
+    assert metrics["test_f1"] == pytest.approx((metrics["test_f1/cat"] + metrics["test_f1/fox"]) / 2)
+    assert metrics["images"] == 7
+    table = cli("--registry", three_classes, "evaluate", 1, "--data", folder).stdout
+    assert f"Per class ({folder.resolve()} (all images), 7 images)" in table  # which images it used
+    other = make_images({"cat": 3, "wolf": 3}, size=24)
+    result = cli("--registry", three_classes, "evaluate", 1, "--data", other)
+    assert result.exit_code == 1 and "do not match" in result.output

@@ -51,7 +51,8 @@ class Evaluation:
 def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", batch_size: int = 64,
                  warn=None) -> Evaluation:
     """Evaluate the run's best checkpoint on its own test split (``data`` None) or on every image of another
-    image folder / registered dataset whose classes match the run's."""
+    image folder / registered dataset whose classes are the run's, or some of them (the macro averages are then
+    over those classes, and ``warn`` says so)."""
     from zoo.checkpoint import build_from_checkpoint
     from zoo.data import Split, fingerprint_of, load_images, make_pipeline, resolve_data, split_samples
     from zoo.engine import evaluate, metrics_from_confusion, resolve_device, resolve_precision
@@ -76,15 +77,46 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
         everything = list(range(len(images.samples)))
         split = Split([], [], everything, fingerprint_of([f"test\t{s.path}" for s in images.samples]))
         label = f"{root} (all images)"
-    if images.classes != classes:
+    present = list(classes)
+    if images.classes != classes and data is not None and set(images.classes) < set(classes):
+        images, present = _as_run_classes(images, classes), list(images.classes)
+        if warn:
+            absent = [c for c in classes if c not in present]
+            warn(f"'{root}' has {len(present)} of run {run.id}'s {len(classes)} classes (no {', '.join(absent)}): "
+                 f"precision, recall and F1 are averaged over {', '.join(present)}; a prediction of "
+                 f"{' or '.join(absent)} counts as a mistake.")
+    elif images.classes != classes:
         raise ZooError(f"The classes of '{root}' ({', '.join(images.classes)}) do not match run {run.id}'s classes "
-                       f"({', '.join(classes)}); pass a folder with one sub-folder per class of the run.")
+                       f"({', '.join(classes)}); pass a folder with one sub-folder per class of the run (or some of "
+                       "them).")
     dev = resolve_device(device)
     pipeline = make_pipeline(images, split, image_size=size, batch_size=batch_size, device=dev)
     loss, _, confusion = evaluate(model.to(dev), pipeline.eval_batches("test", batch_size), len(classes), dev,
                                   resolve_precision("auto", dev))
     metrics = {**metrics_from_confusion(confusion, classes, loss), "images": float(len(split.test))}
+    if len(present) < len(classes):
+        metrics = _macro_over(metrics, present)
     return Evaluation(metrics, confusion, classes, label, images.fingerprint)
+
+
+def _as_run_classes(images, classes: list[str]):
+    """An ImageSet of some of the run's classes, relabelled in the order of all the run's classes."""
+    from dataclasses import replace
+
+    index = [classes.index(c) for c in images.classes]
+    return replace(images, classes=list(classes),
+                   samples=[replace(s, label=index[s.label]) for s in images.samples])
+
+
+def _macro_over(metrics: dict[str, float], present: list[str]) -> dict[str, float]:
+    """The macro precision/recall/F1 over the classes present (the per-class values of the others dropped)."""
+    from zoo.vocab import PER_CLASS, metric_key, split_metric_key
+
+    out = {k: v for k, v in metrics.items() if split_metric_key(k)[1] in (None, *present)}
+    for metric in PER_CLASS:
+        values = [metrics[metric_key(metric, c)] for c in present]
+        out[metric_key(metric)] = sum(values) / len(values)
+    return out
 
 
 def _ratios(text: Any) -> tuple:

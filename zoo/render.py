@@ -22,6 +22,7 @@ from zoo.errors import printable
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 STATUS_STYLES = {
     "completed": "green", "running": "cyan", "failed": "bold red", "interrupted": "yellow", "stale": "magenta",
+    "queued": "blue",
 }
 HISTORY_ORDER = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec")
 MACRO_ORDER = ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_loss")
@@ -490,8 +491,8 @@ def history_table(history: History, best_epoch: Optional[int]) -> Table:
     return table
 
 
-def per_class_table(rows: list[dict]) -> Table:
-    table = Table(title="Per class (test)", title_justify="left", title_style="bold", header_style="bold")
+def per_class_table(rows: list[dict], title: str = "Per class (test)") -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
     for name in ("class", "precision", "recall", "f1", "support"):
         table.add_column(name, justify="left" if name == "class" else "right")
     for row in rows:

@@ -80,7 +80,8 @@ def evaluate(
     out.print(f"Run {view.id} ({view.model}) on {result.dataset}, {int(result.metrics['images'])} images: accuracy {result.metrics['test_accuracy']:.4f}, "
                   f"loss {result.metrics['test_loss']:.4f}, macro F1 {result.metrics['test_f1']:.4f} "
                   f"(evaluation {eval_id})")
-    out.print(per_class_table(per_class(result.classes, result.metrics, result.confusion)))
+    rows = [row for row in per_class(result.classes, result.metrics, result.confusion) if row["support"]]
+    out.print(per_class_table(rows, f"Per class ({result.dataset}, {int(result.metrics['images'])} images)"))
     out.print(confusion_table(result.classes, result.confusion))
 
 
