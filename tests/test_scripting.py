@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from test_cli_runs import add_run, assert_one_line_error
 from zoo.store import Registry
