@@ -121,9 +121,13 @@ def train(
 
 
 def _train(run_specs: list, *, group: Optional[str], dry_run: bool, fail_fast: bool, quiet: bool) -> None:
+    from zoo import distributed
     from zoo.cli.progress import Display, plan_table, summary_table
     from zoo.training import Session, check_specs, make_plan
 
+    world = distributed.from_env()  # under torchrun: rank 0 records and prints, the other ranks follow
+    if not world.is_main:
+        return _follow(run_specs, world, dry_run=dry_run, fail_fast=fail_fast)
     display = Display(quiet)
     if dry_run:
         plan = check_specs(run_specs, group=group)
@@ -131,11 +135,11 @@ def _train(run_specs: list, *, group: Optional[str], dry_run: bool, fail_fast: b
         return
     if len(set(run_specs)) < len(run_specs):
         print_warning("Some runs of this command have identical options: each is trained (same seed, same result).")
-    with open_registry() as reg:
+    with distributed.process_group(world), open_registry() as reg:
         plan = make_plan(run_specs, reg, group=group)
         if len(plan.runs) > 1:
             display.line(plan_table([r.spec for r in plan.runs], plan.varied, plan.group))
-        result = Session(plan, reg, display, fail_fast=fail_fast).run()
+        result = Session(plan, reg, display, fail_fast=fail_fast, world=world).run()
     display.stop()
     if result.outcomes:
         display.out.print(summary_table(result.outcomes, plan.varied))
@@ -150,6 +154,26 @@ def _train(run_specs: list, *, group: Optional[str], dry_run: bool, fail_fast: b
                                                             if result.skipped else ""))
         raise typer.Exit(result.exit_code)
     if result.failed:
-        skipped = f" ({result.skipped} run(s) not started: --fail-fast)" if result.skipped else ""
+        why = "--fail-fast" if fail_fast else "under torchrun a crash on any rank ends the command"
+        skipped = f" ({result.skipped} run(s) not started: {why})" if result.skipped else ""
         raise ZooError(f"{len(result.failed)} of {len(result.outcomes)} run(s) failed{skipped}: "
                        + "; ".join(f"run {o.run_id} ({o.model}): {o.error}" for o in result.failed))
+
+
+def _follow(run_specs: list, world, *, dry_run: bool, fail_fast: bool) -> None:
+    """A torchrun rank other than 0: the same checks, plan and session as rank 0, recording and printing nothing
+    but its own crash (which rank 0 records in the run)."""
+    from zoo import distributed
+    from zoo.training import Session, make_plan
+    from zoo.vocab import StopReason
+
+    if dry_run:
+        return
+    with distributed.process_group(world):
+        plan = make_plan(run_specs, None)
+        result = Session(plan, distributed.NullRegistry(), fail_fast=fail_fast, world=world).run()
+    crashed = [o.error for o in result.failed if o.stop_reason == StopReason.ERROR]
+    if crashed:
+        print_error(f"rank {world.rank}: {'; '.join(map(str, crashed))}")
+    if result.stopped_by or result.failed:
+        raise typer.Exit(result.exit_code)

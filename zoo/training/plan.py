@@ -64,6 +64,7 @@ def check_specs(specs: list[RunSpec], *, group: Optional[str] = None) -> Plan:
     """Models known, sizes allowed, pretrained weights declared, split and --weights valid, device and precision
     available. Reads no data and opens no registry."""
     from zoo.data import parse_split
+    from zoo.distributed import check_device
     from zoo.engine import resolve_device, resolve_precision
     from zoo.plugins import get_plugins
 
@@ -89,6 +90,7 @@ def check_specs(specs: list[RunSpec], *, group: Optional[str] = None) -> Plan:
             changes["weights"] = str(weights.resolve())
         if (spec.device, spec.precision) not in devices:
             dev = resolve_device(spec.device)
+            check_device(dev, spec.device)  # under torchrun: cuda:LOCAL_RANK or the CPU
             devices[(spec.device, spec.precision)] = Resolved(str(dev), resolve_precision(spec.precision, dev), 0)
         resolved = replace(devices[(spec.device, spec.precision)], image_size=size)
         runs.append(PlannedRun(replace(spec, **changes), info, resolved, ratios))
@@ -102,7 +104,8 @@ def make_plan(specs: list[RunSpec], registry: Any, *, group: Optional[str] = Non
     from zoo.data import check_split_counts, class_counts, resolve_data, scan_images
 
     plan = check_specs(specs, group=group)
-    check_artifacts(registry)
+    if registry is not None:  # None: a torchrun rank other than 0, which writes nothing
+        check_artifacts(registry)
     runs, located = [], {}
     for run in plan.runs:
         if run.spec.data not in located:

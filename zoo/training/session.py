@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from zoo.distributed import World, current
 from zoo.engine import Callbacks, EpochStats, TrainResult
 from zoo.errors import ZooError
 from zoo.training.plan import Plan, PlannedRun
@@ -96,7 +97,7 @@ class RunContext:
     images: "ImageSet"
     split: "Split"
     callbacks: Callbacks
-    checkpoint: Path
+    checkpoint: Optional[Path]  # None on torchrun ranks other than 0: rank 0 writes the checkpoints
 
 
 def train_run(ctx: RunContext) -> TrainResult:
@@ -108,7 +109,7 @@ def train_run(ctx: RunContext) -> TrainResult:
     model = build_model(run.info, len(ctx.images.classes), spec, ctx.callbacks)
     pipeline = make_pipeline(ctx.images, ctx.split, image_size=run.resolved.image_size, batch_size=spec.batch_size,
                              device=run.resolved.device, workers=spec.workers,
-                             augment=augment_for(spec.augment, spec.hflip))
+                             augment=augment_for(spec.augment, spec.hflip), world=current())
     return train(run.info, pipeline, ctx.images.classes, spec, run.resolved, ctx.callbacks, ctx.checkpoint,
                  model=model)
 
@@ -171,8 +172,9 @@ class Session:
 
     def __init__(self, plan: Plan, registry: Any, reporter: Optional[Reporter] = None, *,
                  train_fn: Callable[[RunContext], TrainResult] = train_run, fail_fast: bool = False,
-                 decode: Optional[Callable[..., "ImageSet"]] = None):
+                 world: Optional[World] = None, decode: Optional[Callable[..., "ImageSet"]] = None):
         self.plan, self.registry = plan, registry
+        self.world = world or current()  # under torchrun: rank 0 records, a crash on any rank ends every rank
         self.reporter = reporter or Reporter()
         self.train_fn, self.fail_fast = train_fn, fail_fast
         self._decode = decode
@@ -188,7 +190,8 @@ class Session:
                     images, split = self._data(planned)
                     outcome = RunOutcome(None, planned)
                     self._run_one(planned, images, split, outcome, outcomes)
-                    if outcome.status == Status.FAILED and self.fail_fast:
+                    broken = self.world.size > 1 and outcome.stop_reason == StopReason.ERROR  # a rank crashed
+                    if outcome.status == Status.FAILED and (self.fail_fast or broken):
                         result.skipped = len(self.plan.runs) - index - 1
                         break
             except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the run in progress is already recorded
@@ -214,6 +217,12 @@ class Session:
         return images, split
 
     # ------------------------------------------------------------------------------------------- runs
+    def _params(self, planned: PlannedRun) -> dict[str, Any]:
+        """The run's options as recorded, plus world size and per-rank and global batch size under torchrun."""
+        params = planned.spec.to_params(planned.resolved)
+        params.update(self.world.params(planned.spec.batch_size, planned.resolved.device))
+        return params
+
     def _run_one(self, planned: PlannedRun, images: "ImageSet", split: "Split", outcome: RunOutcome,
                  outcomes: list[RunOutcome]) -> None:
         from zoo.data import dataset_record
@@ -224,29 +233,41 @@ class Session:
         if spec.parent is not None:
             tags[FROM_TAG] = str(spec.parent)
         run_id = self.registry.start_run(
-            model=spec.model, plugin=planned.info.plugin, params=spec.to_params(planned.resolved), name=spec.name,
+            model=spec.model, plugin=planned.info.plugin, params=self._params(planned), name=spec.name,
             device=planned.resolved.device, dataset=dataset_record(images, split, self.plan.source(planned).name).as_row(),
             tags=tags)
         outcome.run_id = run_id
         outcomes.append(outcome)
+        key = f"run{len(outcomes)}"  # the same on every rank: they run the same plan in order
         recorder = Recorder(self.registry, run_id, self.reporter)
         started = time.perf_counter()
         try:
             self.reporter.on_run_start(run_id, planned)
             ctx = RunContext(planned, images, split, recorder,
-                             (self.registry.run_artifacts_dir(run_id) / "best.pt").resolve())
+                             (self.registry.run_artifacts_dir(run_id) / "best.pt").resolve() if self.world.is_main
+                             else None)
             result = self.train_fn(ctx)
         except KeyboardInterrupt as exc:
             outcome.seconds = time.perf_counter() - started
-            recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED,
-                            "Terminated (SIGTERM)." if isinstance(exc, Terminated) else None)
+            status, error = self.world.settle(key, Status.INTERRUPTED,
+                                              "Terminated (SIGTERM)." if isinstance(exc, Terminated) else None, exc)
+            if status == Status.FAILED:  # under torchrun: another rank crashed, and torchrun stopped this one
+                recorder.finish(outcome, status, StopReason.ERROR, error)
+                self.reporter.on_run_end(outcome)
+                return
+            recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED, error)
             self.reporter.on_run_end(outcome)
             raise
         except Exception as exc:
             from zoo.errors import debug_enabled
 
             outcome.seconds = time.perf_counter() - started
-            recorder.finish(outcome, Status.FAILED, StopReason.ERROR, error_text(exc))
+            status, error = self.world.settle(key, Status.FAILED, error_text(exc), exc)
+            if status == Status.INTERRUPTED:  # under torchrun: another rank was stopped by Ctrl-C or SIGTERM
+                recorder.finish(outcome, status, StopReason.INTERRUPTED, error)
+                self.reporter.on_run_end(outcome)
+                raise KeyboardInterrupt() from exc
+            recorder.finish(outcome, Status.FAILED, StopReason.ERROR, error)
             if debug_enabled():
                 raise
             self.reporter.on_run_end(outcome)
