@@ -293,8 +293,9 @@ def compare(
     all_runs: bool = typer.Option(False, "--all", "-a", help="Show every ranked run."),
     fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json, csv, markdown")),
 ) -> None:
-    """Rank runs by a test metric, best first, with the params that differ between them; runs of different
-    datasets are ranked separately, a section each."""
+    """Rank runs by a test metric, best first, with the params that differ (each dataset on its own).
+
+    Runs of different datasets are never ranked together; --data picks one dataset."""
     fmt = check_choice("--format", fmt, ("table", "json", "csv", "markdown"))
     from zoo import render
     from zoo.errors import print_warning

@@ -124,8 +124,9 @@ def export(
                                 help="File to write (a format suffix is added when it has none)."),
     force: bool = typer.Option(False, "--force", help="Overwrite files that already exist."),
 ) -> None:
-    """Write a run's best model as a file that loads without zoo, with NAME.json beside it (classes, preprocessing)
-    and three lines of Python that load it and predict."""
+    """Write a run's best model as a file that loads without zoo, described in NAME.json beside it.
+
+    Prints three lines of Python that load the file and predict as zoo predict does."""
     from zoo.inference import export as run_export, export_format
 
     fmt = export_format(fmt, output)
