@@ -1,8 +1,11 @@
 """``Registry``: opening a registry (SQLite file or SQLAlchemy URL) and the run lifecycle the engine calls.
 
-SQLite files get WAL, a 30 s busy timeout and foreign keys on every connection; every writing transaction starts
-with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing. A read-only registry is opened with
-``mode=ro``: nothing (no migration, no journal-mode change) ever writes to the file.
+SQLite files get WAL, a 30 s busy timeout and foreign keys on every connection (SQLite URLs too); every writing
+transaction starts with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing, and a writer that finds
+the lock held by another process for long keeps the epochs it could not write for later (``Registry._commit``). A new
+registry file is created whole and then linked into place. A read-only registry never has its data changed and is
+left without -wal/-shm files beside it, also in a read-only folder (``_read_uri``). A corrupt file is one
+RegistryDamaged line.
 """
 
 from __future__ import annotations
@@ -644,7 +647,7 @@ def _sqlite_url_pragmas(engine: Engine, location: str) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
-    _report_damage(engine, location)
+    _report_damage(engine, engine.url.database or location)
 
 
 def _hide_password(location: str) -> str:
