@@ -13,6 +13,7 @@ from typing import Optional
 class Status(str, Enum):
     """A run's recorded status. 'stale' is not one: it is how a 'running' run whose process is gone reads."""
 
+    QUEUED = "queued"  # recorded by `zoo train --queue`, waiting for a `zoo worker` to claim it
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -24,7 +25,7 @@ class Status(str, Enum):
 
 FINAL_STATUSES = (Status.COMPLETED, Status.FAILED, Status.INTERRUPTED)
 STALE = "stale"  # shown for a running run that is really gone (computed when read, never written)
-DISPLAY_STATUSES = (Status.RUNNING.value, STALE, Status.COMPLETED.value, Status.FAILED.value,
+DISPLAY_STATUSES = (Status.QUEUED.value, Status.RUNNING.value, STALE, Status.COMPLETED.value, Status.FAILED.value,
                     Status.INTERRUPTED.value)
 
 

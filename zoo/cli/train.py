@@ -79,6 +79,8 @@ def train(
                                         help="Runs from a TOML file: [base] + [grid] lists (a product), or [[runs]]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the options and print the plan; train nothing."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed run (default: go on)."),
+    queue: bool = typer.Option(False, "--queue", help="Record the runs as queued and exit; `zoo worker` trains "
+                                                      "them, on any machine that sees the registry."),
     group: Optional[str] = typer.Option(None, "--group", show_default=False,
                                         help="Group id recorded on every run (default: a new short id)."),
     name: Optional[str] = typer.Option(None, "--name", help="A name for the run(s)."),
@@ -117,6 +119,10 @@ def train(
     run_specs = specs.build_specs(models=list(models or []), axes=axes,
                                   rows=specs.parse_grid(grid) if grid else None, base=base,
                                   source_model=source_model, name=name, tags=tags, parent=parent)
+    if queue and not dry_run:
+        from zoo.cli.worker import queue_specs
+
+        return queue_specs(run_specs, group=group)
     _train(run_specs, group=group, dry_run=dry_run, fail_fast=fail_fast, quiet=quiet)
 
 

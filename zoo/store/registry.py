@@ -18,7 +18,7 @@ import time
 import uuid as uuidlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError
@@ -26,10 +26,13 @@ from sqlalchemy.pool import QueuePool
 
 from zoo.errors import UnknownName, ZooError
 from zoo.vocab import FINAL_STATUSES as FINAL, Status, StopReason
-from zoo.store import migrations, tables
+from zoo.store import migrations, postgres, tables
 from zoo.store.views import (  # noqa: F401  (re-exported: the registry's public names)
     EvaluationView, RunView, _finite, decode_param, encode_param, pid_alive, run_duration, stale_reason, utcnow,
 )
+
+if TYPE_CHECKING:
+    from zoo.store.queue import ClaimedRun
 
 BUSY_TIMEOUT_S = 30.0
 # Another process holding the write lock (see Registry._commit): a per-epoch write waits DEFER_WAIT_S, then is kept
@@ -79,7 +82,7 @@ class Registry:
         location = str(location)
         path = _sqlite_path(location)
         if path is None:
-            engine = _url_engine(location)
+            engine = _url_engine(location, readonly=readonly)
         else:
             _check_sqlite_file(path, readonly=readonly, create=create)
             if not readonly and not path.exists():
@@ -146,6 +149,7 @@ class Registry:
             if self.path is not None:
                 self._pragma("journal_mode", "wal")  # persistent; must run outside any transaction
             with self._write() as conn:
+                postgres.lock_migrations(conn)  # many processes opening one new server database at once
                 tables = set(inspect(conn).get_table_names())
                 applied = migrations.applied_versions(conn) if "schema_migrations" in tables else set()
                 if applied and max(applied) > migrations.latest_version():
@@ -418,6 +422,38 @@ class Registry:
                 values[key] = value
         self._commit(lambda conn: self._touch(conn, run_id, **values))
 
+    # ------------------------------------------------------------------ the queue (zoo train --queue, zoo worker)
+    def queue_run(self, **row: Any) -> int:
+        """Record a run as 'queued' (model, plugin, params, name, tags) for a worker to claim; returns its id."""
+        from zoo.store import queue
+
+        return queue.queue_run(self, **row)
+
+    def claim_queued(self) -> Optional["ClaimedRun"]:
+        """The oldest queued run, now 'running' in this process's name; None when the queue is empty."""
+        from zoo.store import queue
+
+        return queue.claim_run(self)
+
+    def start_claimed(self, run_id: int, **row: Any) -> int:
+        """``start_run``, recorded in the row this process claimed instead of a new one."""
+        from zoo.store import queue
+
+        return queue.start_claimed(self, run_id, **row)
+
+    def release_claimed(self, run_id: int) -> None:
+        from zoo.store import queue
+
+        queue.release_run(self, run_id)
+
+    def requeue(self, ref: Any) -> int:
+        """Put a stale, failed or interrupted run back in the queue (its history and metrics go); returns its id."""
+        from zoo.store import queue
+
+        view = self.get_run(ref)
+        queue.requeue_run(self, view)
+        return view.id
+
     def add_evaluation(
         self,
         run_id: int,
@@ -606,15 +642,17 @@ DRIVER_PACKAGES = {
 }
 
 
-def _url_engine(location: str) -> Engine:
+def _url_engine(location: str, *, readonly: bool = False) -> Engine:
     """create_engine for a SQLAlchemy URL, with a missing driver or a bad URL as one clear ZooError."""
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     shown = _hide_password(location)
     try:
-        engine = create_engine(location)
+        engine = create_engine(location, pool_pre_ping=True)  # a server may drop idle connections
         if engine.dialect.name == "sqlite":
             _sqlite_url_pragmas(engine, shown)
+        elif engine.dialect.name == "postgresql":
+            postgres.configure(engine, readonly=readonly)
         return engine
     except NoSuchModuleError:
         scheme = location.split("://", 1)[0]
@@ -683,6 +721,8 @@ def _opt_str(value: Any) -> Optional[str]:
 
 
 def _db_message(exc: DBAPIError) -> str:
+    if exc.orig is not None and postgres.is_driver_error(exc.orig):
+        return postgres.message(exc.orig)
     return str(exc.orig) if exc.orig is not None else str(exc).splitlines()[0]
 
 

@@ -146,7 +146,16 @@ def _check_starting_weights(plan: Plan) -> None:
 
 
 def check_artifacts(registry: Any) -> Path:
-    """The registry's artifacts folder exists (created if missing) and is writable, or a one-line ZooError."""
+    """The registry's artifacts folder exists (created if missing) and is writable, or a one-line ZooError.
+
+    With a database server as registry (PostgreSQL), other machines record runs too, and `zoo predict` or `zoo
+    export` may run anywhere: the checkpoints must go to a folder every machine sees, so ZOO_ARTIFACTS (or
+    ``artifacts`` in zoo.toml) must name one, and a file is written there and removed to prove it writable."""
+    shared = getattr(registry, "path", None) is None and getattr(getattr(registry, "engine", None), "dialect", None)
+    if shared and registry.engine.dialect.name != "sqlite" and not os.environ.get("ZOO_ARTIFACTS"):
+        raise ZooError(f"Registry {registry.location} is a database server that other machines use: set "
+                       "ZOO_ARTIFACTS (or artifacts in zoo.toml) to a folder every machine sees, such as a network "
+                       "share, for the checkpoints.")
     try:
         folder = registry.artifacts_dir
     except OSError as exc:
@@ -157,4 +166,12 @@ def check_artifacts(registry: Any) -> Path:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ZooError(f"Artifacts folder {folder} is not a writable folder; point ZOO_ARTIFACTS at a folder zoo "
                        f"can write (it is created if missing).")
+    if shared:  # a network share may be mounted read-only, or map root to nobody: os.access cannot tell
+        probe = folder / f".zoo-write-check-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ZooError(f"Artifacts folder {folder} is not writable from this machine ({exc.strerror or exc}); "
+                           "point ZOO_ARTIFACTS at a shared folder every machine can write.") from None
     return folder

@@ -17,6 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -172,9 +173,12 @@ class Session:
 
     def __init__(self, plan: Plan, registry: Any, reporter: Optional[Reporter] = None, *,
                  train_fn: Callable[[RunContext], TrainResult] = train_run, fail_fast: bool = False,
-                 world: Optional[World] = None, decode: Optional[Callable[..., "ImageSet"]] = None):
+                 world: Optional[World] = None, decode: Optional[Callable[..., "ImageSet"]] = None, claimed: Optional[dict[int, int]] = None):
+        """``claimed``: plan index -> the id of a queued row this process claimed (``zoo worker``): that run is
+        recorded in its row (``registry.start_claimed``) instead of a new one (``registry.start_run``)."""
         self.plan, self.registry = plan, registry
         self.world = world or current()  # under torchrun: rank 0 records, a crash on any rank ends every rank
+        self.claimed = dict(claimed or {})
         self.reporter = reporter or Reporter()
         self.train_fn, self.fail_fast = train_fn, fail_fast
         self._decode = decode
@@ -189,7 +193,7 @@ class Session:
                 for index, planned in enumerate(self.plan.runs):
                     images, split = self._data(planned)
                     outcome = RunOutcome(None, planned)
-                    self._run_one(planned, images, split, outcome, outcomes)
+                    self._run_one(planned, images, split, outcome, outcomes, self.claimed.get(index))
                     broken = self.world.size > 1 and outcome.stop_reason == StopReason.ERROR  # a rank crashed
                     if outcome.status == Status.FAILED and (self.fail_fast or broken):
                         result.skipped = len(self.plan.runs) - index - 1
@@ -224,7 +228,7 @@ class Session:
         return params
 
     def _run_one(self, planned: PlannedRun, images: "ImageSet", split: "Split", outcome: RunOutcome,
-                 outcomes: list[RunOutcome]) -> None:
+                 outcomes: list[RunOutcome], claimed: Optional[int] = None) -> None:
         from zoo.data import dataset_record
 
         spec = planned.spec
@@ -232,7 +236,8 @@ class Session:
         tags[GROUP_TAG] = self.plan.group
         if spec.parent is not None:
             tags[FROM_TAG] = str(spec.parent)
-        run_id = self.registry.start_run(
+        start = self.registry.start_run if claimed is None else partial(self.registry.start_claimed, claimed)
+        run_id = start(
             model=spec.model, plugin=planned.info.plugin, params=self._params(planned), name=spec.name,
             device=planned.resolved.device, dataset=dataset_record(images, split, self.plan.source(planned).name).as_row(),
             tags=tags)

@@ -1,0 +1,134 @@
+"""A real PostgreSQL server for the tests, started once per session (imported by conftest.py).
+
+The server binaries (initdb, pg_ctl) come from PATH or /usr/lib/postgresql/<version>/bin. PostgreSQL refuses to
+run as root, so under root it runs as the ``postgres`` system user. It listens on a unix socket in a temporary
+folder only (no TCP port is opened), with trust authentication, except for the role ``zoo_pw``, which must give
+its password ('secret'), so a wrong password can be tested.
+
+Fixtures: ``postgres_server`` (the server), ``pg_url`` (a new empty database per test, as a zoo registry URL) and
+``registry_location`` (parametrised: a SQLite file, then a PostgreSQL database).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+PASSWORD_ROLE, PASSWORD = "zoo_pw", "secret"
+
+
+def find_binaries() -> Optional[Path]:
+    """The folder with initdb and pg_ctl, or None."""
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(found).parent
+    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True):
+        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+            return Path(folder)
+    return None
+
+
+def _free_port() -> int:
+    """A port number no local server uses (it names the socket file: .s.PGSQL.<port>)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PostgresServer:
+    socket_dir: Path
+    port: int
+
+    def url(self, database: str, user: str = "postgres", password: Optional[str] = None) -> str:
+        auth = f"{user}:{password}" if password is not None else user
+        return f"postgresql+psycopg://{auth}@/{database}?host={self.socket_dir}&port={self.port}"
+
+    def execute(self, sql: str, database: str = "postgres") -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(host=str(self.socket_dir), port=self.port, user="postgres", dbname=database,
+                             autocommit=True) as conn:
+            cursor = conn.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+
+    def new_database(self) -> str:
+        name = "zoo_" + uuid.uuid4().hex[:12]
+        self.execute(f"CREATE DATABASE {name}")
+        return name
+
+
+def _as_server_user(args: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return args
+    runuser = shutil.which("runuser")
+    return [runuser, "-u", "postgres", "--", *args] if runuser else ["su", "postgres", "-c", " ".join(args)]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    binaries = find_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed; .ci/run installs them")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed: pip install -e '.[postgres]'")
+    owner = None
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' system user to run the server as")
+    # Not under pytest's tmp_path: its folders are private to the test user, and the server user must enter it.
+    root = Path(tempfile.mkdtemp(prefix="zoo-pg-"))
+    if owner is not None:
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    data, log, port = root / "data", root / "server.log", _free_port()
+    try:
+        subprocess.run(_as_server_user([str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
+                                        "--auth=trust", "--no-sync"]),
+                       check=True, capture_output=True, text=True, timeout=120)
+        hba = data / "pg_hba.conf"
+        hba.write_text(f"local all {PASSWORD_ROLE} scram-sha-256\nlocal all all trust\n")
+        options = f"-k {root} -p {port} -c listen_addresses='' -c max_connections=200 -F"
+        subprocess.run(_as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+                                        "-o", options, "start"]),
+                       check=True, capture_output=True, text=True, timeout=90)
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"PostgreSQL did not start: {exc.stderr or exc.stdout}") from None
+    server = PostgresServer(root, port)
+    try:
+        server.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
+        yield server
+    finally:
+        subprocess.run(_as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+                       capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """A new, empty database on the session's server, as a registry URL."""
+    return postgres_server.url(postgres_server.new_database())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_location(request, tmp_path) -> str:
+    """Where a test's registry lives: a SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "registry.db")
+    return request.getfixturevalue("pg_url")
