@@ -25,14 +25,19 @@ _PREFIXES = ("module.", "_orig_mod.")  # DataParallel / torch.compile wrappers
 def save_checkpoint(path: Path, *, model: str, plugin: str, classes: list[str], image_size: int,
                     state_dict: dict, epoch: int, mean, std) -> Path:
     """Write atomically (temporary file, then rename), so a crash never leaves half a checkpoint."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, "model": model, "plugin": plugin, "num_classes": len(classes),
                "classes": list(classes), "image_size": int(image_size),
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "epoch": int(epoch),
                "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+    return atomic_save(payload, path)
+
+
+def atomic_save(payload: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary file, fsync, then rename: a crash never leaves half a file."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         # zoo opens (and always closes) the file itself: a file still open when unlinked keeps its space, which
@@ -49,6 +54,17 @@ def save_checkpoint(path: Path, *, model: str, plugin: str, classes: list[str], 
             raise ZooError(f"Cannot write checkpoint {path}: {cause.strerror or cause}.") from exc
         raise
     return path
+
+
+LAST_FORMAT = "zoo-last"
+
+
+def load_last(path: Path) -> dict:
+    """A run's ``last.pt`` (what resuming needs: weights, optimizer, schedule, RNG and early-stopping state)."""
+    data = _load(path)
+    if not isinstance(data, dict) or data.get("format") != LAST_FORMAT:
+        raise ZooError(f"'{path}' is not a zoo resume file (last.pt); the run cannot be resumed.")
+    return data
 
 
 def _os_error(exc: BaseException) -> Optional[OSError]:

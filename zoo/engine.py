@@ -270,14 +270,18 @@ def setup_backend(device: "torch.device") -> None:
 
 def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: RunSpec, resolved: Resolved,
           callbacks: Optional[Callbacks] = None, checkpoint_path: Optional[Path] = None,
-          model: Optional["torch.nn.Module"] = None) -> TrainResult:
+          model: Optional["torch.nn.Module"] = None, resume: Optional[dict] = None) -> TrainResult:
     """Train ``info``'s architecture on the pipeline's train split with early stopping on validation loss,
     restore the best weights, evaluate on the test split. A NaN/inf loss returns status 'failed'; Ctrl-C
-    (KeyboardInterrupt) propagates after the best checkpoint so far has been written."""
+    (KeyboardInterrupt) propagates after the best checkpoint so far has been written.
+
+    With a ``checkpoint_path``, ``last.pt`` beside it holds everything needed to go on after epoch k (weights,
+    optimizer, schedule, RNG and early-stopping state; written atomically each epoch, removed once the run has
+    ended); ``resume`` is such a file's content: training goes on from epoch k + 1 exactly as it would have."""
     import torch
     import torch.nn.functional as F
 
-    from zoo.checkpoint import save_checkpoint
+    from zoo.checkpoint import LAST_FORMAT, atomic_save, load_checkpoint, save_checkpoint
     from zoo.data import IMAGENET_MEAN, IMAGENET_STD
     from zoo.distributed import current
 
@@ -311,6 +315,35 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
     history: list[EpochStats] = []
     stop_reason, status, error = StopReason.MAX_EPOCHS, Status.COMPLETED, None
     epoch = 0
+    last_path = checkpoint_path.with_name("last.pt") if checkpoint_path is not None else None
+    first = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None and resume.get("scheduler") is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        if scaler is not None and resume.get("scaler") is not None:
+            scaler.load_state_dict(resume["scaler"])
+        step_lr = optimizer.param_groups[0]["lr"]
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        best_loss, best_epoch, waited = float(resume["best_loss"]), resume["best_epoch"], int(resume["waited"])
+        history = [EpochStats(**row) for row in resume["history"]]
+        if best_epoch is not None and checkpoint_path is not None and checkpoint_path.is_file():
+            best_state = load_checkpoint(checkpoint_path)["state_dict"]
+        first = int(resume["epoch"]) + 1
+
+    def save_last() -> None:
+        if last_path is None:
+            return
+        atomic_save({"format": LAST_FORMAT, "version": 1, "epoch": epoch,
+                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                     "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                     "scaler": scaler.state_dict() if scaler is not None else None,
+                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                     "best_loss": best_loss, "best_epoch": best_epoch, "waited": waited,
+                     "history": [h.as_row() for h in history]}, last_path)
 
     def save_best() -> Optional[str]:
         if checkpoint_path is None or best_state is None:
@@ -320,7 +353,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
                         mean=IMAGENET_MEAN, std=IMAGENET_STD)
         return str(checkpoint_path)
 
-    for epoch in range(1, spec.epochs + 1):
+    for epoch in range(first, spec.epochs + 1):
         callbacks.on_epoch_start(epoch, batches)
         step_model.train()
         started = time.perf_counter()
@@ -389,6 +422,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
                 callbacks.on_checkpoint(path, epoch)
         else:
             waited += 1
+        save_last()
         callbacks.on_epoch_end(epoch, values, improved)
         if not improved and waited >= spec.patience:
             stop_reason = StopReason.EARLY_STOP
@@ -398,6 +432,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
     checkpoint = str(checkpoint_path) if (checkpoint_path and best_state is not None) else None
     result = TrainResult(status, stop_reason, epochs_run, best_epoch, checkpoint, error=error, history=history)
     if status == Status.FAILED:
+        _remove(last_path)
         return result
     model.load_state_dict(best_state)  # early stopping restores the best weights, also at max_epochs
     test_loss, _, confusion = evaluate(eval_model, pipeline.eval_batches("test"), num_classes, device,
@@ -405,7 +440,13 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
     result.metrics = metrics_from_confusion(confusion, classes, test_loss)
     result.confusion = confusion
     callbacks.on_test(result.metrics, confusion)
+    _remove(last_path)  # the run has ended: nothing to resume
     return result
+
+
+def _remove(path: Optional[Path]) -> None:
+    if path is not None:
+        path.unlink(missing_ok=True)
 
 
 __all__ = ["Callbacks", "EpochStats", "TrainResult", "evaluate", "metrics_from_confusion", "resolve_device",
