@@ -88,6 +88,9 @@ def train(
     from_run: Optional[str] = typer.Option(None, "--from", metavar="RUN",
                                            help="Reuse an earlier run's params, model, name and tags; options "
                                                 "given here win."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN", show_default=False,
+                                         help="Go on with an interrupted or stale run, in its own row, from its "
+                                              "last finished epoch."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings, errors and the final table."),
 ) -> None:
     """Train one or more models on one shared, stratified split and record every run in the registry."""
@@ -96,6 +99,11 @@ def train(
                  device=device, precision=precision, recipe=recipe, optimizer=optimizer, schedule=schedule,
                  warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment)
     axes = {key: specs.parse_list(key, texts) for key, texts in lists.items() if texts}
+    if resume is not None:
+        if models or from_run or grid or axes or data or weights or queue or dry_run:
+            raise ZooError("--resume RUN goes on with the run's own options: give no models, --data or training "
+                           "options with it.")
+        return _train([], group=None, dry_run=False, fail_fast=False, quiet=quiet, resume=resume)
     singles = dict(data=data, pretrained=pretrained, weights=str(weights) if weights else None, workers=workers,
                    compile=compile, strict=strict, hflip=hflip, bias_decay=bias_decay)
     axes.update({key: [specs.convert(key, value) if key != "data" else value]
@@ -126,12 +134,15 @@ def train(
     _train(run_specs, group=group, dry_run=dry_run, fail_fast=fail_fast, quiet=quiet)
 
 
-def _train(run_specs: list, *, group: Optional[str], dry_run: bool, fail_fast: bool, quiet: bool) -> None:
+def _train(run_specs: list, *, group: Optional[str], dry_run: bool, fail_fast: bool, quiet: bool,
+           resume: Optional[str] = None) -> None:
     from zoo import distributed
     from zoo.cli.progress import Display, plan_table, summary_table
     from zoo.training import Session, check_specs, make_plan
 
     world = distributed.from_env()  # under torchrun: rank 0 records and prints, the other ranks follow
+    if resume is not None and world.size > 1:
+        raise ZooError("--resume is not supported under torchrun yet; resume the run in one process.")
     if not world.is_main:
         return _follow(run_specs, world, dry_run=dry_run, fail_fast=fail_fast)
     display = Display(quiet)
@@ -142,10 +153,17 @@ def _train(run_specs: list, *, group: Optional[str], dry_run: bool, fail_fast: b
     if len(set(run_specs)) < len(run_specs):
         print_warning("Some runs of this command have identical options: each is trained (same seed, same result).")
     with distributed.process_group(world), open_registry() as reg:
+        point = None
+        if resume is not None:
+            from zoo.training.resume import resume_point
+
+            spec, point = resume_point(reg, resume)
+            run_specs = [spec]
+            display.line(f"Resuming run {point.run_id} after epoch {point.state['epoch']}.")
         plan = make_plan(run_specs, reg, group=group)
         if len(plan.runs) > 1:
             display.line(plan_table([r.spec for r in plan.runs], plan.varied, plan.group))
-        result = Session(plan, reg, display, fail_fast=fail_fast, world=world).run()
+        result = Session(plan, reg, display, fail_fast=fail_fast, world=world, resume=point).run()
     display.stop()
     if result.outcomes:
         display.out.print(summary_table(result.outcomes, plan.varied))

@@ -586,7 +586,7 @@ class Registry:
 
 
 # The files zoo writes in a run's artifacts folder: the best checkpoint, and its temporary file while written.
-RUN_FILES = re.compile(r"best\.pt|\.best\.pt\..+\.tmp")
+RUN_FILES = re.compile(r"(best|last)\.pt|\.(best|last)\.pt\..+\.tmp")
 
 
 class Deleted(list):

@@ -99,6 +99,17 @@ class RunContext:
     split: "Split"
     callbacks: Callbacks
     checkpoint: Optional[Path]  # None on torchrun ranks other than 0: rank 0 writes the checkpoints
+    resume: Optional[dict] = None  # the run's last.pt when it goes on after an interruption (--resume)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """An interrupted or stale run to go on with (``zoo train --resume RUN``): its row, last.pt, and the data
+    fingerprint it trained on (a changed data folder is refused before the row changes)."""
+
+    run_id: int
+    state: dict
+    fingerprint: Optional[str]
 
 
 def train_run(ctx: RunContext) -> TrainResult:
@@ -112,7 +123,7 @@ def train_run(ctx: RunContext) -> TrainResult:
                              device=run.resolved.device, workers=spec.workers,
                              augment=augment_for(spec.augment, spec.hflip), world=current())
     return train(run.info, pipeline, ctx.images.classes, spec, run.resolved, ctx.callbacks, ctx.checkpoint,
-                 model=model)
+                 model=model, resume=ctx.resume)
 
 
 class Recorder(Callbacks):
@@ -173,12 +184,14 @@ class Session:
 
     def __init__(self, plan: Plan, registry: Any, reporter: Optional[Reporter] = None, *,
                  train_fn: Callable[[RunContext], TrainResult] = train_run, fail_fast: bool = False,
-                 world: Optional[World] = None, decode: Optional[Callable[..., "ImageSet"]] = None, claimed: Optional[dict[int, int]] = None):
+                 world: Optional[World] = None, decode: Optional[Callable[..., "ImageSet"]] = None, claimed: Optional[dict[int, int]] = None,
+                 resume: Optional[ResumePoint] = None):
         """``claimed``: plan index -> the id of a queued row this process claimed (``zoo worker``): that run is
         recorded in its row (``registry.start_claimed``) instead of a new one (``registry.start_run``)."""
         self.plan, self.registry = plan, registry
         self.world = world or current()  # under torchrun: rank 0 records, a crash on any rank ends every rank
         self.claimed = dict(claimed or {})
+        self.resume = resume  # for a plan of one run
         self.reporter = reporter or Reporter()
         self.train_fn, self.fail_fast = train_fn, fail_fast
         self._decode = decode
@@ -237,6 +250,13 @@ class Session:
         if spec.parent is not None:
             tags[FROM_TAG] = str(spec.parent)
         start = self.registry.start_run if claimed is None else partial(self.registry.start_claimed, claimed)
+        if self.resume is not None:
+            record = dataset_record(images, split, self.plan.source(planned).name)
+            if self.resume.fingerprint and record.fingerprint != self.resume.fingerprint:
+                raise ZooError(f"Run {self.resume.run_id} trained on other files than {record.path} holds now "
+                               f"(fingerprint {self.resume.fingerprint[:12]}, now {record.fingerprint[:12]}); it "
+                               f"cannot be resumed. Start a new run with zoo train --from {self.resume.run_id}.")
+            start = partial(_reopen, self.registry, self.resume.run_id)
         run_id = start(
             model=spec.model, plugin=planned.info.plugin, params=self._params(planned), name=spec.name,
             device=planned.resolved.device, dataset=dataset_record(images, split, self.plan.source(planned).name).as_row(),
@@ -245,12 +265,17 @@ class Session:
         outcomes.append(outcome)
         key = f"run{len(outcomes)}"  # the same on every rank: they run the same plan in order
         recorder = Recorder(self.registry, run_id, self.reporter)
+        if self.resume is not None:  # what the row says already, should the resumed run stop again
+            state = self.resume.state
+            recorder.epochs_run, recorder.best_epoch = int(state["epoch"]), state.get("best_epoch")
+            best = self.registry.run_artifacts_dir(run_id) / "best.pt"
+            recorder.checkpoint = str(best.resolve()) if recorder.best_epoch and best.is_file() else None
         started = time.perf_counter()
         try:
             self.reporter.on_run_start(run_id, planned)
             ctx = RunContext(planned, images, split, recorder,
                              (self.registry.run_artifacts_dir(run_id) / "best.pt").resolve() if self.world.is_main
-                             else None)
+                             else None, self.resume.state if self.resume is not None else None)
             result = self.train_fn(ctx)
         except KeyboardInterrupt as exc:
             outcome.seconds = time.perf_counter() - started
@@ -286,6 +311,17 @@ class Session:
         outcome.seconds = time.perf_counter() - started
         recorder.finish(outcome, Status(result.status), StopReason(result.stop_reason), result.error, result)
         self.reporter.on_run_end(outcome)
+
+
+def _reopen(registry: Any, run_id: int, **_row: Any) -> int:
+    """A resumed run goes back to 'running' in its own row (params, dataset, tags and history stay)."""
+    import os
+
+    from zoo.store.views import utcnow
+
+    registry.update_run(run_id, status=Status.RUNNING.value, finished=None, stop_reason=None, error=None,
+                        heartbeat=utcnow(), pid=os.getpid(), host=registry.host)
+    return run_id
 
 
 @contextmanager
