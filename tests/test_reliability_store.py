@@ -501,3 +501,51 @@ def test_a_dead_run_whose_pid_was_reused_is_stale_and_can_be_deleted(cli):
     finally:
         newcomer.kill()
         newcomer.wait()
+
+
+@pytest.mark.slow
+def test_zoo_train_goes_on_while_another_process_holds_the_registry_lock(cli, make_images, monkeypatch):
+    """The real command: once the first epoch is recorded, another process takes the lock and holds it past the
+    (shortened) busy timeout while more epochs end; the training completes and every epoch is recorded later."""
+    import threading
+
+    from zoo.store import registry
+
+    monkeypatch.setattr(registry, "BUSY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(registry, "DEFER_WAIT_S", 0.05)
+    data = make_images({"cat": 10, "dog": 10}, size=16)
+    path = registry_path()
+    seen = {}
+
+    def epochs_run() -> int:
+        try:
+            con = sqlite3.connect(path)
+            try:
+                row = con.execute("SELECT max(epochs_run) FROM runs").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+        return (row and row[0]) or 0
+
+    def lock_after_the_first_epoch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and epochs_run() < 1:
+            time.sleep(0.01)
+        holder = hold_lock(path, 2.0)
+        seen["locked at epoch"] = epochs_run()
+        holder.wait()
+
+    watcher = threading.Thread(target=lock_after_the_first_epoch, daemon=True)
+    watcher.start()
+    result = cli("train", "tinycnn", "--data", data, "--epochs", "16", "--image-size", "16", "--batch-size", "8",
+                 "--patience", "50")
+    watcher.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("tinycnn epoch")]
+    assert seen["locked at epoch"] < 16 and len(lines) == 16  # epochs went on ending while it was locked
+    with Registry.open(path, readonly=True) as reg:
+        view = reg.get_run(1)
+        history = reg.history(1)
+    assert view.status == "completed" and view.epochs_run == 16, (view.status, view.error)
+    assert [epoch for epoch, _ in history["val_loss"]] == list(range(1, 17))
