@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 
 BUSY_TIMEOUT_S = 30.0
 # Another process holding the write lock (see Registry._commit): a per-epoch write waits DEFER_WAIT_S, then is kept
-# for later and training goes on; zoo gives up on the registry after LOCK_GIVE_UP_S without the lock.
+# for later and training goes on; zoo gives up on the registry after LOCK_GIVE_UP_S without the lock: 10 min, when
+# readers start to call a run without heartbeat stale (views.STALE_MIN_S).
 DEFER_WAIT_S = 2.0
-LOCK_GIVE_UP_S = 900.0
+LOCK_GIVE_UP_S = 600.0
 SQLITE_HEADER = b"SQLite format 3\x00"
 STATUSES = tuple(s.value for s in Status)
 FINAL_STATUSES = tuple(s.value for s in FINAL)
