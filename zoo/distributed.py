@@ -37,7 +37,10 @@ if TYPE_CHECKING:
     import torch
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-ECHO_WAIT = 5.0  # seconds rank 0 waits for the other ranks to say how a run ended, when its own error is an echo
+# Seconds rank 0 waits for the other ranks to say how a run ended, when its own error is an echo. A rank posts
+# before it exits, and its exit is what rank 0 notices (a closed connection, torchrun's SIGTERM): the post is
+# normally there already; a rank that died without a word (kill -9) costs this wait.
+ECHO_WAIT = 1.0
 _ECHO_WORDS = ("connection closed", "connection reset", "broken pipe", "gloo", "nccl", "socket", "timed out")
 
 
