@@ -121,8 +121,10 @@ def postgres_server():
 
 
 @pytest.fixture
-def pg_url(postgres_server) -> str:
-    """A new, empty database on the session's server, as a registry URL."""
+def pg_url(postgres_server, tmp_path, monkeypatch) -> str:
+    """A new, empty database on the session's server, as a registry URL; ZOO_ARTIFACTS points into tmp_path (a
+    server registry has no file to put its checkpoints beside)."""
+    monkeypatch.setenv("ZOO_ARTIFACTS", str(tmp_path / "artifacts"))
     return postgres_server.url(postgres_server.new_database())
 
 

@@ -116,26 +116,36 @@ def test_read_commands_do_not_import_torch_on_postgresql(pg_url):
         assert done.stderr.strip().endswith("NO-TORCH"), (args, done.stderr)
 
 
-def test_wrong_password_host_or_database_is_one_clear_line(postgres_server, pg_url, tmp_path):
+def one_line_error(result, *fragments: str) -> str:
+    """A CliRunner result that is one 'Error: ...' line holding every fragment, exit code 1."""
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert all(f in lines[0] for f in fragments), lines[0]
+    return lines[0]
+
+
+def test_wrong_password_host_or_database_is_one_clear_line(cli, postgres_server, pg_url, tmp_path):
     fill(pg_url)
     database = pg_url.split("/")[3].split("?")[0]
     socket = f"host={postgres_server.socket_dir}&port={postgres_server.port}"
     right = f"postgresql+psycopg://{PASSWORD_ROLE}:{PASSWORD}@/{database}?{socket}"
-    listed = zoo("--registry", right, "list-runs", "--format", "json")
-    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 5, listed.stderr  # the password works
+    assert len(as_json(cli("--registry", right, "list-runs", "--format", "json"))) == 5  # the password works
 
     wrong_password = f"postgresql+psycopg://{PASSWORD_ROLE}:nope@/{database}?{socket}"
-    for args in (["list-runs"], ["tag", "1", "k=v"]):
-        done = zoo("--registry", wrong_password, *args)
-        assert_one_line_error(done, "password authentication failed", "check the user and password")
-        assert "nope" not in done.stderr  # the password is never shown
-    assert_one_line_error(zoo("--registry", f"postgresql+psycopg://postgres@/no_such_db?{socket}", "list-runs"),
-                          'database "no_such_db" does not exist', "createdb")
-    assert_one_line_error(zoo("--registry", "postgresql+psycopg://postgres@127.0.0.1:1/zoo", "show", "1"),
-                          "Connection refused", "check the host and port")
-    assert_one_line_error(zoo("--registry", f"postgresql+psycopg://nobody@/{database}?{socket}", "list-runs"),
-                          'role "nobody" does not exist')
-    # The SQLite counterpart reads the same way: "Error: ... registry <where> ...", one line.
+    for args in (["list-runs"], ["tag", "1", "k=v"], ["show", "1"]):
+        line = one_line_error(cli("--registry", wrong_password, *args), "password authentication failed",
+                              "check the user and password")
+        assert "nope" not in line  # the password is never shown
+    one_line_error(cli("--registry", f"postgresql+psycopg://postgres@/no_such_db?{socket}", "list-runs"),
+                   'database "no_such_db" does not exist', "createdb")
+    one_line_error(cli("--registry", "postgresql+psycopg://postgres@127.0.0.1:1/zoo", "compare"),
+                   "Connection refused", "check the host and port")
+    one_line_error(cli("--registry", f"postgresql+psycopg://nobody@/{database}?{socket}", "list-runs"),
+                   'role "nobody" does not exist')
+    # What a user sees in a terminal, beside the SQLite counterpart: one red line each, exit code 1.
+    assert_one_line_error(zoo("--registry", wrong_password, "list-runs"), "Cannot read registry",
+                          "postgresql+psycopg://zoo_pw:***@/", "password authentication failed")
     assert_one_line_error(zoo("--registry", tmp_path / "missing.db", "list-runs"), "No registry at")
 
 
@@ -153,45 +163,45 @@ def test_a_connection_dropped_by_the_server_is_replaced(postgres_server, pg_url)
         assert reg.get_run(ids["b"]).tags["after"] == "reconnect"
 
 
-WRITER = """
-import sys, time
-from pathlib import Path
-from zoo.store import Registry
+def write_one_run(url: str, go: Path, worker: int, epochs: int) -> None:
+    """One writer process: a run with its epochs, metrics and end, and a queued run."""
+    while not go.exists():  # start together
+        time.sleep(0.005)
+    reg = Registry.open(url)  # a new database: every writer migrates it at once, exactly one applies them
+    run_id = reg.start_run(model=f"model{worker}", plugin="test", params={"worker": worker}, tags={"w": str(worker)})
+    for epoch in range(1, epochs + 1):
+        reg.log_epoch(run_id, epoch, {"train_loss": worker + epoch / 1000, "val_loss": 1.0, "seconds": 0.1})
+    reg.queue_run(model="q", plugin="test", params={"from": worker})
+    reg.log_metrics(run_id, {"test_accuracy": worker / 100}, confusion=[[worker, 1], [1, worker]])
+    reg.finish_run(run_id, "completed", epochs_run=epochs, best_epoch=epochs, stop_reason="max_epochs")
+    reg.close()
 
-url, go, worker, epochs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-while not go.exists():  # start together
-    time.sleep(0.005)
-reg = Registry.open(url)  # a new database: every writer migrates it at once, exactly one applies the migrations
-run_id = reg.start_run(model=f"model{worker}", plugin="test", params={"worker": worker}, tags={"w": str(worker)})
-for epoch in range(1, epochs + 1):
-    reg.log_epoch(run_id, epoch, {"train_loss": worker + epoch / 1000, "val_loss": 1.0, "seconds": 0.1})
-queued = reg.queue_run(model="q", plugin="test", params={"from": worker})
-reg.log_metrics(run_id, {"test_accuracy": worker / 100}, confusion=[[worker, 1], [1, worker]])
-reg.finish_run(run_id, "completed", epochs_run=epochs, best_epoch=epochs, stop_reason="max_epochs")
-reg.close()
-print(run_id, queued)
-"""
+
+def forked(target, *args) -> "multiprocessing.process.BaseProcess":
+    """A process forked from this one (zoo.store already imported: no interpreter start-up per writer)."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("fork").Process(target=target, args=args)
+    process.start()
+    return process
 
 
 def test_sixteen_concurrent_writers_on_postgresql_lose_nothing(postgres_server, pg_url, tmp_path):
     writers, epochs = 16, 20
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, pg_url, str(go), str(w), str(epochs)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(writers)]
-    time.sleep(2.0)  # let the interpreters start, then release them together
-    go.touch()
-    outputs = [p.communicate(timeout=240) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err
-    issued = [int(i) for out, _ in outputs for i in out.split()]
-    assert sorted(issued) == list(range(1, 2 * writers + 1))  # every id once, none skipped or shared
+    procs = [forked(write_one_run, pg_url, go, w, epochs) for w in range(writers)]
+    time.sleep(0.5)
+    go.touch()  # release them together
+    for proc in procs:
+        proc.join(timeout=240)
+        assert proc.exitcode == 0
 
     with Registry.open(pg_url, readonly=True) as reg:
         from zoo.store import queries
 
         with reg.connect() as conn:
             runs, total = queries.list_runs(conn, queries.RunFilter(), limit=None, host=reg.host)
-        assert total == 2 * writers
+        assert sorted(r.id for r in runs) == list(range(1, 2 * writers + 1))  # every id once, none skipped
         done = [r for r in runs if r.status == "completed"]
         assert sorted(r.model for r in done) == sorted(f"model{w}" for w in range(writers))
         for run in done:
@@ -202,23 +212,25 @@ def test_sixteen_concurrent_writers_on_postgresql_lose_nothing(postgres_server, 
             history = reg.history(run.id)
             assert [e for e, _ in history["train_loss"]] == list(range(1, epochs + 1))
             assert history["train_loss"][-1][1] == pytest.approx(w + epochs / 1000)
-        assert sum(r.status == "queued" for r in runs) == writers
+        assert sorted(reg.get_run(r.id).params["from"] for r in runs if r.status == "queued") == list(range(writers))
     database = pg_url.split("/")[3].split("?")[0]
     assert postgres_server.execute("SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY 1",
                                    database) == [(v, 1) for v in (1, 2)]
     assert postgres_server.execute("SELECT value FROM counters WHERE name = 'runs'", database) == [(2 * writers,)]
 
 
-def test_training_with_a_server_registry_needs_shared_writable_artifacts(pg_url, make_images, tmp_path,
+def test_training_with_a_server_registry_needs_shared_writable_artifacts(cli, pg_url, make_images, tmp_path,
                                                                         monkeypatch):
+    monkeypatch.delenv("ZOO_ARTIFACTS")
     images = make_images({"cat": 6, "dog": 6}, size=20)
     train = ["--registry", pg_url, "train", "tinycnn", "--data", images, "--image-size", "16", "--epochs", "1"]
-    assert_one_line_error(zoo(*train), "set ZOO_ARTIFACTS", "every machine sees")
-    assert_one_line_error(zoo(*train, "--queue"), "set ZOO_ARTIFACTS")
+
+    one_line_error(cli(*train), "set ZOO_ARTIFACTS", "every machine sees")
+    one_line_error(cli(*train, "--queue"), "set ZOO_ARTIFACTS")
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     monkeypatch.setenv("ZOO_ARTIFACTS", str(blocker / "checkpoints"))
-    assert_one_line_error(zoo(*train), "Artifacts folder", "cannot be created")
+    one_line_error(cli(*train), "Artifacts folder", "cannot be created")
     with Registry.open(pg_url, readonly=True) as reg, reg.connect() as conn:
         from zoo.store import queries
 
@@ -226,8 +238,8 @@ def test_training_with_a_server_registry_needs_shared_writable_artifacts(pg_url,
 
     shared = tmp_path / "shared"
     monkeypatch.setenv("ZOO_ARTIFACTS", str(shared))
-    done = zoo(*train)
-    assert done.returncode == 0, done.stderr
+    done = cli(*train)
+    assert done.exit_code == 0, done.output
     with Registry.open(pg_url, readonly=True) as reg:
         run = reg.get_run(1)
     assert run.status == "completed" and Path(run.checkpoint) == shared.resolve() / "run-1" / "best.pt"

@@ -40,8 +40,8 @@ def db(tmp_path) -> Path:
     return tmp_path / "registry.db"
 
 
-def test_lifecycle_round_trip(db):
-    with Registry.open(db) as reg:
+def test_lifecycle_round_trip(registry_location):
+    with Registry.open(registry_location) as reg:
         run_id = reg.start_run(model="resnet18", plugin="resnet", params=PARAMS, name="base", device="cpu",
                                dataset=DATASET, tags={"exp": "one"})
         for epoch in (1, 2, 3):
@@ -75,8 +75,8 @@ def test_lifecycle_round_trip(db):
     assert set(history) == {"train_loss", "val_loss", "seconds"}
 
 
-def test_log_epoch_replaces_a_relogged_epoch_and_keeps_nan_as_missing(db):
-    with Registry.open(db) as reg:
+def test_log_epoch_replaces_a_relogged_epoch_and_keeps_nan_as_missing(registry_location):
+    with Registry.open(registry_location) as reg:
         run_id = reg.start_run(model="m", plugin="p", params={})
         reg.log_epoch(run_id, 1, {"train_loss": 2.0})
         reg.log_epoch(run_id, 1, {"train_loss": 1.0, "val_loss": float("nan")})
@@ -87,8 +87,8 @@ def test_log_epoch_replaces_a_relogged_epoch_and_keeps_nan_as_missing(db):
         assert reg.get_run(run_id).epochs_run == 2
 
 
-def test_unknown_runs_and_bad_values_are_clear_errors(db):
-    with Registry.open(db) as reg:
+def test_unknown_runs_and_bad_values_are_clear_errors(registry_location):
+    with Registry.open(registry_location) as reg:
         run_id = reg.start_run(model="m", plugin="p", params={})
         with pytest.raises(UnknownName, match="No run '999'"):
             reg.get_run(999)
@@ -233,12 +233,12 @@ def test_an_older_registry_is_upgraded_in_place_by_writers_only(db, monkeypatch,
     con.close()
 
 
-def test_run_ids_are_never_reused_after_a_delete(db, cli):
-    with Registry.open(db) as reg:
+def test_run_ids_are_never_reused_after_a_delete(registry_location, cli):
+    with Registry.open(registry_location) as reg:
         assert [reg.start_run(model="m", plugin="p", params={}) for _ in range(3)] == [1, 2, 3]
         reg.finish_run(3, "completed")
-    assert cli("--registry", db, "delete", "3", "--yes").exit_code == 0
-    with Registry.open(db) as reg:
+    assert cli("--registry", registry_location, "delete", "3", "--yes").exit_code == 0
+    with Registry.open(registry_location) as reg:
         assert reg.start_run(model="m", plugin="p", params={}) == 4
         reg.delete_runs([4, 2])
         assert reg.start_run(model="m", plugin="p", params={}) == 5
@@ -356,7 +356,7 @@ def test_read_only_opening_does_not_import_the_orm(db):
 
 
 @pytest.mark.parametrize("url, fragments", [
-    ("postgresql://u:secret@localhost/db", ["driver 'psycopg'", "pip install 'psycopg[binary]'", "u:***@"]),
+    ("postgresql+pg8000://u:secret@localhost/db", ["driver 'pg8000'", "pip install 'pg8000'", "u:***@"]),
     ("mysql+pymysql://u@localhost/db", ["driver 'pymysql'", "pip install 'PyMySQL'"]),
     ("foo://bar", ["no database dialect 'foo'"]),
     ("not a url://x", ["not a valid SQLAlchemy URL"]),
