@@ -397,7 +397,8 @@ def run_detail(run: Any, history: History) -> Group:
         ("started", fmt_time(run.started)), ("finished", fmt_time(run.finished)),
         ("duration", fmt_duration(run.duration)), ("epochs", epochs_cell(run)),
         ("best val loss", fmt_num(run.best_val_loss) if run.best_val_loss is not None else ""),
-        ("stop reason", run.stop_reason or ""), ("host / pid", f"{run.host or ''} / {run.pid or ''}"),
+        ("stop reason", run.stop_reason or ""),
+        ("host / pid", f"{run.host or ''} / {run.pid or ''}" if run.host or run.pid else ""),  # none while queued
         ("device", run.device or ""),
         ("versions", ", ".join(f"{n} {getattr(run, n + '_version')}" for n in ("zoo", "torch", "torchvision", "python")
                                 if getattr(run, n + "_version"))),
