@@ -222,3 +222,21 @@ def test_queue_with_dry_run_only_prints_the_plan(cli, make_images):
     result = cli("train", "tinycnn", "--data", images, "--seed", "1,2", "--queue", "--dry-run", *TINY)
     assert result.exit_code == 0 and "Plan: 2 runs" in result.output
     assert not Path(os.environ["ZOO_REGISTRY"]).exists()
+
+
+def test_worker_wait_polls_until_a_run_is_queued(make_images):
+    from zoo.training.queue import enqueue, work
+
+    images = make_images({"cat": 6, "dog": 6}, size=20)
+    polls = []
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        def sleep(seconds: float) -> None:  # the worker's poll: the second one finds a run queued meanwhile
+            polls.append(seconds)
+            if len(polls) == 2:
+                enqueue([RunSpec(model="tinycnn", data=str(images), epochs=1, image_size=16, batch_size=8)], reg)
+
+        result = work(reg, wait=True, max_runs=1, poll_s=0.25, sleep=sleep)
+        run = reg.get_run(1)
+    assert polls == [0.25, 0.25]
+    assert [o.run_id for o in result.outcomes] == [1] and result.exit_code == 0
+    assert run.status == "completed" and run.params["resolved_device"] == "cpu"
