@@ -66,8 +66,7 @@ def test_two_ranks_train_one_run_on_the_whole_split(make_images, cli):
     assert run.params["world_size"] == 2 and run.params["dist_backend"] == "gloo"
     assert run.params["batch_size"] == run.params["per_rank_batch_size"] == 8 and run.params["global_batch_size"] == 16
     assert sum(map(sum, run.confusion)) == run.test_size  # every test image counted once, over both ranks
-    assert 0 <= run.metrics["test_accuracy"] <= 1 and run.metrics["test_accuracy"] == pytest.approx(
-        sum(run.confusion[i][i] for i in range(3)) / 5)
+    assert run.metrics["test_accuracy"] == pytest.approx(sum(run.confusion[i][i] for i in range(3)) / 5)
     assert Path(run.checkpoint).is_file() and [p.name for p in Path(run.checkpoint).parent.iterdir()] == ["best.pt"]
 
     single = cli("train", "tinycnn", "--data", data, *FAST)
@@ -79,10 +78,25 @@ def test_two_ranks_train_one_run_on_the_whole_split(make_images, cli):
     assert second.test_size == sum(map(sum, second.confusion)) == 5
 
 
+def test_a_grid_of_two_models_under_torchrun(make_images):
+    """One process group for the whole command: both runs recorded by rank 0, in one group."""
+    data = make_images({"cat": 12, "dog": 12}, size=20)
+    code, out, _ = finish(torchrun("tinycnn", "crashy", "--data", data, "--epochs", "1", "--image-size", "16",
+                                   "--lr", "0.05,0.01", plugins=crashy_plugins(data.parent, crash=False)))
+    assert code == 0, out[-3000:]
+    runs = recorded_runs()
+    assert [(r.model, r.params["lr"]) for r in runs] == [("tinycnn", 0.05), ("tinycnn", 0.01), ("crashy", 0.05),
+                                                        ("crashy", 0.01)]
+    assert all(r.status == "completed" and r.params["world_size"] == 2 for r in runs)
+    assert len({r.group for r in runs}) == 1 and all(sum(map(sum, r.confusion)) == r.test_size for r in runs)
+
+
 CRASHY = '''
 import os
 
 import zoo
+
+CRASH = True
 
 
 def build(*, num_classes, pretrained=False):
@@ -97,7 +111,7 @@ def build(*, num_classes, pretrained=False):
 
         def forward(self, x):
             self.steps += self.training
-            if self.steps == 3 and os.environ["RANK"] == "1":  # rank 0 is in the step's all-reduce by then
+            if CRASH and self.steps == 3 and os.environ["RANK"] == "1":  # rank 0 is in the step's all-reduce by then
                 raise RuntimeError("crashy broke on rank 1")
             return self.body(x)
 
@@ -110,12 +124,18 @@ def register_models(register):
 '''
 
 
+def crashy_plugins(folder: Path, crash: bool = True) -> Path:
+    """A plugin folder with 'crashy', whose forward raises in the third training step on rank 1 (if ``crash``)."""
+    plugins = folder / "plugins"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "crashy.py").write_text(CRASHY.replace("CRASH = True", f"CRASH = {crash}"))
+    return plugins
+
+
 def test_a_crash_on_rank_1_is_recorded_failed_and_ends_both_ranks(make_images, tmp_path):
     data = make_images({"cat": 15, "dog": 15}, size=20)
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    (plugins / "crashy.py").write_text(CRASHY)
-    code, out, seconds = finish(torchrun("crashy", "tinycnn", "--data", data, *FAST, plugins=plugins), timeout=120)
+    code, out, seconds = finish(torchrun("crashy", "tinycnn", "--data", data, *FAST, plugins=crashy_plugins(tmp_path)),
+                                timeout=120)
     assert code != 0 and seconds < 60, out[-3000:]
     (run,) = recorded_runs()  # tinycnn is never started: the process group cannot outlive a crashed rank
     assert run.model == "crashy" and run.status == "failed" and run.stop_reason == "error"
