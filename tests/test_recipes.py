@@ -175,3 +175,24 @@ def test_resume_refuses_a_changed_data_folder(cli, make_images, monkeypatch):
     changed = cli("train", "--resume", "1")
     assert changed.exit_code == 1 and "cannot be resumed" in changed.output
     assert registry().get_run(1).status == "interrupted"
+
+
+def test_lr_find_on_demo_suggests_an_lr_and_records_nothing(cli, tmp_path):
+    plot = tmp_path / "lr.png"
+    result = cli("lr-find", "tinycnn", "--data", "demo", "--image-size", "16", "--steps", "30", "--end", "1",
+                 "-o", plot)
+    assert result.exit_code == 0, result.output
+    line = next(l for l in result.output.splitlines() if l.startswith("Suggested lr: "))
+    assert 1e-7 < float(line.split()[2]) < 1.0
+    assert plot.is_file() and plot.stat().st_size > 1000
+    assert not Path(os.environ["ZOO_REGISTRY"]).exists()
+    bad = cli("lr-find", "tinycnn", "--data", "demo", "--start", "1", "--end", "0.1")
+    assert bad.exit_code == 1 and "need 0 < start < end" in bad.output
+
+
+def test_suggest_lr_is_a_tenth_of_the_lowest_loss():
+    from zoo.engine import suggest_lr
+
+    points = [(10 ** (-6 + i / 10), (i - 40) ** 2 / 1000 + 1) for i in range(60)]
+    assert suggest_lr(points) == pytest.approx(10 ** (-6 + 4) / 10)
+    assert suggest_lr(points[:5]) is None

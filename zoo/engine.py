@@ -449,5 +449,54 @@ def _remove(path: Optional[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-__all__ = ["Callbacks", "EpochStats", "TrainResult", "evaluate", "metrics_from_confusion", "resolve_device",
+# ----------------------------------------------------------------------------------------------- lr finder
+
+
+def lr_range_test(model: "torch.nn.Module", pipeline: "Pipeline", spec: RunSpec, resolved: Resolved, *,
+                  start: float = 1e-6, end: float = 10.0, steps: int = 100) -> list[tuple[float, float]]:
+    """The learning-rate range test (Smith 2015; fastai's lr_find): one optimizer step per batch with the lr
+    growing exponentially from ``start`` to ``end``; returns (lr, smoothed loss) until the loss diverges."""
+    import torch
+    import torch.nn.functional as F
+
+    spec = spec.with_recipe()
+    device = torch.device(resolved.device)
+    model = model.to(device).train()
+    optimizer = make_optimizer(model, spec)
+    generator = torch.Generator().manual_seed(spec.seed)
+    points: list[tuple[float, float]] = []
+    smooth, best, beta, step = 0.0, math.inf, 0.9, 0
+    while step < steps:
+        for x, y in pipeline.train_epoch(generator):
+            lr = start * (end / start) ** (step / max(1, steps - 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(device, resolved.precision):
+                loss = F.cross_entropy(model(x), y, label_smoothing=spec.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            step += 1
+            smooth = beta * smooth + (1 - beta) * value if math.isfinite(value) else math.inf
+            debiased = smooth / (1 - beta ** step)
+            if not math.isfinite(debiased) or (step > 10 and debiased > 4 * best):
+                return points
+            best = min(best, debiased)
+            points.append((lr, debiased))
+            if step >= steps:
+                break
+    return points
+
+
+def suggest_lr(points: list[tuple[float, float]]) -> Optional[float]:
+    """A tenth of the lr where the smoothed loss is lowest (past it the loss climbs: too high to train with);
+    None with too few points to tell."""
+    if len(points) < 10:
+        return None
+    lowest = min(points, key=lambda p: p[1])
+    return lowest[0] / 10
+
+
+__all__ = ["Callbacks", "EpochStats", "TrainResult", "lr_range_test", "suggest_lr", "evaluate", "metrics_from_confusion", "resolve_device",
            "resolve_precision", "train"]
