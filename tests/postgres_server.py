@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -72,7 +73,7 @@ def _as_server_user(args: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return args
     runuser = shutil.which("runuser")
-    return [runuser, "-u", "postgres", "--", *args] if runuser else ["su", "postgres", "-c", " ".join(args)]
+    return [runuser, "-u", "postgres", "--", *args] if runuser else ["su", "postgres", "-c", shlex.join(args)]
 
 
 @pytest.fixture(scope="session")

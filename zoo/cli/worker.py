@@ -5,7 +5,7 @@ Thin: the queue lives in zoo.training.queue (claiming, planning, training) and z
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -34,10 +34,10 @@ def queue_specs(run_specs: list, *, group: Optional[str]) -> None:
 @app.command("worker")
 def worker(
     device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE", show_default=False,
-                                         help="Train every run on this device (cpu, cuda, cuda:N, mps) [default: "
-                                              "each run's own --device, auto unless given]."),
+                                         help="Train every run on this device: cpu, cuda, cuda:N, mps (default: "
+                                              "each run's own --device, auto unless given)."),
     max_runs: Optional[int] = typer.Option(None, "--max-runs", min=1, metavar="N", show_default=False,
-                                           help="Stop after claiming N runs [default: when the queue is empty]."),
+                                           help="Stop after claiming N runs (default: when the queue is empty)."),
     wait: bool = typer.Option(False, "--wait", help="When the queue is empty, keep polling for new runs."),
     poll: float = typer.Option(5.0, "--poll", min=0.1, metavar="SECONDS", help="Seconds between polls with --wait."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings, errors and the final table."),
@@ -74,7 +74,7 @@ def worker(
 
 @app.command("requeue")
 def requeue(
-    runs: list[str] = typer.Argument(..., metavar="RUN...", show_default=False,
+    runs: List[str] = typer.Argument(..., metavar="RUN", show_default=False,
                                      help="Run ids (stale, failed or interrupted) to put back in the queue."),
 ) -> None:
     """Put stale, failed or interrupted runs back in the queue for `zoo worker` (their history and metrics go)."""
