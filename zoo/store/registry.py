@@ -218,7 +218,7 @@ class Registry:
             row = cursor.fetchone()
             cursor.close()
             return row[0] if row else None
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             if _damaged(exc):
                 raise RegistryDamaged(self.location) from exc
             raise
@@ -765,13 +765,19 @@ def _sqlite_engine(path: Path, *, readonly: bool) -> Engine:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        if readonly or query_only:
-            cursor.execute("PRAGMA query_only = ON")
-        else:
-            cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if readonly or query_only:
+                cursor.execute("PRAGMA query_only = ON")
+            else:
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # the pool's connect hook skips handle_error
+            if _damaged(exc):
+                raise RegistryDamaged(str(path)) from exc
+            raise
+        finally:
+            cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:
@@ -872,7 +878,7 @@ def _opens(uri: str) -> bool:
         return True
     except sqlite3.OperationalError:
         return False  # unable to open (no -shm can be made), read-only file system
-    except sqlite3.DatabaseError:
+    except (sqlite3.DatabaseError, UnicodeDecodeError):
         return True
     finally:
         con.close()
@@ -889,13 +895,18 @@ class RegistryDamaged(ZooError):
 
 
 def _damaged(exc: BaseException) -> bool:
-    """Whether a driver error means the database file itself is corrupt (SQLITE_CORRUPT, SQLITE_NOTADB)."""
+    """Whether a driver error means the database file itself is corrupt (SQLITE_CORRUPT, SQLITE_NOTADB), or text
+    that is not UTF-8 (zoo writes nothing else; a damaged schema also garbles SQLite's own error messages)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return True
     if not isinstance(exc, sqlite3.DatabaseError):
         return False
+    text = str(exc).lower()
+    if text.startswith("could not decode to utf-8"):
+        return True
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF in (11, 26)
-    text = str(exc).lower()
     return "malformed" in text or "not a database" in text
 
 
