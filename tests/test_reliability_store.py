@@ -549,3 +549,22 @@ def test_zoo_train_goes_on_while_another_process_holds_the_registry_lock(cli, ma
         history = reg.history(1)
     assert view.status == "completed" and view.epochs_run == 16, (view.status, view.error)
     assert [epoch for epoch, _ in history["val_loss"]] == list(range(1, 17))
+
+
+def overwrite(path: Path, needle: bytes, replacement: bytes) -> None:
+    data = path.read_bytes()
+    assert data.count(needle) >= 1, needle
+    path.write_bytes(data.replace(needle, replacement))
+
+
+@pytest.mark.parametrize("needle, commands", [
+    (b"tablerunsruns", ("list-runs", "show", "compare", "migrate")),  # a table's name in the schema: page 1
+    (b"findme-model", ("list-runs", "show", "compare")),  # a value (integrity_check does not read text)
+], ids=["schema-name", "row-text"])
+def test_text_that_is_not_utf8_is_damage_too(cli, needle, commands):
+    with Registry.open(registry_path()) as reg:
+        add_run(reg, "findme-model")
+        reg.compact()  # one file, no WAL: the bytes below are all in it
+    overwrite(registry_path(), needle, needle[:6] + b"\xff\xfe\xa9" + needle[9:])
+    for command in commands:
+        one_line_error(cli(command, *(["1"] if command == "show" else [])), "is damaged")
