@@ -276,6 +276,8 @@ class Registry:
             except DBAPIError as exc:
                 if not _locked(exc.orig):
                     self._pending.clear()
+                    if isinstance(exc.orig, sqlite3.OperationalError):  # disk full, I/O error, read-only file
+                        raise ZooError(f"Cannot write registry {self.location}: {_db_message(exc)}.") from exc
                     raise
                 now = time.monotonic()
                 if self._locked_since is None:
