@@ -568,3 +568,26 @@ def test_text_that_is_not_utf8_is_damage_too(cli, needle, commands):
     overwrite(registry_path(), needle, needle[:6] + b"\xff\xfe\xa9" + needle[9:])
     for command in commands:
         one_line_error(cli(command, *(["1"] if command == "show" else [])), "is damaged")
+
+
+def test_a_registry_write_on_a_full_disk_is_one_clear_error(tmp_path):
+    import resource
+    import signal
+
+    from zoo.errors import ZooError
+
+    with Registry.open(registry_path()) as reg:
+        run_id = reg.start_run(model="tinycnn", plugin="builtin", params={})
+        sizes = [p.stat().st_size for p in registry_path().parent.iterdir() if p.is_file()]
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max(sizes), hard))  # no file may grow: the disk is full
+        try:
+            with pytest.raises(ZooError, match="Cannot write registry .*: (database or disk is full|disk I/O error)"):
+                reg.log_metrics(run_id, {f"test_f1/class{i}": 0.5 for i in range(2000)})
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+        assert reg.pending_writes == 0
+        reg.finish_run(run_id, "failed", error="the disk was full")  # space again: recorded
+        assert reg.get_run(run_id).status == "failed"
