@@ -109,7 +109,8 @@ class World:
             dist.broadcast(buffer.data, 0)
 
     # ------------------------------------------------------------------------------------ ending a run
-    def settle(self, key: str, status: Status, error: Optional[str], exc: BaseException) -> tuple[Status, Optional[str]]:
+    def settle(self, key: str, status: Status, error: Optional[str],
+               exc: BaseException) -> tuple[Status, Optional[str]]:
         """How the run ``key`` ended for the whole job, when an exception ended it on this rank.
 
         This rank posts its ending to the store, and from then on ignores Ctrl-C and SIGTERM (torchrun sends

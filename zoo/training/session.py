@@ -184,8 +184,8 @@ class Session:
 
     def __init__(self, plan: Plan, registry: Any, reporter: Optional[Reporter] = None, *,
                  train_fn: Callable[[RunContext], TrainResult] = train_run, fail_fast: bool = False,
-                 world: Optional[World] = None, decode: Optional[Callable[..., "ImageSet"]] = None, claimed: Optional[dict[int, int]] = None,
-                 resume: Optional[ResumePoint] = None):
+                 world: Optional[World] = None, decode: Optional[Callable[..., "ImageSet"]] = None,
+                 claimed: Optional[dict[int, int]] = None, resume: Optional[ResumePoint] = None):
         """``claimed``: plan index -> the id of a queued row this process claimed (``zoo worker``): that run is
         recorded in its row (``registry.start_claimed``) instead of a new one (``registry.start_run``)."""
         self.plan, self.registry = plan, registry
