@@ -252,13 +252,15 @@ class Mailbox:
 
     def __init__(self, store: Any):
         self.store = store
+        # torchrun --max-restarts starts the workers again with the same store: each attempt has its own keys
+        self.prefix = f"zoo/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
 
     def post(self, key: str, rank: int, ending: dict) -> None:
-        self.store.set(f"zoo/{key}/rank{rank}", json.dumps(ending))
+        self.store.set(f"{self.prefix}/{key}/rank{rank}", json.dumps(ending))
 
     def others(self, key: str, rank: int, size: int, wait: float) -> list[tuple[int, dict]]:
         """The endings the other ranks posted, in rank order, waiting up to ``wait`` seconds for all of them."""
-        keys = {r: f"zoo/{key}/rank{r}" for r in range(size) if r != rank}
+        keys = {r: f"{self.prefix}/{key}/rank{r}" for r in range(size) if r != rank}
         deadline = time.monotonic() + wait
         while not all(self.store.check([k]) for k in keys.values()) and time.monotonic() < deadline:
             time.sleep(0.05)
