@@ -245,3 +245,56 @@ def test_other_ranks_record_nothing(make_images, monkeypatch):
     result = Session(plan, NullRegistry(), train_fn=fake_train, world=World(1, 2, 1)).run()
     assert [o.status for o in result.outcomes] == [Status.COMPLETED] and contexts[0].checkpoint is None
     assert not Path(os.environ["ZOO_REGISTRY"]).exists()
+
+
+class DictStore:
+    """torchrun's key-value store, as the mailbox uses it."""
+
+    def __init__(self):
+        self.data = {}
+
+    def set(self, key, value):
+        self.data[key] = value.encode() if isinstance(value, str) else value
+
+    def check(self, keys):
+        return all(k in self.data for k in keys)
+
+    def get(self, key):
+        return self.data[key]
+
+
+def test_rank_0_records_the_rank_that_caused_the_end(monkeypatch):
+    """settle: a peer's crash wins over this rank's echo of it (a lost connection, torchrun's SIGTERM)."""
+    import zoo.distributed as d
+    from zoo.vocab import Status
+
+    store = DictStore()
+    monkeypatch.setattr(d, "_store", d.Mailbox(store))
+    monkeypatch.setattr(d, "_shield", lambda: None)  # the real one ignores Ctrl-C in this process
+    monkeypatch.setattr(d, "ECHO_WAIT", 0.05)
+    main, peer = World(0, 2, 0, launched=True), World(1, 2, 1, launched=True)
+    lost = RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:41234")
+
+    # rank 1 crashed and posted first; rank 0's own error is the echo
+    assert peer.settle("run1", Status.FAILED, "RuntimeError: boom", RuntimeError("boom")) == (Status.FAILED,
+                                                                                                 "RuntimeError: boom")
+    assert main.settle("run1", Status.FAILED, f"RuntimeError: {lost}", lost) == (Status.FAILED,
+                                                                                 "rank 1: RuntimeError: boom")
+    from zoo.training.session import Terminated
+
+    assert main.settle("run1", Status.INTERRUPTED, "Terminated (SIGTERM).", Terminated()) == (
+        Status.FAILED, "rank 1: RuntimeError: boom")
+    # this rank's own crash is its own, whatever the others say
+    assert main.settle("run1", Status.FAILED, "ValueError: mine", ValueError("mine")) == (Status.FAILED,
+                                                                                         "ValueError: mine")
+    # rank 1 stopped by a signal of its own: rank 0 lost it in a collective, the run was interrupted
+    peer.settle("run2", Status.INTERRUPTED, "Terminated (SIGTERM).", Terminated())
+    assert main.settle("run2", Status.FAILED, f"RuntimeError: {lost}", lost) == (
+        Status.INTERRUPTED, "rank 1: Terminated (SIGTERM).")
+    # everyone got Ctrl-C: rank 0's own interruption
+    assert main.settle("run2", Status.INTERRUPTED, None, KeyboardInterrupt()) == (Status.INTERRUPTED, None)
+    # rank 1 died without a word (kill -9): rank 0 records what it saw
+    assert main.settle("run3", Status.FAILED, "RuntimeError: lost", lost) == (Status.FAILED, "RuntimeError: lost")
+    assert set(store.data) == {f"zoo/attempt0/run{i}/rank{r}" for i, r in
+                               [(1, 1), (1, 0), (2, 1), (2, 0), (3, 0)]}
+    assert World().settle("run1", Status.FAILED, "x", lost) == (Status.FAILED, "x")  # no torchrun: as given

@@ -116,7 +116,8 @@ class World:
         This rank posts its ending to the store, and from then on ignores Ctrl-C and SIGTERM (torchrun sends
         SIGTERM to every rank once one has failed; the run must be recorded first). When this rank's exception
         is an echo of another rank's end (a closed connection, a signal), rank 0 waits for the other ranks'
-        endings and takes the first real one: that rank's error, prefixed ``rank N:``."""
+        endings and takes the first real one, that rank's error prefixed ``rank N:`` (or, when this rank lost its
+        peer in a collective, a peer's own Ctrl-C or SIGTERM, which makes the run 'interrupted')."""
         if not self.launched or self.size == 1:
             return status, error
         _shield()
@@ -124,10 +125,13 @@ class World:
         _mailbox().post(key, self.rank, {"status": status.value, "error": error, "echo": echo})
         if not echo or not self.is_main:
             return status, error
-        for rank, ending in _mailbox().others(key, self.rank, self.size, ECHO_WAIT):
-            if not ending["echo"]:
-                what = ending["error"] or ("Ctrl-C" if ending["status"] == Status.INTERRUPTED.value else "stopped")
-                return Status(ending["status"]), f"rank {rank}: {what}"
+        endings = _mailbox().others(key, self.rank, self.size, ECHO_WAIT)
+        causes = [(rank, ending) for rank, ending in endings if not ending["echo"]]
+        if not causes and not isinstance(exc, KeyboardInterrupt):  # a lost peer, stopped by a signal of its own
+            causes = [(rank, ending) for rank, ending in endings if ending["status"] == Status.INTERRUPTED.value]
+        for rank, ending in causes[:1]:
+            what = ending["error"] or ("Ctrl-C" if ending["status"] == Status.INTERRUPTED.value else "stopped")
+            return Status(ending["status"]), f"rank {rank}: {what}"
         return status, error
 
 
