@@ -148,9 +148,8 @@ def test_two_workers_drain_six_queued_runs_each_trained_once(cli, pg_url, make_i
             (s, lr) for s in (1, 2, 3) for lr in (0.1, 0.05))
         assert len({r.split_fingerprint for r in runs}) == 3  # one split per seed
     assert as_json(cli("--registry", pg_url, "list-runs", "--status", "queued", "--format", "json")) == []
-    empty = worker(pg_url, artifacts=artifacts)
-    out, err = empty.communicate(timeout=120)
-    assert empty.returncode == 0 and "No queued runs" in out, err
+    empty = cli("--registry", pg_url, "worker")
+    assert empty.exit_code == 0 and "No queued runs" in empty.output
 
 
 def test_a_worker_killed_mid_run_leaves_it_stale_and_requeue_lets_another_finish_it(cli, pg_url, make_images,
