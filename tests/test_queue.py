@@ -239,3 +239,17 @@ def test_worker_wait_polls_until_a_run_is_queued(make_images):
     assert polls == [0.25, 0.25]
     assert [o.run_id for o in result.outcomes] == [1] and result.exit_code == 0
     assert run.status == "completed" and run.params["resolved_device"] == "cpu"
+
+
+def test_a_waiting_worker_stops_cleanly_on_sigterm(tmp_path):
+    registry = str(tmp_path / "queue.db")
+    Registry.open(registry).close()
+    idle = worker(registry, "--wait", "--poll", "0.2", artifacts=tmp_path / "artifacts")
+    first = idle.stdout.readline()  # printed once the worker is polling (its SIGTERM handler is in place)
+    assert first.startswith("No queued runs: waiting"), first + idle.stderr.read()
+    idle.send_signal(signal.SIGTERM)
+    out, err = idle.communicate(timeout=60)
+    assert idle.returncode == 143, err
+    assert err.strip() == "Warning: Terminated (SIGTERM): the worker stopped.", err
+    with Registry.open(registry, readonly=True) as reg, reg.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM runs").scalar() == 0

@@ -5,6 +5,7 @@ Thin: the queue lives in zoo.training.queue (claiming, planning, training) and z
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional
 
 import typer
@@ -53,11 +54,21 @@ def worker(
         device = convert("device", device)
     display = Display(quiet)
 
+    idle = []
+
     def claimed(run) -> None:
+        idle.clear()
         display.line(f"Claimed run {run.id} ({run.model}).")
 
+    def waiting(seconds: float) -> None:
+        if not idle:  # once per empty spell
+            display.line(f"No queued runs: waiting for some (polling every {seconds:g} s; Ctrl-C stops).")
+            idle.append(True)
+        time.sleep(seconds)
+
     with open_registry() as reg:
-        result = work(reg, display, device=device, max_runs=max_runs, wait=wait, poll_s=poll, on_claim=claimed)
+        result = work(reg, display, device=device, max_runs=max_runs, wait=wait, poll_s=poll, on_claim=claimed,
+                      sleep=waiting)
     display.stop()
     if result.outcomes:
         display.out.print(summary_table(result.outcomes))
@@ -66,6 +77,11 @@ def worker(
     if result.released is not None:
         print_warning(f"Run {result.released} was put back in the queue (stopped before it started training).")
     if result.stopped_by:
+        word = "Terminated (SIGTERM)" if result.stopped_by == "SIGTERM" else "Interrupted"
+        last = result.outcomes[-1] if result.outcomes and result.released is None else None
+        print_warning(f"{word}: the worker stopped" + (f"; run {last.run_id} ({last.model}) recorded as "
+                                                       f"{last.status} after {last.epochs_run} epoch(s)"
+                                                       if last else "") + ".")
         raise typer.Exit(result.exit_code)
     if result.failed:
         raise ZooError(f"{result.failed} of {len(result.outcomes) + len(result.failed_to_start)} claimed run(s) "
