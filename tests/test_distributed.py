@@ -298,3 +298,13 @@ def test_rank_0_records_the_rank_that_caused_the_end(monkeypatch):
     assert set(store.data) == {f"zoo/attempt0/run{i}/rank{r}" for i, r in
                                [(1, 1), (1, 0), (2, 1), (2, 0), (3, 0)]}
     assert World().settle("run1", Status.FAILED, "x", lost) == (Status.FAILED, "x")  # no torchrun: as given
+
+
+def test_queue_is_refused_under_torchrun(cli, make_images, monkeypatch):
+    data = make_images({"cat": 10, "dog": 10}, size=20)
+    for name, value in zip(ENV, ("0", "2", "0")):
+        monkeypatch.setenv(name, value)
+    result = cli("train", "tinycnn", "--data", data, "--queue")
+    assert result.exit_code == 1 and "--queue only records runs for `zoo worker`: run it without torchrun" in \
+        " ".join(result.output.split())
+    assert not Path(os.environ["ZOO_REGISTRY"]).exists()

@@ -129,7 +129,10 @@ def train(
                                   source_model=source_model, name=name, tags=tags, parent=parent)
     if queue and not dry_run:
         from zoo.cli.worker import queue_specs
+        from zoo.distributed import from_env
 
+        if from_env().launched:  # every rank would queue the runs again
+            raise ZooError("--queue only records runs for `zoo worker`: run it without torchrun.")
         return queue_specs(run_specs, group=group)
     _train(run_specs, group=group, dry_run=dry_run, fail_fast=fail_fast, quiet=quiet)
 
