@@ -4,6 +4,7 @@ the read commands on both, read-only transactions, connection errors, 16 concurr
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -177,10 +178,8 @@ def write_one_run(url: str, go: Path, worker: int, epochs: int) -> None:
     reg.close()
 
 
-def forked(target, *args) -> "multiprocessing.process.BaseProcess":
+def forked(target, *args) -> multiprocessing.process.BaseProcess:
     """A process forked from this one (zoo.store already imported: no interpreter start-up per writer)."""
-    import multiprocessing
-
     process = multiprocessing.get_context("fork").Process(target=target, args=args)
     process.start()
     return process
