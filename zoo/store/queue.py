@@ -149,7 +149,7 @@ def requeue_run(reg: "Registry", view: "RunView") -> None:
 
     def write(conn: Connection) -> None:
         done = conn.execute(update(r).where(r.c.id == view.id, r.c.status == view.status,
-                                            r.c.pid.is_(view.pid) if view.pid is None else r.c.pid == view.pid)
+                                            r.c.pid.is_(None) if view.pid is None else r.c.pid == view.pid)
                             .values(status=Status.QUEUED.value, **{c: None for c in CLEARED}))
         if done.rowcount == 0:
             raise UnknownName(f"Run {view.id} changed meanwhile (or was deleted); look at it with `zoo show "
