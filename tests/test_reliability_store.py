@@ -471,15 +471,7 @@ def test_a_registry_being_created_by_8_trainers_never_reads_as_empty(tmp_path):
 
 
 # ----------------------------------------------------------------------------- 16: a reused pid
-def _checks_process_start() -> bool:
-    from zoo.store import views
-
-    return hasattr(views, "process_start")
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process start times come from /proc (Linux)")
-@pytest.mark.xfail(not _checks_process_start(), strict=True,
-                   reason="needs the process-start check in zoo.store.views.stale_reason (issue 11, item 16)")
 def test_a_dead_run_whose_pid_was_reused_is_stale_and_can_be_deleted(cli):
     ids = filled_registry(2)
     newcomer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -18,6 +18,9 @@ from zoo.vocab import FROM_TAG, GROUP_TAG, STALE
 STALE_MIN_S = 600.0
 STALE_EPOCHS = 3.0
 STALE_BEFORE_FIRST_EPOCH_S = 3600.0
+# A live process with the run's pid that started this long after the run's last heartbeat is another program (pid
+# reuse): the run's own process wrote that heartbeat, so it was alive before it.
+PID_REUSE_SLACK_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -40,10 +43,25 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> Optional[datetime]:
+    """When process ``pid`` started (naive UTC, to about a second), from /proc; None where that cannot be read."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as handle:
+            after_name = handle.read().rsplit(b")", 1)[1].split()  # the name itself may hold spaces or ')'
+        ticks = int(after_name[19])  # field 22 of proc(5): start time, in clock ticks after boot
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+        seconds = boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
+
+
 def stale_reason(row: Any, longest_epoch_s: Optional[float], *, now: datetime, host: str) -> Optional[str]:
     """Why a run recorded as running is really gone, or None while it may still be alive.
 
-    Stale when its process is not alive on this host, or when its last heartbeat (refreshed every epoch) is older
+    Stale when its process is not alive on this host (a live process with its pid that started after the run's last
+    heartbeat is another program: pids are reused), or when its last heartbeat (refreshed every epoch) is older
     than max(10 min, 3 x its longest epoch); before its first epoch ends, older than 1 h and not provably alive here.
     """
     if row.status != "running":
@@ -51,6 +69,11 @@ def stale_reason(row: Any, longest_epoch_s: Optional[float], *, now: datetime, h
     same_host = bool(row.host) and row.host == host and bool(row.pid)
     if same_host and not pid_alive(row.pid):
         return f"process {row.pid} is not running on {host}"
+    last_sign = row.heartbeat or row.started or row.created  # the run's process wrote this: it was alive then
+    if same_host and last_sign is not None:
+        began = process_start(row.pid)
+        if began is not None and (began - last_sign).total_seconds() > PID_REUSE_SLACK_S:
+            return f"process {row.pid} is not running on {host} (its pid belongs to a newer process now)"
     beat = row.heartbeat or row.started or row.created
     age = (now - beat).total_seconds() if beat else 0.0
     if longest_epoch_s:

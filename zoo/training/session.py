@@ -132,6 +132,7 @@ class Recorder(Callbacks):
     def __init__(self, registry: Any, run_id: int, reporter: Reporter):
         self.registry, self.run_id, self.reporter = registry, run_id, reporter
         self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
+        self.warned_locked = False  # the "registry is locked" warning is given once per run
 
     def on_message(self, text: str) -> None:
         self.reporter.on_message(text)
@@ -148,6 +149,11 @@ class Recorder(Callbacks):
     def on_epoch_end(self, epoch: int, values: EpochStats, improved: bool) -> None:
         self.registry.log_epoch(self.run_id, epoch, values.as_row())
         self.epochs_run = epoch
+        if getattr(self.registry, "pending_writes", 0) and not self.warned_locked:
+            self.warned_locked = True
+            self.reporter.on_warning(f"Registry {getattr(self.registry, 'location', '')} is locked by another process: "
+                                     f"training goes on, its epochs are recorded when it is free (zoo gives up "
+                                     f"after 10 min).")
         self.reporter.on_epoch_end(epoch, values, improved)
 
     def on_checkpoint(self, path: str, epoch: int) -> None:
@@ -167,8 +173,14 @@ class Recorder(Callbacks):
             outcome.metrics = dict(result.metrics)
         outcome.status, outcome.stop_reason, outcome.error = status, stop_reason, error
         outcome.best_epoch, outcome.epochs_run = self.best_epoch, self.epochs_run
-        self.registry.finish_run(self.run_id, status.value, stop_reason=stop_reason.value, best_epoch=self.best_epoch,
-                                 epochs_run=self.epochs_run, checkpoint=self.checkpoint, error=error)
+        try:
+            self.registry.finish_run(self.run_id, status.value, stop_reason=stop_reason.value,
+                                     best_epoch=self.best_epoch, epochs_run=self.epochs_run,
+                                     checkpoint=self.checkpoint, error=error)
+        except ZooError as exc:  # the registry itself is unwritable: say how the run ended all the same
+            how = f"{status.value} ({error})" if error else status.value
+            raise ZooError(f"Run {self.run_id} ended {how}, but the registry could not record it: "
+                           f"{error_text(exc)} It will show as stale.") from exc
 
 
 def error_text(exc: BaseException) -> str:
