@@ -21,6 +21,7 @@ def cache_dir(tmp_path_factory) -> Path:
 def _isolate(monkeypatch, tmp_path, cache_dir):
     """No installed third-party plugins, a fresh plugin manager, a registry in tmp_path."""
     monkeypatch.setenv("ZOO_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))  # never the user's own zoo.toml
     for var in ("ZOO_PLUGINS_DIR", "ZOO_BLOCK_PLUGINS", "ZOO_ARTIFACTS", "ZOO_DEBUG"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "registry.db"))

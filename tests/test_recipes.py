@@ -196,3 +196,22 @@ def test_suggest_lr_is_a_tenth_of_the_lowest_loss():
     points = [(10 ** (-6 + i / 10), (i - 40) ** 2 / 1000 + 1) for i in range(60)]
     assert suggest_lr(points) == pytest.approx(10 ** (-6 + 4) / 10)
     assert suggest_lr(points[:5]) is None
+
+
+def test_zoo_toml_train_defaults_sit_under_the_command_line(cli, make_images, tmp_path, monkeypatch):
+    data = make_images({"cat": 6, "dog": 6}, size=16)
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    (project / "zoo.toml").write_text('[train]\nepochs = 1\nimage-size = 16\nrecipe = "seed"\n')
+    assert cli("train", "tinycnn", "--data", data, "--lr", "0.01").exit_code == 0
+    assert cli("train", "tinycnn", "--data", data, "--epochs", "2").exit_code == 0
+    one, two = registry().get_run(1), registry().get_run(2)
+    assert (one.params["epochs"], one.params["image_size"], one.params["recipe"], one.params["lr"]) == \
+        (1, 16, "seed", 0.01)
+    assert two.params["epochs"] == 2 and two.params["image_size"] == 16
+    (project / "zoo.toml").write_text('[train]\nlearning_rate = 0.1\n')
+    bad = cli("train", "tinycnn", "--data", data)
+    assert bad.exit_code == 1 and "zoo.toml [train]: unknown key 'learning_rate'" in bad.output
+    (project / "zoo.toml").write_text('[train]\nepochs = "many"\n')
+    assert "--epochs 'many': not a whole number" in cli("train", "tinycnn", "--data", data).output

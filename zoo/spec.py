@@ -362,6 +362,17 @@ def parse_grid(path: Path) -> list[dict[str, Any]]:
     return expand(base, axes)
 
 
+def config_defaults(table: Mapping[str, Any], sources: Mapping[str, Any]) -> dict[str, Any]:
+    """The [train] table of zoo.toml as option values (typed and checked; one line naming the file if bad)."""
+    out = {}
+    for key, value in table.items():
+        where = f"{sources.get(f'train.{key}', 'zoo.toml')} [train]"
+        if _name(key) in ("model", "name"):
+            raise ZooError(f"{where}: '{key}' is not a default; name models on the command line.")
+        out[_name(key)] = _typed(where, key, value, many=False)[0]
+    return out
+
+
 def _name(key: str) -> str:
     name = key.replace("-", "_")
     return "model" if name == "models" else name
@@ -390,18 +401,20 @@ __all__ = ["RunSpec", "Resolved", "DatasetRecord", "OPTIONS", "GRID_OPTIONS", "d
 
 def build_specs(*, models: list[str], axes: Mapping[str, list[Any]], rows: Optional[list[dict[str, Any]]] = None,
                 base: Optional[Mapping[str, Any]] = None, source_model: Optional[str] = None,
+                defaults: Optional[Mapping[str, Any]] = None,
                 name: Optional[str] = None, tags: tuple[tuple[str, str], ...] = (),
                 parent: Optional[int] = None) -> list[RunSpec]:
     """Every run of one command, in order: each row of a grid file (or one empty row) times the product of the
     command line's values (models first), on top of ``base`` (an earlier run's values for --from).
 
-    The earlier run's image size is kept only for runs of its own architecture (``source_model``)."""
+    The earlier run's image size is kept only for runs of its own architecture (``source_model``). ``defaults``
+    (zoo.toml's [train]) sit under everything else."""
     base = dict(base or {})
     source_size = base.pop("image_size", None)
     command_axes = ({"model": list(dict.fromkeys(models))} if models else {}) | dict(axes)
     specs = []
     for row in rows or [{}]:
-        for values in expand({**base, **row}, command_axes):
+        for values in expand({**(defaults or {}), **base, **row}, command_axes):
             if not values.get("model"):
                 raise ZooError("Name at least one model to train (`zoo models` lists them), or rerun one with "
                                "--from RUN.")

@@ -108,6 +108,10 @@ def train(
                    compile=compile, strict=strict, hflip=hflip, bias_decay=bias_decay)
     axes.update({key: [specs.convert(key, value) if key != "data" else value]
                  for key, value in singles.items() if value is not None})
+    from zoo.cli.app import config
+
+    settings = config()
+    defaults = specs.config_defaults(settings.train, settings.sources)  # zoo.toml [train]
     base: dict[str, Any] = {}
     source_model = parent = None
     tags = specs.check_tags(parse_tags(tag))
@@ -122,11 +126,11 @@ def train(
         name = name if name is not None else source.name
         if not tag:
             tags = tuple((k, v) for k, v in source.tags.items() if not k.startswith(specs.SYSTEM_TAG_PREFIX))
-        if "data" not in base and "data" not in axes:
+        if "data" not in base and "data" not in axes and "data" not in defaults:
             raise ZooError(f"Run {source.id} recorded no --data; pass --data PATH|NAME.")
     run_specs = specs.build_specs(models=list(models or []), axes=axes,
                                   rows=specs.parse_grid(grid) if grid else None, base=base,
-                                  source_model=source_model, name=name, tags=tags, parent=parent)
+                                  source_model=source_model, name=name, tags=tags, parent=parent, defaults=defaults)
     if queue and not dry_run:
         from zoo.cli.worker import queue_specs
         from zoo.distributed import from_env
