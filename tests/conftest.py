@@ -37,6 +37,16 @@ def _isolate(monkeypatch, tmp_path, cache_dir):
     state.registry = None
 
 
+# `python -c TORCH_PROBE ARGS...` runs the real `zoo ARGS...` and says on stderr whether it imported torch.
+TORCH_PROBE = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr))\n"
+    "from zoo.cli import main\n"
+    "sys.argv = ['zoo'] + sys.argv[1:]\n"
+    "main()\n"
+)
+
+
 def write_images(root: Path, counts: dict[str, int], size: int = 32, seed: int = 0, ext: str = "jpg") -> Path:
     """An ImageFolder tree whose classes differ visibly (colour and stripe direction), so a tiny CNN learns it."""
     from PIL import Image, ImageDraw

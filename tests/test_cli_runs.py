@@ -339,13 +339,8 @@ def test_bad_input_is_one_clear_line_and_leaves_the_file_alone(runs, tmp_path):
 
 
 def test_registry_commands_do_not_import_torch(runs, tmp_path):
-    probe = (
-        "import atexit, sys\n"
-        "atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr))\n"
-        "from zoo.cli import main\n"
-        "sys.argv = ['zoo'] + sys.argv[1:]\n"
-        "main()\n"
-    )
+    from conftest import TORCH_PROBE as probe
+
     for args in (["list-runs"], ["compare", "--metric", "accuracy"], ["show", "1"],
                  ["plot", "--output", str(tmp_path / "x.png")]):
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)

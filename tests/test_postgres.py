@@ -103,13 +103,8 @@ def test_read_commands_run_in_read_only_transactions_and_change_nothing(postgres
 
 def test_read_commands_do_not_import_torch_on_postgresql(pg_url):
     ids = fill(pg_url)
-    probe = (
-        "import atexit, sys\n"
-        "atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr))\n"
-        "from zoo.cli import main\n"
-        "sys.argv = ['zoo'] + sys.argv[1:]\n"
-        "main()\n"
-    )
+    from conftest import TORCH_PROBE as probe
+
     for args in (["list-runs", "--status", "queued"], ["show", str(ids["a"])], ["compare", "--metric", "f1"]):
         done = subprocess.run([sys.executable, "-c", probe, "--registry", pg_url, *args], capture_output=True,
                               text=True, timeout=60)

@@ -131,13 +131,8 @@ def test_plot_accuracy_writes_a_real_figure(cli, datasets, tmp_path):
 
 
 def test_dataset_filters_import_no_torch(datasets, tmp_path):
-    probe = (
-        "import atexit, sys\n"
-        "atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr))\n"
-        "from zoo.cli import main\n"
-        "sys.argv = ['zoo'] + sys.argv[1:]\n"
-        "main()\n"
-    )
+    from conftest import TORCH_PROBE as probe
+
     for args in (["list-runs", "--data", "demo"], ["compare"], ["compare", "--data", str(tmp_path / "photos")],
                  ["plot", "--data", "demo", "--metric", "accuracy", "-o", str(tmp_path / "x.png")]):
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
