@@ -68,11 +68,12 @@ def main() -> int:
     parser.add_argument("--sizes", default="64,224")
     parser.add_argument("--epochs", type=int, default=7, help="zoo epochs per case (the first is not counted)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--augment", default="seed", help="augmentation preset: seed, light, strong, none")
     args = parser.parse_args()
 
     import torch
 
-    from zoo.data import load_images, make_pipeline, split_samples
+    from zoo.data import augment_for, load_images, make_pipeline, split_samples
     from zoo.engine import Callbacks, train
     from zoo.spec import Resolved, RunSpec
     from zoo.plugins import build_plugins
@@ -96,8 +97,10 @@ def main() -> int:
             assert len(split.train) == batches * bs, len(split.train)
             for name in args.models.split(","):
                 info = registry.get(name)
-                pipe = make_pipeline(images, split, image_size=size, batch_size=bs, device="cpu")
-                config = RunSpec(name, "bench", epochs=args.epochs, batch_size=bs, patience=args.epochs, lr=1e-4)
+                pipe = make_pipeline(images, split, image_size=size, batch_size=bs, device="cpu",
+                                     augment=augment_for(args.augment))
+                config = RunSpec(name, "bench", epochs=args.epochs, batch_size=bs, patience=args.epochs, lr=1e-4,
+                                 recipe="seed")
                 resolved = Resolved("cpu", "fp32", size)
                 torch.manual_seed(0)
                 limit = ComputeLimit(info.build(2), bs, size, batches)
