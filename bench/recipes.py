@@ -104,7 +104,10 @@ def run_recipe(folder: Path, model: str, size: int, options: dict) -> tuple[floa
         spec = RunSpec(model, str(folder), image_size=size, **options)
         plan = make_plan([spec], reg)
         started = time.perf_counter()
-        (outcome,) = Session(plan, reg).run().outcomes
+        result = Session(plan, reg).run()
+        if result.stopped_by:  # Ctrl-C or SIGTERM stop the benchmark, not only the run in progress
+            raise SystemExit(result.exit_code)
+        (outcome,) = result.outcomes
         return outcome.metrics.get("test_accuracy", float("nan")), time.perf_counter() - started, outcome.epochs_run
 
 

@@ -11,7 +11,7 @@ out=registry.db.example
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 ZOO_ARTIFACTS="$tmp/artifacts" zoo --registry "$tmp/example.db" train tinycnn alexnet resnet18 resnet34 resnet50 \
-    --data demo --image-size 64 --no-pretrained --epochs "$EPOCHS" --batch-size 32 \
+    --data demo --image-size 64 --no-pretrained --recipe seed --epochs "$EPOCHS" --batch-size 32 \
     --lr 0.001 --momentum 0.9 --patience 7 --seed 42 --split 8:1:1 --tag example=seed-experiment
 # One file, out of WAL mode, so read-only commands on a fresh clone create nothing beside it.
 python3 -c "from zoo.store import Registry; r = Registry.open('$tmp/example.db'); r.compact(); r.close()"
