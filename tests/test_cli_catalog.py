@@ -92,7 +92,7 @@ def test_plugins_json_and_table(cli):
         assert row["location"] == f"zoo_builtin_plugins.{row['name']}"
     assert next(row for row in rows if row["name"] == "resnet")["hooks"] == ["register_models"]
     table = cli("plugins").stdout
-    assert table.split("\n")[1].split() == ["name", "version", "hooks", "source", "location"]
+    assert table.split("\n")[1].split() == ["name", "version", "hooks", "import", "source"]
     assert "zoo_builtin_plugins.torchvision_models" in table and f"{len(rows)} plugins" in table
 
 

@@ -176,7 +176,12 @@ def build_from_checkpoint(path: Path, *, plugins=None) -> tuple["nn.Module", dic
         from zoo.plugins import get_plugins
 
         plugins = get_plugins()
-    info = plugins.models().get(data["model"])
+    from zoo.errors import UnknownName
+
+    try:
+        info = plugins.models().get(data["model"])
+    except UnknownName:  # not a typo to correct: the plugin that registered it is missing
+        raise ZooError(plugins.missing_model(data["model"], data.get("plugin"))) from None
     model = info.build(data["num_classes"], pretrained=False)
     try:
         model.load_state_dict(data["state_dict"])

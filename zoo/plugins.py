@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +28,8 @@ ENTRY_POINT_GROUP = "zoo"
 BUILTIN_PACKAGE = "zoo_builtin_plugins"
 # Module names inside the top-level plugins/ folder, loaded in this order.
 BUILTIN_PLUGINS = ("tinycnn", "alexnet", "resnet", "torchvision_models", "datasets")
+SLOW_IMPORT_S = 0.1  # a plugin whose import takes longer is flagged by `zoo plugins`: every command pays it
+HEAVY_MODULES = ("torch", "torchvision", "tensorflow", "jax", "pandas", "matplotlib")
 
 
 @dataclass
@@ -37,6 +40,25 @@ class PluginRecord:
     version: Optional[str] = None
     error: Optional[str] = None  # set when the plugin failed to load
     hooks: list[str] = field(default_factory=list)
+    import_s: Optional[float] = None  # seconds its module took to import (None: not imported)
+    heavy: list[str] = field(default_factory=list)  # heavy modules (torch...) its import brought in
+    unknown_hooks: list[str] = field(default_factory=list)  # hookimpls whose name is no zoo hook
+
+    @property
+    def slow(self) -> bool:
+        return self.import_s is not None and self.import_s > SLOW_IMPORT_S
+
+    def unknown_hooks_warning(self) -> Optional[str]:
+        if not self.unknown_hooks:
+            return None
+        names = ", ".join(f"'{h}'" for h in self.unknown_hooks)
+        return (f"Plugin '{self.name}' ({self.location}) implements {names}, which is not a zoo hook, so zoo never "
+                f"calls it. The zoo hooks are: {', '.join(hook_names())}.")
+
+
+def hook_names() -> list[str]:
+    """The hooks a plugin may implement (the names in zoo.hookspecs)."""
+    return sorted(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), f"{hookspecs.PROJECT}_spec"))
 
 
 @dataclass
@@ -45,6 +67,8 @@ class Plugins:
 
     pm: pluggy.PluginManager
     records: list[PluginRecord]
+    blocked: frozenset = frozenset()
+    autoload: bool = True
     _models: object = None
     _datasets: object = None
 
@@ -85,6 +109,29 @@ class Plugins:
             self._datasets = table
         return self._datasets
 
+    def missing_model(self, model: str, plugin: Optional[str]) -> str:
+        """Why a model recorded with a run is unknown now, and how to load the plugin that registered it."""
+        if not plugin or plugin == "?":
+            return (f"Model '{model}' is not registered by any loaded plugin; load the plugin that provides it "
+                    f"(ZOO_PLUGINS_DIR or pip install), then `zoo models` lists it.")
+        head = f"Model '{model}' comes from plugin '{plugin}'"
+        record = next((r for r in self.records if r.name == plugin), None)
+        if plugin in self.blocked:
+            return (f"{head}, which ZOO_BLOCK_PLUGINS skips; remove '{plugin}' from ZOO_BLOCK_PLUGINS to use "
+                    f"this run.")
+        if record is not None and record.error:
+            return (f"{head}, which failed to load ({record.error}); fix it, and `zoo plugins` shows it "
+                    f"loaded.")
+        if record is not None:
+            return (f"{head}, which is loaded but no longer registers '{model}'; install the version of "
+                    f"'{plugin}' the run was trained with.")
+        if not self.autoload:
+            return (f"{head}, which is not loaded: ZOO_DISABLE_PLUGIN_AUTOLOAD is set, so only the built-ins "
+                    f"load; unset it.")
+        return (f"{head}, which is not loaded. Load it: put {plugin}.py in a folder listed in ZOO_PLUGINS_DIR, "
+                f"or pip install the package that provides it (entry point '{plugin}' in group "
+                f"'{ENTRY_POINT_GROUP}').")
+
     def register_commands(self, app) -> None:
         """Each plugin's commands; a plugin that fails here is recorded as broken and warned about, the rest
         of the command line still works."""
@@ -119,15 +166,28 @@ def _hooks_of(pm: pluggy.PluginManager, plugin: object) -> list[str]:
 def _register(pm, records, blocked, name, source, location, load, version=None) -> None:
     if name in blocked:
         return
+    before = set(sys.modules)
+    started = time.perf_counter()
     try:
         module = load()
+    except (Exception, SystemExit) as exc:
+        records.append(PluginRecord(name, source, location, version, error=describe_failure(exc),
+                                    import_s=time.perf_counter() - started))
+        return
+    import_s = time.perf_counter() - started
+    heavy = [m for m in HEAVY_MODULES if m in sys.modules and m not in before]
+    try:
         if pm.is_registered(module) or pm.has_plugin(name):
             raise RuntimeError(f"a plugin named '{name}' is already loaded")
         pm.register(module, name=name)
     except (Exception, SystemExit) as exc:  # a broken plugin must not stop the others, nor end the command
-        records.append(PluginRecord(name, source, location, version, error=describe_failure(exc)))
+        records.append(PluginRecord(name, source, location, version, error=describe_failure(exc),
+                                    import_s=import_s, heavy=heavy))
         return
-    records.append(PluginRecord(name, source, location, version, hooks=_hooks_of(pm, module)))
+    hooks = _hooks_of(pm, module)
+    valid = set(hook_names())
+    records.append(PluginRecord(name, source, location, version, hooks=[h for h in hooks if h in valid],
+                                import_s=import_s, heavy=heavy, unknown_hooks=[h for h in hooks if h not in valid]))
 
 
 def _load_file(name: str, path: Path):
@@ -177,7 +237,7 @@ def build_plugins(*, autoload: Optional[bool] = None, plugin_dirs: Optional[list
                     continue
                 _register(pm, records, blocked, path.stem, "directory", str(path),
                           lambda path=path: _load_file(path.stem, path))
-    return Plugins(pm, records)
+    return Plugins(pm, records, frozenset(blocked), autoload)
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,9 @@ def _add_plugin_commands() -> None:
     plugins = get_plugins()
     for failed in plugins.failures:
         print_warning(f"Plugin '{failed.name}' ({failed.location}) failed to load: {failed.error}")
+    for record in plugins.records:
+        if record.unknown_hooks:
+            print_warning(record.unknown_hooks_warning())
     plugins.register_commands(app)
 
 

@@ -61,22 +61,56 @@ def plugin_record(record) -> dict[str, Any]:
     return {
         "name": record.name, "version": record.version, "source": record.source, "location": record.location,
         "hooks": list(record.hooks), "error": record.error,
+        "import_s": None if record.import_s is None else round(record.import_s, 4), "slow": record.slow,
+        "imports": list(record.heavy), "unknown_hooks": list(record.unknown_hooks),
     }
+
+
+def import_cell(record) -> Text:
+    if record.import_s is None:
+        return Text("-")
+    text = f"{record.import_s:.3f} s"
+    return Text(f"{text} slow", style="bold yellow") if record.slow else Text(text)
+
+
+def slow_note(records: list) -> str:
+    """Why slow plugins matter and, when their import brought in torch (or the like), the usual fix."""
+    from zoo.plugins import SLOW_IMPORT_S
+
+    slow = [r for r in records if r.slow]
+    if not slow:
+        return ""
+    parts = [f"slow: {', '.join(r.name for r in slow)} took over {SLOW_IMPORT_S:g} s to import, which every zoo "
+             f"command pays (even --help)"]
+    for r in slow:
+        if r.heavy:
+            parts.append(f"'{r.name}' imports {', '.join(r.heavy)} at module level: import it inside the builder "
+                         f"or command instead")
+    return "; ".join(parts) + "."
 
 
 def plugins_table(records: Iterable) -> Table:
     records = list(records)
     failed = sum(1 for r in records if r.error)
     caption = plural(len(records), "plugin") + (f", {failed} failed to load" if failed else "")
-    table = Table(caption=caption, box=box.SIMPLE_HEAD)
+    note = slow_note(records)
+    caption += f"\n{note}" if note else ""
+    table = Table(caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("name", style="bold cyan", no_wrap=True)
-    table.add_column("version")
-    table.add_column("hooks")
-    table.add_column("source")
-    table.add_column("location", overflow="fold")
+    table.add_column("version", no_wrap=True)
+    longest = max((len(h) for r in records for h in r.hooks + r.unknown_hooks), default=5)
+    # one hook a line, each whole; a name longer than the terminal allows folds onto the next line, never cut
+    table.add_column("hooks", overflow="fold", min_width=longest)
+    table.add_column("import", justify="right", no_wrap=True)
+    table.add_column("source", overflow="fold", ratio=1)  # its kind, then where: a module, a distribution, a file
     for r in records:
-        hooks = Text(f"failed: {r.error}", style="red") if r.error else ", ".join(r.hooks) or "-"
-        table.add_row(r.name, r.version or "-", hooks, r.source, r.location)
+        if r.error:
+            hooks = Text(f"failed: {r.error}", style="red")
+        else:
+            hooks = Text("\n".join(r.hooks) or "-")
+            for h in r.unknown_hooks:
+                hooks.append(f"\n{h} (not a zoo hook)", style="yellow")
+        table.add_row(r.name, r.version or "-", hooks, import_cell(r), Text(f"{r.source}\n{r.location}"))
     return table
 
 
@@ -84,7 +118,7 @@ def _emit(fmt: str, records: list[dict[str, Any]], table: Table) -> None:
     if fmt == "json":
         typer.echo(json.dumps(records, indent=2))
     else:
-        console().print(table)
+        console(soft_wrap=False).print(table)  # fitted to the terminal: long cells wrap, identifying ones stay
 
 
 @app.command("models")
