@@ -276,6 +276,20 @@ def test_demo_through_resolve_data_uses_the_cache(monkeypatch, tmp_path):
     assert sorted(p.name for p in root.iterdir()) == list(ds.DEMO_CLASSES)
 
 
+def test_dataset_names_are_case_insensitive_like_model_names(monkeypatch, tmp_path):
+    import zoo_builtin_plugins.datasets as ds
+
+    monkeypatch.setattr(ds, "DEMO_PER_CLASS", 3)
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data("DEMO") == resolve_data("Demo") == resolve_data("demo")
+    assert resolve_data("DEMO")[1] == "demo"
+    (tmp_path / "DEMO" / "a").mkdir(parents=True)  # a folder of that name, here, still wins
+    assert resolve_data("DEMO") == ((tmp_path / "DEMO").resolve(), None)
+    with pytest.raises(ZooError, match="not a registered dataset"):
+        resolve_data("DEMOS")
+
+
 def fake_pets(root: Path) -> None:
     """A tiny Oxford-IIIT Pet in torchvision's layout: images/*.jpg and annotations/{trainval,test}.txt."""
     from PIL import Image

@@ -67,8 +67,8 @@ def resolve_data(data: str) -> tuple[Path, Optional[str]]:
     from zoo.plugins import get_plugins
 
     datasets = get_plugins().datasets()
-    if data in datasets:
-        info = datasets.get(data)
+    info = datasets.find(data)  # case-insensitive, like model names: --data DEMO is the dataset demo
+    if info is not None:
         root = info.prepare(cache_root() / "datasets" / info.name)
         return Path(root).resolve(), info.name
     if path.exists():

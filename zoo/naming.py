@@ -70,6 +70,12 @@ class NameTable(Generic[T]):
                 return lowered[name.lower()]
             raise unknown(self.kind, name, self._items, self.hint) from None
 
+    def find(self, name: str) -> T | None:
+        """The entry named ``name``, compared case-insensitively like ``get``; None when there is none."""
+        if name in self._items:
+            return self._items[name]
+        return next((v for k, v in self._items.items() if k.lower() == name.lower()), None)
+
     def names(self, pattern: str | None = None) -> list[str]:
         return match(self._items, pattern)
 
