@@ -276,6 +276,25 @@ def test_demo_through_resolve_data_uses_the_cache(monkeypatch, tmp_path):
     assert sorted(p.name for p in root.iterdir()) == list(ds.DEMO_CLASSES)
 
 
+def test_a_split_leaving_a_part_fewer_than_2_images_of_a_class_warns(make_images, cli):
+    from zoo.data import split_warning
+
+    assert split_warning({"cat": 20, "dog": 20}, (8, 1, 1)) is None  # 16:2:2
+    assert split_warning({"cat": 20, "dog": 3}, None) is None
+    line = split_warning({"cat": 20, "dog": 6, "eel": 4}, (8, 1, 1))
+    assert line.startswith("The split 8:1:1 leaves class 'dog' (6 images) only 1 in val and 1 in test (also: eel)")
+    assert "\n" not in line and "change --split" in line
+    assert "1 in train" in split_warning({"cat": 3, "dog": 3}, (1, 1, 1))
+    small = make_images({"cat": 6, "dog": 20}, size=16)
+    result = cli("train", "tinycnn", "--data", small, "--image-size", "16", "--epochs", "1", "--quiet")
+    assert result.exit_code == 0, result.output  # a warning, not a failure
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: The split")]
+    assert warnings == ["Warning: " + split_warning({"cat": 6, "dog": 20}, (8, 1, 1))]
+    ample = make_images({"cat": 20, "dog": 20}, size=16)
+    result = cli("train", "tinycnn", "--data", ample, "--image-size", "16", "--epochs", "1", "--quiet")
+    assert result.exit_code == 0 and "The split" not in result.output
+
+
 def test_dataset_names_are_case_insensitive_like_model_names(monkeypatch, tmp_path):
     import zoo_builtin_plugins.datasets as ds
 

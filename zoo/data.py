@@ -504,6 +504,9 @@ def load_images(
     counts = class_counts(classes, (s.label for s in good))
     check_classes(root, classes, counts, after_skip=True)
     check_split_counts(counts, split)
+    thin = split_warning(counts, split)
+    if thin and warn:
+        warn(thin)
 
     fingerprint = fingerprint_of([f"{s.path}\t{s.size}" for s in good])
     if cache is not None:
@@ -553,6 +556,26 @@ def check_split_counts(counts: dict[str, int], ratios) -> None:
         ratio = ":".join(str(r) for r in ratios)
         raise ZooError(f"Class '{c}' has only {n} image(s): the split {ratio} needs at least one image per class in "
                        f"train, val and test (3 per class at least). Add images or change --split.")
+
+
+def split_warning(counts: dict[str, int], ratios) -> Optional[str]:
+    """One line when the split leaves some class fewer than 2 images in a part (its metrics then rest on one
+    image); None when every part has at least 2 of every class."""
+    if ratios is None:
+        return None
+    thin = {c: dict(zip(PARTS, _part_sizes(n, ratios))) for c, n in counts.items() if n}
+    thin = {c: {p: k for p, k in sizes.items() if k < 2} for c, sizes in thin.items()}
+    thin = {c: parts for c, parts in thin.items() if parts}
+    if not thin:
+        return None
+    first = next(iter(thin))
+    where = " and ".join(f"{k} in {p}" for p, k in thin[first].items())
+    named = ", ".join(printable(c) for c in list(thin)[1:6]) + (", ..." if len(thin) > 6 else "")
+    others = f" (also: {named})" if len(thin) > 1 else ""
+    ratio = ":".join(str(r) for r in ratios)
+    return (f"The split {ratio} leaves class '{printable(first)}' ({counts[first]} images) only {where}{others}: "
+            f"fewer than 2 images of a class per part make its metrics rest on one image. Add images or change "
+            f"--split.")
 
 
 @dataclass
