@@ -504,9 +504,6 @@ def load_images(
     counts = class_counts(classes, (s.label for s in good))
     check_classes(root, classes, counts, after_skip=True)
     check_split_counts(counts, split)
-    thin = split_warning(counts, split)
-    if thin and warn:
-        warn(thin)
 
     fingerprint = fingerprint_of([f"{s.path}\t{s.size}" for s in good])
     if cache is not None:

@@ -230,7 +230,7 @@ class Session:
 
     # ------------------------------------------------------------------------------------------- data
     def _data(self, planned: PlannedRun) -> tuple["ImageSet", "Split"]:
-        from zoo.data import load_images, split_samples
+        from zoo.data import load_images, split_samples, split_warning
 
         source = self.plan.source(planned)
         images = self._images.get(source.key)
@@ -241,6 +241,9 @@ class Session:
                             warn=self.reporter.on_warning, scanned=source.scan)
             self._images[source.key] = images
             self.decodes += 1
+            thin = split_warning(images.counts(), planned.ratios)  # once per data source, as it is decoded
+            if thin:
+                self.reporter.on_warning(thin)
         split = split_samples(images, planned.ratios, planned.spec.seed)
         self.reporter.on_data(images, split, planned)
         return images, split
