@@ -573,3 +573,28 @@ def test_plot_treats_all_nan_losses_as_no_history(cli, tmp_path):
     result = cli("plot", nan_run, good, "-o", tmp_path / "mixed.png")
     assert result.exit_code == 0 and "(1 run)" in result.stdout
     assert f"run {nan_run} (tinycnn, failed)" in result.output
+
+
+def test_show_takes_a_uuid_prefix_of_two_hex_characters(cli):
+    """`zoo show 2f`, as the 'not a run id' message promises; digits alone stay a run id (`delete 99` never
+    picks a run whose uuid starts with 99)."""
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        ids = [add_run(reg, "tinycnn", params={}, acc=0.5, loss=1.0) for _ in range(4)]
+    uuids = {ids[0]: "2f" + "0" * 30, ids[1]: "2a" + "1" * 30, ids[2]: "2a" + "2" * 30, ids[3]: "990011" + "3" * 26}
+    with sqlite3.connect(registry_path()) as db:
+        for run_id, uuid in uuids.items():
+            db.execute("UPDATE runs SET uuid = ? WHERE id = ?", (uuid, run_id))
+
+    def shown(ref):
+        result = cli("show", ref, "--format", "json")
+        return json.loads(result.stdout)["id"] if result.exit_code == 0 else result.output.strip()
+
+    assert shown("2f") == shown("2F") == shown("2f00") == shown("#2f") == ids[0]
+    assert shown("2a2") == ids[2] and shown(str(ids[1])) == ids[1]  # a run id is still a run id
+    assert shown("990011") == ids[3]
+    assert shown("2a") == ("Error: Run '2a' is ambiguous: it starts the uuid of several runs. Use the run id or "
+                           "more characters of the uuid.")
+    assert shown("99").startswith("Error: No run '99' in registry")
+    for ref in ("zz", "f", "2g"):
+        assert shown(ref).startswith(f"Error: '{ref}' is not a run id: give the number shown by `zoo list-runs` "
+                                     f"(or a uuid prefix of 2 hex characters or more)."), ref

@@ -41,6 +41,7 @@ BUSY_TIMEOUT_S = 30.0
 DEFER_WAIT_S = 2.0
 LOCK_GIVE_UP_S = 600.0
 SQLITE_HEADER = b"SQLite format 3\x00"
+DIGITS_PREFIX = 6  # a run reference of digits only is a run id; from this length on, also a uuid prefix
 STATUSES = tuple(s.value for s in Status)
 FINAL_STATUSES = tuple(s.value for s in FINAL)
 STOP_REASONS = tuple(r.value for r in StopReason)
@@ -500,16 +501,21 @@ class Registry:
             found = conn.scalar(select(r.c.id).where(r.c.id == int(text)))
             if found is not None:
                 return int(found)
-        elif len(text) >= 4 and all(c in "0123456789abcdef-" for c in text.lower()):
-            prefix = text.lower().replace("-", "")
+        prefix = text.lower().replace("-", "")
+        # 2 hex characters make a uuid prefix ('2f'); digits alone are a run id, and a uuid prefix only from
+        # DIGITS_PREFIX on, so that `zoo delete 99` never picks a run whose uuid happens to start with 99
+        if all(c in "0123456789abcdef" for c in prefix) and len(prefix) >= (
+                DIGITS_PREFIX if text.isdigit() else 2):
             ids = list(conn.scalars(select(r.c.id).where(r.c.uuid.startswith(prefix, autoescape=True)).limit(3)))
             if len(ids) == 1:
                 return int(ids[0])
             if len(ids) > 1:
-                raise UnknownName(f"Run '{text}' is ambiguous: it starts the uuid of several runs. Use the run id.")
-        else:
+                raise UnknownName(f"Run '{text}' is ambiguous: it starts the uuid of several runs. Use the run id "
+                                  f"or more characters of the uuid.")
+        elif not text.isdigit():
             raise UnknownName(
-                f"'{text}' is not a run id: give the number shown by `zoo list-runs` (or a uuid prefix)."
+                f"'{text}' is not a run id: give the number shown by `zoo list-runs` (or a uuid prefix of 2 hex "
+                f"characters or more)."
             )
         raise UnknownName(f"No run '{text}' in registry {self.location}. `zoo list-runs` shows the runs.")
 
