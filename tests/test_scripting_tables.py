@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from test_cli_runs import add_run
 from zoo.store import Registry
@@ -63,3 +64,42 @@ def test_delete_asks_about_one_run_in_the_singular(cli):
         add_run(reg, "tinycnn", params={}, acc=0.5, loss=1.0)
     assert "Delete 1 run and its artifacts?" in cli("delete", run, input="n\n").output
     assert "Delete 2 runs and their artifacts?" in cli("delete", run, run + 1, input="n\n").output
+
+
+def _outcome(run_id, model, accuracy, **spec):
+    from types import SimpleNamespace
+
+    from zoo.vocab import Status
+
+    return SimpleNamespace(run_id=run_id, model=model, planned=SimpleNamespace(spec=SimpleNamespace(**spec)),
+                           status=Status.COMPLETED, stop_reason="max_epochs", best_epoch=3, epochs_run=4,
+                           seconds=125.0, metrics={"test_accuracy": accuracy, "test_f1": 0.4, "test_loss": 0.7})
+
+
+def test_train_summary_never_cuts_the_model_or_run_at_80_columns():
+    from zoo.cli.progress import summary_table
+
+    two = [_outcome(1001, "convnext_small", 0.51), _outcome(1002, "tinycnn", 0.5)]
+    text = render(summary_table(two, ["model"], width=80))
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in text
+    assert "1001  convnext_small" in text and "1002  tinycnn" in text
+    assert "0.5100" in text and "max_epochs" in text and "2m 05s" in text  # it fits: nothing else folds either
+    grid = [_outcome(1000 + i, m, 0.5, lr=lr, batch_size=16, optimizer="adamw")
+            for i, (m, lr) in enumerate([("convnext_small", 0.001), ("tinycnn", 0.1)])]
+    for width in (80, 60):
+        text = render(summary_table(grid, ["lr", "batch_size", "optimizer", "model"], width=width), width=width)
+        assert all(len(line) <= width for line in text.splitlines()) and "…" not in text
+        assert "1000  convnext_small" in text and "1001  tinycnn" in text
+
+
+def test_train_grid_summary_at_80_columns_shows_each_model_whole(cli, make_images, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    images = make_images({"cat": 20, "dog": 20}, size=16)
+    result = cli("train", "tinycnn", "--data", images, "--image-size", "16", "--epochs", "1", "--quiet",
+                 "--lr", "0.1,0.01", "--optimizer", "sgd,adamw", "--batch-size", "8,16")
+    assert result.exit_code == 0, result.output
+    table = result.stdout[result.stdout.index("Trained in this command"):]
+    assert "…" not in table and all(len(line) <= 80 for line in table.splitlines())
+    rows = [line for line in table.splitlines() if " tinycnn " in line]
+    assert len(rows) == 8 and all(re.search(r"\d\.\d{4}\s+\d\.\d{4}\s+\d\.\d{4}", row) for row in rows)

@@ -42,24 +42,51 @@ def plan_table(specs: Sequence[RunSpec], varied: Sequence[str], group: str) -> T
     return table
 
 
-def summary_table(outcomes: Sequence[RunOutcome], varied: Sequence[str] = ()) -> Table:
-    """The runs of one command, best test accuracy first (runs without one last)."""
-    table = Table(title="Trained in this command", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+def summary_table(outcomes: Sequence[RunOutcome], varied: Sequence[str] = (), width: Optional[int] = None) -> Table:
+    """The runs of one command, best test accuracy first (runs without one last), fitted to ``width`` columns
+    (default: the terminal's)."""
+    table = Table(title="Trained in this command", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True, show_edge=False)  # two spaces between columns, none outside
     shown = [name for name in varied if name != "model"]
-    for header, right in (("Run", True), ("Model", False), *((n, True) for n in shown), ("Result", False),
-                          ("Best", True), ("Epochs", True), ("Test acc", True), ("F1", True), ("Loss", True),
-                          ("Time", True)):
-        table.add_column(header, justify="right" if right else "left", no_wrap=header not in ("Result",))
+    headers = (("Run", True), ("Model", False), *((n, True) for n in shown), ("Result", False), ("Best", True),
+               ("Epochs", True), ("Test acc", True), ("F1", True), ("Loss", True), ("Time", True))
     accuracy = TEST + "accuracy"
     ordered = sorted(outcomes, key=lambda o: (o.metrics.get(accuracy) is None, -(o.metrics.get(accuracy) or 0.0)))
+    rows = []
     for o in ordered:
         result = str(o.stop_reason or o.status)
         if o.status != Status.COMPLETED and result != str(o.status):
             result = f"{o.status}: {result}"
-        table.add_row(str(o.run_id), o.model, *(fmt_value(getattr(o.planned.spec, n)) for n in shown), result,
-                      str(o.best_epoch or "—"), str(o.epochs_run or 0), fmt_num(o.metrics.get(accuracy)),
-                      fmt_num(o.metrics.get(TEST + "f1")), fmt_num(o.metrics.get(TEST + "loss")),
-                      fmt_duration(o.seconds))
+        rows.append((str(o.run_id), o.model, *(fmt_value(getattr(o.planned.spec, n)) for n in shown), result,
+                     str(o.best_epoch or "—"), str(o.epochs_run or 0), fmt_num(o.metrics.get(accuracy)),
+                     fmt_num(o.metrics.get(TEST + "f1")), fmt_num(o.metrics.get(TEST + "loss")),
+                     fmt_duration(o.seconds)))
+    # Run and Model tell the rows apart: never cut (no_wrap, as wide as their longest value). The other columns
+    # shrink on a narrow terminal: headers wrap first ('Test acc' on two lines) while every value still fits;
+    # when even that is too wide, values fold onto the next line (nothing is ever replaced by '…').
+    names = [h for h, _ in headers]
+    whole = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(names)]
+    values = [max([len(row[i]) for row in rows] + [min(4, len(h))]) for i, h in enumerate(names)]
+    numbers = {"Best", "Epochs", "Test acc", "F1", "Loss", "Time"}
+    width = console().width if width is None else width
+    room = width - 2 * (len(names) - 1)  # what the cells may take: two spaces between columns
+    widths = None
+    # the columns whose values stay whole: all of them, else all but Result, else the numbers
+    for kept in (set(names), set(names) - {"Result"}, numbers):
+        base = [whole[i] if i < 2 else values[i] if h in kept else min(4, whole[i]) for i, h in enumerate(names)]
+        if sum(base) <= room:  # then widen columns, left to right, until each shows its header on one line
+            spare = room - sum(base)
+            for i in range(2, len(names)):
+                more = min(spare, whole[i] - base[i])
+                base[i], spare = base[i] + max(more, 0), spare - max(more, 0)
+            widths = base
+            break
+    for index, (header, right) in enumerate(headers):
+        identifying = header in ("Run", "Model")
+        table.add_column(header, justify="right" if right else "left", no_wrap=identifying, overflow="fold",
+                         width=widths[index] if widths else None, min_width=whole[index] if identifying else None)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
