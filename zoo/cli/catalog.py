@@ -154,8 +154,9 @@ def plugins(
     """List the loaded plugins: version, hooks, import time, and where each came from (built-in, entry point,
     directory).
 
-    A plugin that failed to load is listed with its error; one whose import takes over 0.1 s is flagged slow
-    (every command pays it: import torch inside the builder, not at the top of the module).
+    A plugin that failed to load is listed with its error; one that takes over 0.1 s to import is flagged slow.
+
+    Every command pays a slow import: import torch inside the builder, not at the top of the module.
     """
     from zoo.plugins import get_plugins
 
