@@ -830,14 +830,14 @@ def apply_policy(x: "torch.Tensor", policy: Optional[str]) -> "torch.Tensor":
 
 
 def _leave_stop_signals_to_main(worker_id: int) -> None:
-    """In a DataLoader worker: ignore Ctrl-C and SIGTERM. Sent to the whole process group (a terminal, timeout,
-    Slurm, Kubernetes), they would kill the workers first and the run would end 'failed' (a worker "killed by
-    signal") instead of 'interrupted'; the main process stops the workers itself when it stops. A worker whose
-    parent dies exits on its own (DataLoader watches the parent)."""
+    """In a DataLoader worker: Ctrl-C is the main process's to handle (it stops the workers itself), and SIGTERM
+    gets its default action back (the worker inherited the session's handler): DataLoader ends stuck workers with
+    SIGTERM, and a SIGTERM sent to the whole group (timeout, Slurm, Kubernetes) just ends them, which the session
+    records as an interruption, not a failure."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _DiskImages:

@@ -141,9 +141,11 @@ class Recorder(Callbacks):
         self.reporter.on_warning(text)
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:
+        check_stop()
         self.reporter.on_epoch_start(epoch, batches)
 
     def on_batch(self, epoch, batch, batches, running_loss, images_per_sec) -> None:
+        check_stop()
         self.reporter.on_batch(epoch, batch, batches, running_loss, images_per_sec)
 
     def on_epoch_end(self, epoch: int, values: EpochStats, improved: bool) -> None:
@@ -155,6 +157,7 @@ class Recorder(Callbacks):
                                      f"training goes on, its epochs are recorded when it is free (zoo gives up "
                                      f"after 10 min).")
         self.reporter.on_epoch_end(epoch, values, improved)
+        check_stop()
 
     def on_checkpoint(self, path: str, epoch: int) -> None:
         self.checkpoint, self.best_epoch = path, epoch
@@ -216,6 +219,7 @@ class Session:
         with sigterm_as_interrupt():
             try:
                 for index, planned in enumerate(self.plan.runs):
+                    check_stop()  # a SIGTERM during the last run's test: stop before the next one
                     images, split = self._data(planned)
                     outcome = RunOutcome(None, planned)
                     self._run_one(planned, images, split, outcome, outcomes, self.claimed.get(index))
@@ -223,8 +227,13 @@ class Session:
                     if outcome.status == Status.FAILED and (self.fail_fast or broken):
                         result.skipped = len(self.plan.runs) - index - 1
                         break
-            except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the run in progress is already recorded
-                result.stopped_by = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+            except (KeyboardInterrupt, Exception) as exc:  # Ctrl-C or SIGTERM: the run in progress is recorded
+                stop = exc if isinstance(exc, KeyboardInterrupt) else stopped_by_signal(exc)
+                if stop is None:  # a real error outside any run (a stopped loader worker is not one)
+                    raise
+                _Stop.delivered = True
+                _release_frames(exc)
+                result.stopped_by = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
                 result.skipped = len(self.plan.runs) - len(outcomes)
         return result
 
@@ -291,7 +300,11 @@ class Session:
             ctx = RunContext(planned, images, split, recorder,
                              (self.registry.run_artifacts_dir(run_id) / "best.pt").resolve() if self.world.is_main
                              else None, self.resume.state if self.resume is not None else None)
-            result = self.train_fn(ctx)
+            _Stop.defer = True  # inside the training, SIGTERM is raised at the next batch (a safe point)
+            try:
+                result = self.train_fn(ctx)
+            finally:
+                _Stop.defer = False
         except KeyboardInterrupt as exc:
             outcome.seconds = time.perf_counter() - started
             status, error = self.world.settle(key, Status.INTERRUPTED,
@@ -307,6 +320,12 @@ class Session:
             from zoo.errors import debug_enabled
 
             outcome.seconds = time.perf_counter() - started
+            stop = stopped_by_signal(exc)
+            if stop is not None:  # the stop signal reached a loader worker first (sent to the whole group)
+                recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED,
+                                "Terminated (SIGTERM)." if isinstance(stop, Terminated) else None)
+                self.reporter.on_run_end(outcome)
+                raise stop from exc
             status, error = self.world.settle(key, Status.FAILED, error_text(exc), exc)
             if status == Status.INTERRUPTED:  # under torchrun: another rank was stopped by Ctrl-C or SIGTERM
                 recorder.finish(outcome, status, StopReason.INTERRUPTED, error)
@@ -339,6 +358,54 @@ def _reopen(registry: Any, run_id: int, **_row: Any) -> int:
     return run_id
 
 
+class _Stop:
+    """SIGTERM as the session saw it. While a run trains, the handler only notes it and the engine's next callback
+    raises Terminated (``check_stop``, every batch): an exception raised wherever the signal lands can be lost (in
+    logging's at-fork hook as a DataLoader forks) or leave a lock held (a queue's, which the loader's shutdown then
+    waits on forever). Outside training (decoding, recording) the handler raises at once."""
+
+    seen: Optional[int] = None
+    delivered = False
+    defer = False  # while a run trains: raise at the engine's next callback, not wherever the signal lands
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Free the stopped run's frames now: the data generators they hold close, so DataLoader workers are shut down
+    here instead of dying later, where torch would report their end as an error at any point of the command."""
+    import gc
+    import traceback
+
+    for _ in range(3):
+        try:
+            traceback.clear_frames(exc.__traceback__)
+            for chained in (exc.__cause__, exc.__context__):
+                if chained is not None:
+                    traceback.clear_frames(chained.__traceback__)
+            gc.collect()
+            return
+        except Exception as late:  # a worker's end reported while its loader closes
+            if stopped_by_signal(late) is None:
+                raise
+
+
+def check_stop() -> None:
+    if _Stop.seen is not None and not _Stop.delivered:
+        _Stop.delivered = True
+        raise Terminated()
+
+
+def stopped_by_signal(exc: BaseException) -> Optional[KeyboardInterrupt]:
+    """The interruption behind an error, when SIGTERM or Ctrl-C (sent to the whole process group, as timeout,
+    Slurm and Kubernetes do) killed a DataLoader worker before the main process raised its own: a Terminated or
+    KeyboardInterrupt to raise instead of recording the run 'failed'; None for a real failure."""
+    text = str(exc)
+    if _Stop.seen == signal.SIGTERM or "killed by signal: Terminated" in text:
+        return Terminated()
+    if "killed by signal: Interrupt" in text:
+        return KeyboardInterrupt()
+    return None
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """While a session runs, SIGTERM raises Terminated (a KeyboardInterrupt) once; later ones are ignored while the
@@ -351,10 +418,14 @@ def sigterm_as_interrupt():
     def handler(signum, frame):
         if not fired:
             fired.append(signum)
-            raise Terminated()
+            _Stop.seen = signum
+            if not _Stop.defer:
+                raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
+    _Stop.seen, _Stop.delivered, _Stop.defer = None, False, False
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        _Stop.seen, _Stop.delivered = None, False
