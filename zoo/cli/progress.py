@@ -132,7 +132,7 @@ class Display(Reporter):
     def stop_cause(self, exc: BaseException) -> str:
         """Why a run was stopped from outside, in words (rich quiets a console whose output pipe closed)."""
         return ("its output was closed (broken pipe)" if self.out.quiet and not self.quiet
-                else f"{type(exc).__name__}({exc})")
+                else super().stop_cause(exc))
 
     # ----------------------------------------------------------------------------------- reports
     def on_message(self, text: str) -> None:

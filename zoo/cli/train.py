@@ -25,9 +25,9 @@ def _help(name: str, grid: bool = True) -> str:
     text = specs.help_of(name)
     default = specs.default(name)
     if default is None and name in specs.RECIPES["seed"]:
-        text += f" [default: from the recipe: seed {specs.RECIPES['seed'][name]}, scratch {specs.RECIPES['scratch'][name]}]"
+        text += f" \\[default: from the recipe: seed {specs.RECIPES['seed'][name]}, scratch {specs.RECIPES['scratch'][name]}]"
     elif default is not None:
-        text += f" [default: {str(default).lower() if isinstance(default, bool) else default}]"
+        text += f" \\[default: {str(default).lower() if isinstance(default, bool) else default}]"
     return text + (" Grid: comma list or repeat." if grid else "")
 
 
@@ -72,11 +72,11 @@ def train(
     label_smoothing: Optional[List[str]] = _grid_option("label_smoothing"),
     augment: Optional[List[str]] = _grid_option("augment"),
     hflip: Optional[bool] = typer.Option(None, "--hflip/--no-hflip", show_default=False,
-                                         help=_help("hflip", grid=False) + " [default: from the recipe]"),
+                                         help=_help("hflip", grid=False)),
     bias_decay: Optional[bool] = typer.Option(None, "--bias-decay/--no-bias-decay", show_default=False,
-                                              help=_help("bias_decay", grid=False) + " [default: from the recipe]"),
+                                              help=_help("bias_decay", grid=False)),
     grid: Optional[Path] = typer.Option(None, "--grid", metavar="FILE.toml", show_default=False,
-                                        help="Runs from a TOML file: [base] + [grid] lists (a product), or [[runs]]."),
+                                        help="Runs from a TOML file: \\[base] + \\[grid] lists (a product), or \\[\\[runs]]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the options and print the plan; train nothing."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed run (default: go on)."),
     queue: bool = typer.Option(False, "--queue", help="Record the runs as queued and exit; `zoo worker` trains "

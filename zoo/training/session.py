@@ -89,6 +89,10 @@ class Reporter(Callbacks):
     def on_run_end(self, outcome: RunOutcome) -> None:
         pass
 
+    def stop_cause(self, exc: BaseException) -> str:
+        """Why a run was stopped from outside (SystemExit and the like), in the words recorded as its error."""
+        return f"{type(exc).__name__}({exc})"
+
 
 @dataclass
 class RunContext:
@@ -274,8 +278,8 @@ class Session:
         if spec.parent is not None:
             tags[FROM_TAG] = str(spec.parent)
         start = self.registry.start_run if claimed is None else partial(self.registry.start_claimed, claimed)
+        record = dataset_record(images, split, self.plan.source(planned).name)
         if self.resume is not None:
-            record = dataset_record(images, split, self.plan.source(planned).name)
             if self.resume.fingerprint and record.fingerprint != self.resume.fingerprint:
                 raise ZooError(f"Run {self.resume.run_id} trained on other files than {record.path} holds now "
                                f"(fingerprint {self.resume.fingerprint[:12]}, now {record.fingerprint[:12]}); it "
@@ -283,8 +287,7 @@ class Session:
             start = partial(_reopen, self.registry, self.resume.run_id)
         run_id = start(
             model=spec.model, plugin=planned.info.plugin, params=self._params(planned), name=spec.name,
-            device=planned.resolved.device, dataset=dataset_record(images, split, self.plan.source(planned).name).as_row(),
-            tags=tags)
+            device=planned.resolved.device, dataset=record.as_row(), tags=tags)
         outcome.run_id = run_id
         outcomes.append(outcome)
         key = f"run{len(outcomes)}"  # the same on every rank: they run the same plan in order
@@ -338,7 +341,7 @@ class Session:
             return
         except BaseException as exc:  # SystemExit (stdout closed under `| head`), GeneratorExit...
             outcome.seconds = time.perf_counter() - started
-            cause = getattr(self.reporter, "stop_cause", lambda e: f"{type(e).__name__}({e})")(exc)
+            cause = self.reporter.stop_cause(exc)
             recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED, f"Stopped: {cause}.")
             self.reporter.on_run_end(outcome)
             raise
