@@ -44,14 +44,14 @@ def parse_since(text: str) -> datetime:
     return when.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def run_filter(*, model=None, status=None, tag=None, since=None, ids=None, group=None, data=None):
+def run_filter(*, model=None, status=None, tag=None, since=None, ids=None, group=None, data=None, where=None):
     from zoo.store.queries import RunFilter
 
     if data is not None and not data.strip():
         raise ZooError("--data is empty: give a dataset name, a folder or a dataset fingerprint (zoo show lists it).")
     return RunFilter(
         model=model, status=check_choice("--status", status, STATUS_CHOICES), tags=parse_tags(tag),
-        since=parse_since(since) if since else None, ids=ids, group=group, data=data,
+        since=parse_since(since) if since else None, ids=ids, group=group, data=data, query=where,
     )
 
 
@@ -59,6 +59,12 @@ DATA_HELP = "Only runs trained on this dataset: a name (demo), a folder, or a fi
 
 
 GROUP_HELP = "Only the runs of one `zoo train` command (its group id, shown by `show`)."
+WHERE_HELP = ("Only runs matching a filter: \"accuracy > 0.9 and lr <= 0.01 and model glob 'resnet*' and "
+              "tag.owner = alice\" (README: Filtering runs).")
+
+
+def where_option():
+    return typer.Option(None, "--where", "-w", metavar="FILTER", help=WHERE_HELP)
 
 
 @contextmanager
@@ -133,6 +139,7 @@ def list_runs(
     since: Optional[str] = typer.Option(None, "--since", help="Only runs started since an ISO date or an age (2h, 3d)."),
     group: Optional[str] = typer.Option(None, "--group", "-g", help=GROUP_HELP),
     data: Optional[str] = typer.Option(None, "--data", "-d", metavar="NAME|PATH|FINGERPRINT", help=DATA_HELP),
+    where: Optional[str] = where_option(),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", metavar="N",
                                         help=f"At most N runs (default: {DEFAULT_LIST} in a table, all in json/csv)."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Show every matching run."),
@@ -140,7 +147,7 @@ def list_runs(
 ) -> None:
     """List recorded runs, newest first."""
     fmt = check_choice("--format", fmt, ("table", "json", "csv"))
-    flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data)
+    flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data, where=where)
     _positive("--limit", limit)
     if limit is None and fmt == "table":
         limit = DEFAULT_LIST  # a table is for reading; json and csv are for scripts, which get every run
@@ -155,7 +162,7 @@ def list_runs(
     elif fmt == "csv":
         _echo(render.runs_csv(runs))
     elif not runs:
-        typer.echo("No runs match these filters." if total or _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data) else "No runs recorded yet.")
+        typer.echo("No runs match these filters." if total or _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data or flt.query) else "No runs recorded yet.")
     else:
         console = _console()
         console.print(render.runs_table(runs, total, width=console.width))
@@ -188,7 +195,7 @@ def show(
         _console().print(render.run_detail(view, history))
 
 
-def _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs, group=None, data=None):
+def _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs, group=None, data=None, where=None):
     """[(None, Comparison)] for runs of one dataset; [(DatasetGroup, Comparison), ...] when the runs to rank were
     trained on several datasets, the one with most runs first (each ranked and limited to --top on its own)."""
     from dataclasses import replace
@@ -198,7 +205,8 @@ def _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs
     _positive("--top", top)
     with reg.connect() as conn:
         ids = [reg.resolve(ref, conn) for ref in runs] if runs else None
-        flt = run_filter(model=model, status=status, tag=tag, since=since, ids=ids, group=group, data=data)
+        flt = run_filter(model=model, status=status, tag=tag, since=since, ids=ids, group=group, data=data,
+                         where=where)
         if by is not None and by.lower() == "model":
             by = "model"
         if all_runs:
@@ -289,6 +297,7 @@ def compare(
     tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Only runs tagged key=value (repeatable)."),
     since: Optional[str] = typer.Option(None, "--since", help="Only runs started since an ISO date or an age."),
     data: Optional[str] = typer.Option(None, "--data", "-d", metavar="NAME|PATH|FINGERPRINT", help=DATA_HELP),
+    where: Optional[str] = where_option(),
     top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Show the best N (default {DEFAULT_TOP})."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Show every ranked run."),
     fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json, csv, markdown")),
@@ -305,7 +314,7 @@ def compare(
         if nothing:
             _echo("[]" if fmt == "json" else "" if fmt == "csv" else nothing)
             return
-        sections = _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs, group, data)
+        sections = _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs, group, data, where)
         if len(sections) > 1:
             _print_sections(reg, sections, fmt)
             return
@@ -322,7 +331,7 @@ def compare(
         elif fmt == "markdown":
             _echo(render.compare_markdown(cmp))
         elif not cmp.runs:
-            _echo(f"No runs with {cmp.metric} match these filters." if _filtered_args(model, status, tag, since or data)
+            _echo(f"No runs with {cmp.metric} match these filters." if _filtered_args(model, status, tag, since or data or where)
                        else f"No run has {cmp.metric} yet.")
         else:
             console = _console()
@@ -379,6 +388,7 @@ def plot(
     tag: Optional[List[str]] = typer.Option(None, "--tag", "-t", help="Only runs tagged key=value (repeatable)."),
     since: Optional[str] = typer.Option(None, "--since", help="Only runs started since an ISO date or an age."),
     data: Optional[str] = typer.Option(None, "--data", "-d", metavar="NAME|PATH|FINGERPRINT", help=DATA_HELP),
+    where: Optional[str] = where_option(),
     top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Plot the best N (default {DEFAULT_TOP})."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Plot every ranked run."),
 ) -> None:
@@ -402,14 +412,16 @@ def plot(
             with reg.connect() as conn:
                 has_metrics = queries.has_metrics(conn)
             if has_metrics:
-                sections = _comparisons(reg, rank_by, None, by, model, status, tag, since, top, all_runs, group, data)
+                sections = _comparisons(reg, rank_by, None, by, model, status, tag, since, top, all_runs, group, data,
+                                        where)
                 views = [v for _, cmp in sections for v in cmp.runs]
                 if len(sections) > 1:
                     print_warning(f"These runs were trained on {len(sections)} different datasets, plotted together "
                                   "(--data NAME|PATH|FINGERPRINT picks one).")
             else:  # nothing has finished with test metrics yet: plot the newest runs
                 with reg.connect() as conn:
-                    flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data)
+                    flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data,
+                                     where=where)
                     limit = None if all_runs else _positive("--top", top) or DEFAULT_TOP
                     views, _ = queries.list_runs(conn, flt, limit=limit, host=reg.host)
         with reg.connect() as conn:

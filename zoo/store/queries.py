@@ -107,9 +107,14 @@ class RunFilter:
     group: Optional[str] = None  # the zoo.group tag: every run of one `zoo train` command
     data: Optional[str] = None  # --data NAME|PATH|FINGERPRINT (see dataset_clause)
     fingerprint: Optional[str] = None  # exactly this dataset fingerprint ("": runs that recorded none)
+    query: Optional[str] = None  # a --where filter (zoo.store.where)
 
     def where(self, conn: Connection) -> list:
         clauses: list = []
+        if self.query:
+            from zoo.store.where import compile_where
+
+            clauses.append(compile_where(conn, self.query))
         if self.data is not None:
             clauses.append(dataset_clause(self.data))
         if self.fingerprint is not None:
