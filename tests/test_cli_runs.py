@@ -365,6 +365,7 @@ def test_delete_with_confirmation_or_yes_removes_runs_and_artifacts(cli, runs):
     assert result.exit_code == 0 and "Deleted 2 runs" in result.output
     remaining = ids_of(cli)
     assert runs["a"] not in remaining and runs["failed"] not in remaining and runs["b"] in remaining
+    assert cli("gc", "--yes").exit_code == 0  # the trash emptied: their rows go for good
     con = sqlite3.connect(registry_path())
     assert con.execute("SELECT count(*) FROM history WHERE run_id IN (?, ?)", (runs["a"], runs["c"])).fetchone()[0] == 0
     assert con.execute("SELECT count(*) FROM evaluations").fetchone()[0] == 0
@@ -522,7 +523,7 @@ def test_compare_of_a_run_without_metrics_names_it_not_filters(cli, runs):
 
 def test_delete_counts_each_artifact_once(cli, runs):
     result = cli("delete", runs["c"], "--yes")  # best.pt inside run-<id>/: one folder
-    assert result.exit_code == 0 and "Deleted 1 run and 1 artifact folder." in result.stdout
+    assert result.exit_code == 0 and "Deleted 1 run and 1 artifact folder:" in result.stdout
 
 
 def test_show_rounds_throughput_and_fits_80_columns(cli, runs, monkeypatch):

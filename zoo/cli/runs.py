@@ -140,6 +140,7 @@ def list_runs(
     group: Optional[str] = typer.Option(None, "--group", "-g", help=GROUP_HELP),
     data: Optional[str] = typer.Option(None, "--data", "-d", metavar="NAME|PATH|FINGERPRINT", help=DATA_HELP),
     where: Optional[str] = where_option(),
+    deleted: bool = typer.Option(False, "--deleted", help="List the runs in the trash (zoo delete) instead."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", metavar="N",
                                         help=f"At most N runs (default: {DEFAULT_LIST} in a table, all in json/csv)."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Show every matching run."),
@@ -148,6 +149,7 @@ def list_runs(
     """List recorded runs, newest first."""
     fmt = check_choice("--format", fmt, ("table", "json", "csv"))
     flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data, where=where)
+    flt.deleted = deleted
     _positive("--limit", limit)
     if limit is None and fmt == "table":
         limit = DEFAULT_LIST  # a table is for reading; json and csv are for scripts, which get every run
@@ -161,6 +163,8 @@ def list_runs(
         _echo(render.to_json([render.run_record(r) for r in runs]))
     elif fmt == "csv":
         _echo(render.runs_csv(runs))
+    elif not runs and deleted and not flt.query:
+        typer.echo("The trash is empty.")
     elif not runs:
         typer.echo("No runs match these filters." if total or _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data or flt.query) else "No runs recorded yet.")
     else:
@@ -469,17 +473,27 @@ def _plot_path(output: Path) -> Path:
 
 @app.command("delete")
 def delete(
-    runs: List[str] = typer.Argument(..., help="Runs to delete (ids or uuid prefixes)."),
+    runs: Optional[List[str]] = typer.Argument(None, help="Runs to delete (ids or uuid prefixes)."),
+    where: Optional[str] = where_option(),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
-    """Delete runs from the registry, with their checkpoints and artifacts."""
+    """Move runs to the trash, with their artifacts (zoo restore brings them back, zoo gc deletes them for good)."""
     from zoo import render
-    from zoo.store import queries
+    from zoo.store import queries, trash
 
+    if not runs and not where:
+        raise ZooError("Name the runs to delete (zoo delete 3 5) or give a filter (zoo delete --where \"status = "
+                       "failed\").")
     with open_registry(readonly=False, create=False) as reg:
         with reg.connect() as conn:
-            ids = list(dict.fromkeys(reg.resolve(ref, conn) for ref in runs))
+            ids = list(dict.fromkeys(reg.resolve(ref, conn) for ref in runs or ()))
+            if where:
+                found, _ = queries.list_runs(conn, run_filter(where=where, ids=ids or None), limit=None, host=reg.host)
+                ids = sorted(v.id for v in found)
             views = queries.run_views(conn, ids, host=reg.host)
+        if not views:
+            typer.echo("No runs match this filter: nothing deleted.")
+            return
         live = [v for v in views if v.display_status == "running"]
         if live:
             listing = ", ".join(f"{v.id} (pid {v.pid} on {v.host})" for v in live)
@@ -491,8 +505,61 @@ def delete(
         if not yes and not typer.confirm(f"Delete {count} and {'its' if len(views) == 1 else 'their'} artifacts?", default=False):
             typer.echo("Nothing deleted.")
             return
-        done = reg.delete_runs(ids)
-    typer.echo(f"Deleted {count}" + (f" and {_artifacts(done.removed, ids)}." if done.removed else "."))
+        moved = trash.trash_runs(reg, [v.id for v in views])
+    folders = len(moved.folders)
+    typer.echo(f"Deleted {count}" + (f" and {folders} artifact folder{'s' if folders != 1 else ''}" if folders else "")
+               + f": in the trash until `zoo gc` (`zoo restore {' '.join(str(i) for i in moved.runs[:3])}"
+               + ("..." if len(moved.runs) > 3 else "") + f"` brings {'it' if len(moved.runs) == 1 else 'them'} back).")
+
+
+@app.command("restore")
+def restore(runs: List[str] = typer.Argument(..., help="Deleted runs to bring back (ids or uuid prefixes).")) -> None:
+    """Bring deleted runs back from the trash, with their artifacts."""
+    from zoo.store import trash
+
+    with open_registry(readonly=False, create=False) as reg:
+        with reg.connect() as conn:
+            ids = list(dict.fromkeys(reg.resolve(ref, conn, deleted=True) for ref in runs))
+            in_trash = trash.trashed_ids(conn, ids)
+        missing = [i for i in ids if i not in in_trash]
+        if missing:
+            raise ZooError(f"Run {', '.join(map(str, missing))} is not in the trash: `zoo list-runs --deleted` lists "
+                           "the deleted runs. Nothing restored.")
+        moved = trash.restore_runs(reg, ids)
+    typer.echo(f"Restored {len(moved.runs)} run{'s' if len(moved.runs) != 1 else ''}"
+               + (f" and {len(moved.folders)} artifact folder{'s' if len(moved.folders) != 1 else ''}."
+                  if moved.folders else "."))
+
+
+@app.command("gc")
+def gc(
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE",
+                                             help="Only runs deleted longer ago than this (30d, 12h, 2w)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Empty the trash: delete runs deleted with `zoo delete` for good, rows and artifacts."""
+    from zoo.store import queries, trash
+
+    if older_than and not re.fullmatch(r"\s*\d+(\.\d+)?\s*[smhdw]\s*", older_than.lower()):
+        raise ZooError(f"Bad --older-than '{older_than}': give an age such as 30d, 12h or 2w.")
+    cutoff = parse_since(older_than) if older_than else None
+    with open_registry(readonly=False, create=False) as reg:
+        with reg.connect() as conn:
+            flt = queries.RunFilter(deleted=True)
+            views, _ = queries.list_runs(conn, flt, limit=None, host=reg.host)
+            when = trash.trashed_ids(conn, [v.id for v in views])
+        ids = [v.id for v in views if cutoff is None or when[v.id] < cutoff]
+        if not ids:
+            typer.echo("The trash is empty." if not views else f"No run in the trash was deleted more than "
+                       f"{older_than} ago ({len(views)} in the trash).")
+            return
+        count = f"{len(ids)} run{'s' if len(ids) != 1 else ''}"
+        if not yes and not typer.confirm(f"Delete {count} from the trash for good?", default=False):
+            typer.echo("Nothing deleted.")
+            return
+        purged, done = trash.purge(reg, older_than=cutoff)
+    typer.echo(f"Deleted {len(purged)} run{'s' if len(purged) != 1 else ''} for good"
+               + (f" and {_artifacts(done.removed, purged)}." if done.removed else "."))
     if done.kept:
         from zoo.errors import print_warning
 

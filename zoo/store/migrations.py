@@ -48,15 +48,23 @@ def run_id_counter(conn: Connection) -> None:
         conn.execute(insert(schema.counters).values(name="runs", value=highest))
 
 
+def trash_table(conn: Connection) -> None:
+    """Version 3: the trash (soft delete; zoo.store.trash). Read-only opens of older files see no trash."""
+    from zoo.store import schema
+
+    schema.trash.create(conn, checkfirst=True)
+
+
 # (version, name, function), in the order they are applied. Append only; never renumber.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create_tables", create_tables),
     (2, "run_id_counter", run_id_counter),
+    (3, "trash_table", trash_table),
 ]
 
 
 # The oldest schema version the read-only commands can read as it is (version 2 only adds the run-id counter,
-# which only writers use), so a read-only open of such a registry works without `zoo migrate`.
+# which only writers use; version 3 the trash, which readers look for before using), so a read-only open of such a registry works without `zoo migrate`.
 READABLE_FROM = 1
 
 

@@ -108,9 +108,15 @@ class RunFilter:
     data: Optional[str] = None  # --data NAME|PATH|FINGERPRINT (see dataset_clause)
     fingerprint: Optional[str] = None  # exactly this dataset fingerprint ("": runs that recorded none)
     query: Optional[str] = None  # a --where filter (zoo.store.where)
+    deleted: Optional[bool] = False  # runs in the trash: left out (False), only them (True), or both (None)
 
     def where(self, conn: Connection) -> list:
+        from zoo.store.trash import visibility
+
         clauses: list = []
+        hidden = visibility(conn, self.deleted)
+        if hidden is not None:
+            clauses.append(hidden)
         if self.query:
             from zoo.store.where import compile_where
 

@@ -15,7 +15,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from zoo.errors import UnknownName, ZooError
 from zoo.store.views import decode_param, encode_param, utcnow
@@ -74,7 +74,8 @@ def claim_run(reg: "Registry") -> Optional[ClaimedRun]:
     r, p, t = schema.runs, schema.params, schema.tags
 
     def write(conn: Connection) -> Optional[ClaimedRun]:
-        run_id = conn.scalar(select(r.c.id).where(r.c.status == Status.QUEUED.value).order_by(r.c.id).limit(1)
+        in_trash = exists().where(schema.trash.c.run_id == r.c.id)  # a queued run deleted before a worker came
+        run_id = conn.scalar(select(r.c.id).where(r.c.status == Status.QUEUED.value, ~in_trash).order_by(r.c.id).limit(1)
                              .with_for_update(skip_locked=True))
         if run_id is None:
             return None

@@ -490,13 +490,25 @@ class Registry:
         """A connection for the query helpers in zoo.store.queries (a read transaction on SQLite)."""
         return self.engine.connect()
 
-    def resolve(self, ref: Any, conn: Optional[Connection] = None) -> int:
-        """The integer id of a run given as its id (``12`` or ``#12``) or a unique prefix of its uuid."""
-        text = str(ref).strip().lstrip("#")
-        r = tables.runs
+    def resolve(self, ref: Any, conn: Optional[Connection] = None, *, deleted: bool = False) -> int:
+        """The integer id of a run given as its id (``12`` or ``#12``) or a unique prefix of its uuid; a run in
+        the trash only when ``deleted`` (else an error saying how to restore it)."""
         if conn is None:
             with self.connect() as conn:
-                return self.resolve(text, conn)
+                return self.resolve(ref, conn, deleted=deleted)
+        run_id = self._resolve(ref, conn)
+        if not deleted:
+            from zoo.store import trash
+
+            when = trash.trashed_ids(conn, [run_id]).get(run_id)
+            if when is not None:
+                raise UnknownName(f"Run {run_id} is in the trash (deleted {when:%Y-%m-%d %H:%M} UTC): "
+                                  f"`zoo restore {run_id}` brings it back.")
+        return run_id
+
+    def _resolve(self, ref: Any, conn: Connection) -> int:
+        text = str(ref).strip().lstrip("#")
+        r = tables.runs
         if text.isdigit():
             found = conn.scalar(select(r.c.id).where(r.c.id == int(text)))
             if found is not None:
@@ -532,23 +544,26 @@ class Registry:
         with self.connect() as conn:
             return queries.histories(conn, [run_id], keys).get(run_id, {})
 
-    def delete_runs(self, run_ids: Iterable[int]) -> "Deleted":
+    def delete_runs(self, run_ids: Iterable[int], *, folder: Optional[Callable[[int], Path]] = None) -> "Deleted":
         """Delete runs (their rows cascade) and the files zoo wrote for them.
 
         Only zoo's own files inside this registry's artifacts folder go: in each run's ``run-<id>`` folder (a real
         folder, not a link), the checkpoint and its temporary files; the folder itself when nothing else is left
         in it. A checkpoint path recorded elsewhere, and any other file, is left in place and listed in ``kept``:
-        a registry from someone else must not be able to delete the user's files."""
+        a registry from someone else must not be able to delete the user's files. ``folder``: where a run's
+        folder is instead of ``run-<id>`` (``zoo gc``: in the trash). ``zoo delete`` moves runs to the trash
+        (zoo.store.trash) instead."""
         ids = [int(i) for i in run_ids]
         r = _schema().runs
         with self._write() as conn:
             rows = conn.execute(select(r.c.id, r.c.checkpoint).where(r.c.id.in_(ids))).all()
             conn.execute(delete(r).where(r.c.id.in_(ids)))
         done = Deleted()
-        artifacts = self.artifacts_dir.resolve()
+        where = folder or self.run_artifacts_dir
         for run_id, checkpoint in rows:
-            folder = self.run_artifacts_dir(run_id)
-            own = folder.is_dir() and not folder.is_symlink() and folder.resolve().parent == artifacts
+            folder = where(run_id)
+            own = folder.is_dir() and not folder.is_symlink() and \
+                folder.resolve().parent == where(run_id).parent.resolve()
             if own:
                 self._remove_run_folder(folder, done)
             if checkpoint:

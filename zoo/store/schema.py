@@ -115,6 +115,15 @@ class Evaluation(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(Json)
 
 
+class Trash(Base):
+    """A run deleted by `zoo delete`: hidden from every read until `zoo restore`, gone for good after `zoo gc`."""
+
+    __tablename__ = "trash"
+
+    run_id: Mapped[int] = mapped_column(_run_fk(), primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
 class Counter(Base):
     """A named counter; 'runs' holds the highest run id ever issued, so a deleted run's id is never reused."""
 
@@ -140,6 +149,7 @@ history = HistoryPoint.__table__
 metrics = Metric.__table__
 tags = Tag.__table__
 evaluations = Evaluation.__table__
+trash = Trash.__table__
 counters = Counter.__table__
 schema_migrations = SchemaMigration.__table__
 

@@ -34,9 +34,10 @@ evaluations = table(
     column("dataset_fingerprint", String), column("classes", Json), column("confusion", Json),
     column("metrics", Json),
 )
+trash = table("trash", column("run_id", Integer), column("deleted_at", DateTime))
 counters = table("counters", column("name", String), column("value", Integer))
 schema_migrations = table("schema_migrations", column("version", Integer), column("name", String),
                           column("applied", DateTime))
 
-ALL = (runs, params, history, metrics, tags, evaluations, counters, schema_migrations)
+ALL = (runs, params, history, metrics, tags, evaluations, trash, counters, schema_migrations)
 RUN_COLUMNS = tuple(c.name for c in runs.columns)
