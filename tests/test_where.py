@@ -146,3 +146,19 @@ def test_list_runs_and_compare_take_where(cli, tmp_path):
     assert result.exit_code == 0 and [r["id"] for r in __import__("json").loads(result.stdout)] == [b]
     result = cli("list-runs", "--where", "accuracy >> 1")
     assert result.exit_code == 1 and "column 11" in result.output and "Traceback" not in result.output
+
+
+def test_report_takes_where(cli, tmp_path):
+    pytest.importorskip("jinja2")
+    from test_cli_runs import add_run
+    import os
+
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as writer:
+        add_run(writer, "resnet18", params={"lr": 0.01}, acc=0.9, loss=0.3, tags={"owner": "alice"})
+        add_run(writer, "alexnet", params={"lr": 0.1}, acc=0.8, loss=0.4, tags={"owner": "bob"})
+    result = cli("report", "--where", "tag.owner = bob", "-o", str(tmp_path / "r.html"))
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "r.html").read_text()
+    assert "alexnet" in html and "resnet18" not in html
+    result = cli("report", "--where", "tag.owner = carol", "-o", str(tmp_path / "none.html"))
+    assert result.exit_code == 1 and "No runs match" in result.output

@@ -75,17 +75,38 @@ def serve(registry, *, host: str, port: int, open_browser: bool = False) -> None
 def report(
     runs: Optional[List[str]] = typer.Argument(None, help="Runs to report on (ids or uuid prefixes)."),
     group: Optional[str] = typer.Option(None, "--group", "-g", help="Report on the runs of this group."),
+    where: Optional[str] = typer.Option(None, "--where", "-w", metavar="FILTER",
+                                        help="Report on the runs matching a filter (as list-runs --where)."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o",
                                 help="File to write: .html (self-contained) or .md (with a PNG beside it)."),
 ) -> None:
     """Write a report on runs: shared and differing settings, results, loss curves, confusion matrices."""
     from zoo import report as reporting
 
-    if not runs and not group:
-        raise ZooError("Name the runs to report on (zoo report 3 5 8) or a group (zoo report --group NAME).")
+    if not runs and not group and not where:
+        raise ZooError("Name the runs to report on (zoo report 3 5 8), a group (zoo report --group NAME) or a "
+                       "filter (--where \"accuracy > 0.9\").")
     fmt = reporting.format_of(output)
     if fmt == "html":
         _need_ui("zoo report -o FILE.html")
     with open_registry(readonly=True, create=False) as registry:
+        if where:
+            runs = _matching(registry, where, runs, group)
+            group = None
         written = reporting.write(registry, runs or [], group, output.expanduser(), fmt)
     typer.echo("Wrote " + " and ".join(str(path) for path in written) + ".")
+
+
+def _matching(registry, where: str, refs: Optional[List[str]], group: Optional[str]) -> List[str]:
+    """The runs a --where filter picks (among the runs or group named, if any), oldest first."""
+    from zoo.cli.runs import run_filter
+    from zoo.store import queries
+
+    with registry.connect() as conn:
+        ids = [registry.resolve(ref, conn) for ref in refs] if refs else None
+        flt = run_filter(where=where, ids=ids, group=group)
+        views, _ = queries.list_runs(conn, flt, limit=None, host=registry.host)
+    if not views:
+        raise ZooError(f"No runs match --where {where!r}: nothing to report. `zoo list-runs --where` shows what "
+                       "a filter picks.")
+    return [str(v.id) for v in sorted(views, key=lambda v: v.id)]

@@ -31,17 +31,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from zoo.errors import ZooError
 from zoo.store import tables
+from zoo.store.queries import METRIC_ALIASES  # what a bare metric name means, as in compare --metric
 from zoo.vocab import CLASS_SEPARATOR, TEST
 
 r, m, p, t = tables.runs, tables.metrics, tables.params, tables.tags
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "glob", "in")
 KEYWORDS = ("and", "or", "not", "in", "glob")
-# What a bare metric name means (also `--metric NAME` in compare: zoo.store.queries.METRIC_ALIASES).
-METRIC_ALIASES = {
-    "accuracy": "test_accuracy", "acc": "test_accuracy", "f1": "test_f1", "macro_f1": "test_f1",
-    "precision": "test_precision", "recall": "test_recall", "loss": "test_loss",
-}
 # Run columns a filter may name, and friendlier names for some.
 COLUMN_ALIASES = {"dataset": "dataset_path", "run": "id"}
 HIDDEN_COLUMNS = {"classes", "confusion", "deleted_at"}  # JSON, or handled by --deleted
@@ -354,15 +350,12 @@ class Compiler:
         field = self.field(node.field)
         if field.kind == "column":
             return self.column_clause(field.key, node)
+        # an alias of its own, so the subquery correlates with runs only (a query may join metrics to sort)
+        table = {"metric": m, "tag": t, "param": p}[field.kind].alias()
         if field.kind == "metric":
-            table, value = m, m.c.value
-            condition = self.numeric_clause(value, node, f"metric {field.key}")
-        elif field.kind == "tag":
-            table, value = t, t.c.value
-            condition = self.text_clause(value, node, json_text=False)
+            condition = self.numeric_clause(table.c.value, node, f"metric {field.key}")
         else:
-            table, value = p, p.c.value
-            condition = self.text_clause(value, node, json_text=True)
+            condition = self.text_clause(table.c.value, node, json_text=field.kind == "param")
         return exists().where(table.c.run_id == r.c.id, table.c.key == field.key, condition)
 
     def apply(self, column: Any, op: str, values: list[Any]) -> ColumnElement:

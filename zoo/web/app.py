@@ -23,7 +23,7 @@ from zoo import render
 from zoo.cli.runs import STATUS_CHOICES
 from zoo.errors import UnknownName, ZooError
 from zoo.store import queries
-from zoo.web import data, figures
+from zoo.web import api, data, figures
 
 HERE = Path(__file__).parent
 REFRESH_S = 10  # pages showing a running run reload themselves this often
@@ -77,6 +77,7 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
             model=params.get("model", "").strip(), status=params.get("status", "").strip(),
             tags=[t for t in params.getlist("tag") if t.strip()], group=params.get("group", "").strip(),
             dataset=params.get("dataset", "").strip(), since=params.get("since", "").strip(),
+            where=params.get("where", "").strip(),
             sort=params.get("sort", "id").strip() or "id", desc=params.get("order", "desc") != "asc",
             page=_int(params.get("page"), 1), per_page=_int(params.get("per_page"), data.DEFAULT_PAGE_SIZE),
         )
@@ -142,12 +143,15 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
         message = "Not found." if status == 404 else getattr(exc, "detail", "Bad request.")
+        if request.url.path.startswith("/api/"):
+            return api.json_response({"error": message}, status)
         return page("error.html", status, message=message)
 
     routes = [
         Route("/", guarded(runs), methods=["GET"], name="runs"),
         Route("/runs/{ref}", guarded(run), methods=["GET"], name="run"),
         Route("/compare", guarded(compare), methods=["GET"], name="compare"),
+        *api.routes(registry),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found},

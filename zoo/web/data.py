@@ -36,6 +36,8 @@ class RunQuery:
     group: str = ""
     dataset: str = ""  # as list-runs --data: a dataset name, a folder, or a fingerprint prefix
     since: str = ""
+    where: str = ""  # a --where filter (zoo.store.where)
+    deleted: bool = False  # the runs in the trash instead
     sort: str = "id"
     desc: bool = True
     page: int = 1
@@ -48,12 +50,15 @@ class RunQuery:
         command), so the pages and the report follow the store when it changes how groups are kept."""
         from zoo.cli.runs import run_filter
 
-        return run_filter(model=self.model or None, status=self.status or None, tag=self.tags,
-                          since=self.since or None, group=self.group or None, data=self.dataset or None)
+        flt = run_filter(model=self.model or None, status=self.status or None, tag=self.tags,
+                         since=self.since or None, group=self.group or None, data=self.dataset or None,
+                         where=self.where or None)
+        flt.deleted = self.deleted
+        return flt
 
     @property
     def filtered(self) -> bool:
-        return bool(self.model or self.status or self.tags or self.group or self.dataset or self.since)
+        return bool(self.model or self.status or self.tags or self.group or self.dataset or self.since or self.where)
 
 
 @dataclass
