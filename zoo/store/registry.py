@@ -379,6 +379,28 @@ class Registry:
 
         self._commit(write, defer=True)
 
+    def log_epochs(self, run_id: int, epochs: dict[int, dict[str, float]]) -> None:
+        """Several epochs' values in one transaction (zoo.track's batched writes); as log_epoch otherwise."""
+        schema = _schema()
+        r, h = schema.runs, schema.history
+        from sqlalchemy import case, func, tuple_
+
+        last = max((int(e) for e in epochs), default=0)
+        rows = [{"run_id": run_id, "epoch": int(e), "key": str(k), "value": _finite(v)}
+                for e, values in epochs.items() for k, v in values.items()]
+
+        def write(conn: Connection) -> None:
+            self._touch(
+                conn, run_id, heartbeat=utcnow(),
+                epochs_run=case((func.coalesce(r.c.epochs_run, 0) < last, last), else_=r.c.epochs_run),
+            )
+            if rows:
+                conn.execute(delete(h).where(h.c.run_id == run_id, tuple_(h.c.epoch, h.c.key).in_(
+                    [(row["epoch"], row["key"]) for row in rows])))
+                conn.execute(insert(h), rows)
+
+        self._commit(write, defer=True)
+
     def log_metrics(
         self, run_id: int, metrics: dict[str, float], *, confusion: Optional[list[list[int]]] = None
     ) -> None:
