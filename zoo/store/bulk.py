@@ -158,15 +158,18 @@ def _insert(reg: "Registry", runs: list[Prepared]) -> list[int]:
         else:
             conn.execute(update(c).where(c.c.name == "runs").values(value=ids[-1]))
         conn.execute(insert(schema.runs), [{"id": run_id, **run.row} for run_id, run in zip(ids, runs)])
-        for table, rows in (
-            (schema.params, [{"run_id": i, "key": k, "value": v} for i, r in zip(ids, runs) for k, v in r.params.items()]),
-            (schema.tags, [{"run_id": i, "key": k, "value": v} for i, r in zip(ids, runs) for k, v in r.tags.items()]),
-            (schema.metrics, [{"run_id": i, "key": k, "value": v} for i, r in zip(ids, runs) for k, v in r.metrics.items()]),
-            (schema.history, [{"run_id": i, "epoch": e, "key": k, "value": v}
-                              for i, r in zip(ids, runs) for e, k, v in r.history]),
+        # the long tables straight through the driver's executemany (SQLAlchemy's per-row parameter building
+        # cost more than SQLite's inserts); the values are bound, never pasted into the SQL
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        for table, columns, rows in (
+            ("params", "run_id, key, value", [(i, k, v) for i, r in zip(ids, runs) for k, v in r.params.items()]),
+            ("tags", "run_id, key, value", [(i, k, v) for i, r in zip(ids, runs) for k, v in r.tags.items()]),
+            ("metrics", "run_id, key, value", [(i, k, v) for i, r in zip(ids, runs) for k, v in r.metrics.items()]),
+            ("history", "run_id, epoch, key, value", [(i, e, k, v) for i, r in zip(ids, runs) for e, k, v in r.history]),
         ):
             if rows:
-                conn.execute(insert(table), rows)
+                marks = ", ".join([mark] * len(rows[0]))
+                conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
         return ids
 
     return reg._commit(write)
@@ -182,6 +185,11 @@ def _mapping(where: str, record: dict, key: str) -> dict:
 
 
 def _number(where: str, what: str, value: Any) -> Optional[float]:
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -210,7 +218,7 @@ def _history(where: str, value: Any) -> list[tuple[int, str, Optional[float]]]:
                 points[(pair[0], str(key))] = _number(where, f"history.{key}", pair[1])
     else:
         raise BadRecord(where, "\"history\" must be a list of per-epoch objects or an object of [epoch, value] lists")
-    return [(epoch, key, v) for (epoch, key), v in sorted(points.items())]
+    return [(epoch, key, v) for (epoch, key), v in points.items()]
 
 
 def _time(where: str, key: str, value: Any) -> Optional[datetime]:

@@ -266,23 +266,18 @@ class Compiler:
     def __init__(self, conn: Connection, text: str):
         self.conn = conn
         self.text = text
-        self._metric_keys: Optional[set[str]] = None
-        self._param_keys: Optional[set[str]] = None
+        self._known: dict[tuple[str, str], bool] = {}
 
     def error(self, token: Token, problem: str) -> WhereError:
         return WhereError(self.text, token.position, problem)
 
-    @property
-    def metric_keys(self) -> set[str]:
-        if self._metric_keys is None:
-            self._metric_keys = set(self.conn.scalars(select(m.c.key).distinct()))
-        return self._metric_keys
-
-    @property
-    def param_keys(self) -> set[str]:
-        if self._param_keys is None:
-            self._param_keys = set(self.conn.scalars(select(p.c.key).distinct()))
-        return self._param_keys
+    def recorded(self, table: Any, key: str) -> bool:
+        """Whether any run has this metric or param key (one index lookup, remembered)."""
+        found = self._known.get((table.name, key))
+        if found is None:
+            found = self.conn.scalar(select(table.c.key).where(table.c.key == key).limit(1)) is not None
+            self._known[(table.name, key)] = found
+        return found
 
     def compile(self, node: Node) -> ColumnElement:
         if isinstance(node, BoolOp):
@@ -307,10 +302,10 @@ class Compiler:
         if column in tables.RUN_COLUMNS and column not in HIDDEN_COLUMNS:
             return Field("column", column)
         key = self.metric_key(name)
-        if key in self.metric_keys or name.startswith(TEST) or CLASS_SEPARATOR in name or name.lower() in METRIC_ALIASES:
+        if self.recorded(m, key) or name.startswith(TEST) or CLASS_SEPARATOR in name or name.lower() in METRIC_ALIASES:
             return Field("metric", key)
-        for candidate in (name, name.replace("-", "_")):
-            if candidate in self.param_keys:
+        for candidate in dict.fromkeys((name, name.replace("-", "_"))):
+            if self.recorded(p, candidate):
                 return Field("param", candidate)
         raise self.error(token, f"unknown field '{name}': not a run column, a recorded test metric or param. "
                          f"Use a metric (accuracy, f1, test_f1/CLASS), a param (lr), a column (model, status, "
@@ -318,8 +313,8 @@ class Compiler:
 
     def metric_key(self, name: str) -> str:
         """The recorded metric key a name means (accuracy -> test_accuracy); the alias or name itself if none."""
-        for candidate in (name, METRIC_ALIASES.get(name.lower(), ""), TEST + name):
-            if candidate and candidate in self.metric_keys:
+        for candidate in dict.fromkeys((name, METRIC_ALIASES.get(name.lower(), ""), TEST + name)):
+            if candidate and self.recorded(m, candidate):
                 return candidate
         return METRIC_ALIASES.get(name.lower(), name)
 
