@@ -165,8 +165,8 @@ def test_sigterm_to_torchrun_records_the_run_interrupted(make_images):
             break
     else:
         pytest.fail("".join(seen)[-3000:])
-    code, out, seconds = finish(child, timeout=60)
-    assert code != 0 and seconds < 30, out[-3000:]
+    code, out, _ = finish(child, timeout=60)  # the timeout: a rank that does not stop
+    assert code != 0, out[-3000:]
     (run,) = recorded_runs()
     assert run.status == "interrupted" and run.stop_reason == "interrupted" and run.error == "Terminated (SIGTERM)."
     assert run.epochs_run >= 2
