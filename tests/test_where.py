@@ -120,6 +120,7 @@ def test_syntax_errors_point_at_the_token(text, column, says):
 
 @pytest.mark.parametrize("text, column, says", [
     ("bogus > 1", 1, "unknown field 'bogus'"),
+    ("acuracy > 1", 1, "did you mean accuracy"),
     ("accuracy > high", 12, "compares with a number, not 'high'"),
     ("accuracy glob '9*'", 10, "is a number"),
     ("created > yesterday", 11, "compares with a date"),

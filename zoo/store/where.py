@@ -307,9 +307,19 @@ class Compiler:
         for candidate in dict.fromkeys((name, name.replace("-", "_"))):
             if self.recorded(p, candidate):
                 return Field("param", candidate)
-        raise self.error(token, f"unknown field '{name}': not a run column, a recorded test metric or param. "
-                         f"Use a metric (accuracy, f1, test_f1/CLASS), a param (lr), a column (model, status, "
-                         f"created...), tag.KEY or param.KEY")
+        raise self.error(token, f"unknown field '{name}': not a run column, a recorded test metric or param"
+                         f"{self.close_to(name)}. Use a metric (accuracy, f1, test_f1/CLASS), a param (lr), a "
+                         f"column (model, status, created...), tag.KEY or param.KEY")
+
+    def close_to(self, name: str) -> str:
+        """'; did you mean accuracy?' from the names a filter may use here (read only on this error path)."""
+        import difflib
+
+        names = set(METRIC_ALIASES) | set(tables.RUN_COLUMNS) - HIDDEN_COLUMNS
+        names |= set(self.conn.scalars(select(p.c.key).distinct()))
+        names |= set(self.conn.scalars(select(m.c.key).distinct()))
+        close = difflib.get_close_matches(name, sorted(names), n=3)
+        return f" (did you mean {' or '.join(close)}?)" if close else ""
 
     def metric_key(self, name: str) -> str:
         """The recorded metric key a name means (accuracy -> test_accuracy); the alias or name itself if none."""
