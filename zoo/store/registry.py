@@ -426,6 +426,30 @@ class Registry:
                 values[key] = value
         self._commit(lambda conn: self._touch(conn, run_id, **values))
 
+    def reopen_run(self, run_id: int, seen: RunView) -> None:
+        """Claim an interrupted or stale run for ``zoo train --resume``: back to 'running' in this process's name,
+        only if its row still shows what ``seen`` was read as (status and owning pid/host). Of two processes
+        resuming one run at once, one wins; the other gets a ZooError and changes nothing."""
+        runs = _schema().runs
+
+        def same(column, value):
+            return column.is_(None) if value is None else column == value
+
+        def write(conn: Connection) -> int:
+            now = utcnow()
+            claimed = conn.execute(
+                update(runs).where(runs.c.id == run_id, runs.c.status == seen.status, same(runs.c.pid, seen.pid),
+                                   same(runs.c.host, seen.host))
+                .values(status=Status.RUNNING.value, finished=None, stop_reason=None, error=None, heartbeat=now,
+                        pid=os.getpid(), host=self.host))
+            return claimed.rowcount
+
+        if self._commit(write) != 1:
+            now = self.get_run(run_id)
+            owner = f" (pid {now.pid} on {now.host})" if now.pid is not None else ""
+            raise ZooError(f"Run {run_id} was resumed by another process meanwhile{owner}: it is "
+                           f"{now.display_status} now; let that process finish, or stop it first.")
+
     # ------------------------------------------------------------------ the queue (zoo train --queue, zoo worker)
     def queue_run(self, **row: Any) -> int:
         """Record a run as 'queued' (model, plugin, params, name, tags) for a worker to claim; returns its id."""

@@ -25,4 +25,4 @@ def resume_point(registry: Any, ref: Any) -> tuple[RunSpec, ResumePoint]:
                        f"was trained before zoo kept one); start a new run with zoo train --from {run.id}.")
     tags = tuple((k, v) for k, v in run.tags.items() if not k.startswith(SYSTEM_TAG_PREFIX))
     spec = RunSpec.from_params(run.params, run.model, name=run.name, tags=tags)
-    return spec, ResumePoint(run.id, load_last(last), run.dataset_fingerprint)
+    return spec, ResumePoint(run.id, load_last(last), run.dataset_fingerprint, seen=run)

@@ -114,6 +114,7 @@ class ResumePoint:
     run_id: int
     state: dict
     fingerprint: Optional[str]
+    seen: Any = None  # the row as read before (RunView): claimed only if nobody else changed it meanwhile
 
 
 def train_run(ctx: RunContext) -> TrainResult:
@@ -284,7 +285,7 @@ class Session:
                 raise ZooError(f"Run {self.resume.run_id} trained on other files than {record.path} holds now "
                                f"(fingerprint {self.resume.fingerprint[:12]}, now {record.fingerprint[:12]}); it "
                                f"cannot be resumed. Start a new run with zoo train --from {self.resume.run_id}.")
-            start = partial(_reopen, self.registry, self.resume.run_id)
+            start = partial(_reopen, self.registry, self.resume)
         run_id = start(
             model=spec.model, plugin=planned.info.plugin, params=self._params(planned), name=spec.name,
             device=planned.resolved.device, dataset=record.as_row(), tags=tags)
@@ -350,15 +351,19 @@ class Session:
         self.reporter.on_run_end(outcome)
 
 
-def _reopen(registry: Any, run_id: int, **_row: Any) -> int:
-    """A resumed run goes back to 'running' in its own row (params, dataset, tags and history stay)."""
+def _reopen(registry: Any, point: ResumePoint, **_row: Any) -> int:
+    """A resumed run goes back to 'running' in its own row (params, dataset, tags and history stay), claimed
+    atomically: a second ``--resume`` of the same run started meanwhile is refused (ZooError)."""
+    if point.seen is not None:
+        registry.reopen_run(point.run_id, point.seen)
+        return point.run_id
     import os
 
     from zoo.store.views import utcnow
 
-    registry.update_run(run_id, status=Status.RUNNING.value, finished=None, stop_reason=None, error=None,
+    registry.update_run(point.run_id, status=Status.RUNNING.value, finished=None, stop_reason=None, error=None,
                         heartbeat=utcnow(), pid=os.getpid(), host=registry.host)
-    return run_id
+    return point.run_id
 
 
 class _Stop:
