@@ -830,6 +830,22 @@ def _sqlite_path(location: str) -> Optional[Path]:
     return None
 
 
+def in_memory(location: str) -> bool:
+    """Whether a registry location is a SQLite database that lives only as long as its connection (``sqlite://``,
+    ``sqlite:///:memory:``, ``file::memory:``, ``?mode=memory``): nothing written there outlives the command."""
+    text = str(location).strip()
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme.split("+", 1)[0].lower() != "sqlite":
+            return False
+        database = rest[1:] if rest.startswith("/") else rest
+    else:
+        database = text
+    name, _, query = database.partition("?")
+    return (name in ("", ":memory:") or name.startswith("file::memory:")
+            or "mode=memory" in query.lower().replace(" ", ""))
+
+
 def _create_sqlite_file(path: Path) -> None:
     """Create a new registry whole: its tables are made in a temporary file beside ``path``, which is then linked
     into place, so no reader ever sees a registry without its tables (8 trainers starting at once on a new path
