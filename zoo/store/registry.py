@@ -75,6 +75,7 @@ class Registry:
         self.host = socket.gethostname()
         self._pending: list[Callable[[Connection], Any]] = []  # per-epoch writes waiting for the lock
         self._locked_since: Optional[float] = None  # time.monotonic() of the first write that found it locked
+        self.waiting_for = "lock"  # what the pending writes wait for: another process's 'lock', or the 'connection'
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -275,18 +276,23 @@ class Registry:
                 with self._write(DEFER_WAIT_S if defer else None) as conn:
                     results = [each(conn) for each in writes]
             except DBAPIError as exc:
-                if not _locked(exc.orig):
+                lost = postgres.connection_lost(exc)
+                if not lost and not _locked(exc.orig):
                     self._pending.clear()
                     if isinstance(exc.orig, sqlite3.OperationalError):  # disk full, I/O error, read-only file
                         raise ZooError(f"Cannot write registry {self.location}: {_db_message(exc)}.") from exc
                     raise
                 now = time.monotonic()
+                self.waiting_for = "connection" if lost else "lock"
                 if self._locked_since is None:
                     self._locked_since = started
                 deadline = max(self._locked_since + LOCK_GIVE_UP_S, started + BUSY_TIMEOUT_S)
                 if defer and now - self._locked_since < LOCK_GIVE_UP_S:
                     return None  # kept; written with the next write
                 if now >= deadline:
+                    if lost:
+                        raise RegistryUnreachable(self.location, now - self._locked_since,
+                                                  _db_message(exc)) from None
                     raise RegistryLocked(self.location, now - self._locked_since) from None
                 time.sleep(min(delay, max(0.0, deadline - now)))
                 delay = min(delay * 2, 30.0)
@@ -647,6 +653,17 @@ class RegistryLocked(ZooError):
             f"{f'{waited / 60:.0f} min' if waited >= 60 else f'{waited:.0f} s'} (zoo waits up to "
             f"{LOCK_GIVE_UP_S / 60:.0f} min, then gives up): finish or stop the process that holds it "
             f"(fuser {location}), then rerun."
+        )
+
+
+class RegistryUnreachable(ZooError):
+    """The connection to a server registry has been lost for longer than zoo retries (LOCK_GIVE_UP_S)."""
+
+    def __init__(self, location: str, waited: float, reason: str):
+        super().__init__(
+            f"Lost the connection to registry {location} for "
+            f"{f'{waited / 60:.0f} min' if waited >= 60 else f'{waited:.0f} s'} (zoo retries for up to "
+            f"{LOCK_GIVE_UP_S / 60:.0f} min): {reason}. Check that the server is running, then rerun."
         )
 
 

@@ -158,9 +158,14 @@ class Recorder(Callbacks):
         self.epochs_run = epoch
         if getattr(self.registry, "pending_writes", 0) and not self.warned_locked:
             self.warned_locked = True
-            self.reporter.on_warning(f"Registry {getattr(self.registry, 'location', '')} is locked by another process: "
-                                     f"training goes on, its epochs are recorded when it is free (zoo gives up "
-                                     f"after 10 min).")
+            where = getattr(self.registry, "location", "")
+            if getattr(self.registry, "waiting_for", "lock") == "connection":
+                what = f"Lost the connection to registry {where}: training goes on, its epochs are recorded when " \
+                       f"it is back (zoo gives up after 10 min)."
+            else:
+                what = f"Registry {where} is locked by another process: training goes on, its epochs are " \
+                       f"recorded when it is free (zoo gives up after 10 min)."
+            self.reporter.on_warning(what)
         self.reporter.on_epoch_end(epoch, values, improved)
         check_stop()
 
