@@ -364,8 +364,12 @@ class Registry:
         if result.rowcount == 0:
             raise UnknownName(f"No run {run_id} in registry {self.location}.")
 
-    def log_epoch(self, run_id: int, epoch: int, values: dict[str, float]) -> None:
-        """Record one epoch's values (replacing any logged before for that epoch) and refresh the heartbeat."""
+    def log_epoch(self, run_id: int, epoch: int, values: dict[str, float], *, checkpoint: Optional[str] = None,
+                  best_epoch: Optional[int] = None) -> None:
+        """Record one epoch's values (replacing any logged before for that epoch) and refresh the heartbeat; with
+        ``checkpoint`` and ``best_epoch`` (the epoch was the best so far), in the same transaction: a run never
+        shows a best epoch whose history is missing."""
+        best = {"checkpoint": _opt_str(checkpoint), "best_epoch": int(best_epoch)} if best_epoch is not None else {}
         schema = _schema()
         r, h = schema.runs, schema.history
         epoch = int(epoch)
@@ -376,7 +380,7 @@ class Registry:
         def write(conn: Connection) -> None:
             self._touch(
                 conn, run_id, heartbeat=utcnow(),
-                epochs_run=case((func.coalesce(r.c.epochs_run, 0) < epoch, epoch), else_=r.c.epochs_run),
+                epochs_run=case((func.coalesce(r.c.epochs_run, 0) < epoch, epoch), else_=r.c.epochs_run), **best,
             )
             if rows:
                 conn.execute(delete(h).where(h.c.run_id == run_id, h.c.epoch == epoch,

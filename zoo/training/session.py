@@ -137,6 +137,7 @@ class Recorder(Callbacks):
     def __init__(self, registry: Any, run_id: int, reporter: Reporter):
         self.registry, self.run_id, self.reporter = registry, run_id, reporter
         self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
+        self.saved_best: Optional[tuple[str, int]] = None  # best.pt written, its epoch not recorded yet
         self.warned_locked = False  # the "registry is locked" warning is given once per run
 
     def on_message(self, text: str) -> None:
@@ -154,8 +155,13 @@ class Recorder(Callbacks):
         self.reporter.on_batch(epoch, batch, batches, running_loss, images_per_sec)
 
     def on_epoch_end(self, epoch: int, values: EpochStats, improved: bool) -> None:
-        self.registry.log_epoch(self.run_id, epoch, values.as_row())
+        best = self.saved_best if self.saved_best is not None and self.saved_best[1] == epoch else None
+        self.registry.log_epoch(self.run_id, epoch, values.as_row(),
+                                **({"checkpoint": best[0], "best_epoch": best[1]} if best else {}))
         self.epochs_run = epoch
+        if best is not None:
+            self.checkpoint, self.best_epoch = best
+        self.saved_best = None
         if getattr(self.registry, "pending_writes", 0) and not self.warned_locked:
             self.warned_locked = True
             where = getattr(self.registry, "location", "")
@@ -170,8 +176,9 @@ class Recorder(Callbacks):
         check_stop()
 
     def on_checkpoint(self, path: str, epoch: int) -> None:
-        self.checkpoint, self.best_epoch = path, epoch
-        self.registry.update_run(self.run_id, checkpoint=path, best_epoch=epoch)
+        """Recorded with the epoch's history (on_epoch_end), in one transaction: a stop in between (a signal, a
+        full disk writing last.pt) leaves the run at the previous best, with history for every epoch up to it."""
+        self.saved_best = (path, epoch)
         self.reporter.on_checkpoint(path, epoch)
 
     def on_test(self, metrics: dict[str, float], confusion: list[list[int]]) -> None:
