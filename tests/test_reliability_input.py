@@ -31,3 +31,18 @@ def test_an_in_memory_registry_is_refused_before_any_work(cli, make_images, monk
              "is an in-memory database")
     assert not (tmp_path / "zoo-artifacts").exists()
     one_line(cli("list-runs"), "is an in-memory database")
+
+
+# ----------------------------------------------------------------------------- 6: numbers past every bound
+def test_huge_ids_limits_ages_and_too_many_tag_filters_are_one_line(cli):
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        reg.start_run(model="tinycnn", plugin="builtin", params={})
+    huge = "9" * 30
+    one_line(cli("show", huge), f"No run '{huge}'")
+    one_line(cli("delete", huge, "--yes"), f"No run '{huge}'")
+    one_line(cli("list-runs", "--limit", huge), "--limit must be at most 1,000,000,000")
+    one_line(cli("list-runs", "--since", "99999999d"), "Bad --since '99999999d': at most 100 years back")
+    one_line(cli("list-runs", "--since", "9999-12-31T23:59:59-05:00"), "Bad --since")
+    tags = [arg for i in range(1500) for arg in ("--tag", f"k{i}=v")]
+    one_line(cli("list-runs", *tags), "1500 --tag filters given: at most 50")
+    assert cli("list-runs", "--limit", "1000").exit_code == 0

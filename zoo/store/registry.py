@@ -41,6 +41,7 @@ BUSY_TIMEOUT_S = 30.0
 DEFER_WAIT_S = 2.0
 LOCK_GIVE_UP_S = 600.0
 SQLITE_HEADER = b"SQLite format 3\x00"
+MAX_RUN_ID = 2**63 - 1  # the largest id a database integer column holds
 DIGITS_PREFIX = 6  # a run reference of digits only is a run id; from this length on, also a uuid prefix
 STATUSES = tuple(s.value for s in Status)
 FINAL_STATUSES = tuple(s.value for s in FINAL)
@@ -531,7 +532,7 @@ class Registry:
         if conn is None:
             with self.connect() as conn:
                 return self.resolve(text, conn)
-        if text.isdigit():
+        if text.isdigit() and int(text) <= MAX_RUN_ID:  # larger: no such run (and no 64-bit integer either)
             found = conn.scalar(select(r.c.id).where(r.c.id == int(text)))
             if found is not None:
                 return int(found)
