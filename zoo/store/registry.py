@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import time
@@ -121,7 +122,7 @@ class Registry:
                 tables = set(inspect(conn).get_table_names())
                 version = max(migrations.applied_versions(conn), default=0) if "schema_migrations" in tables else 0
         except DBAPIError as exc:
-            raise ZooError(f"Cannot read registry {self.location}: {_db_message(exc)}") from exc
+            raise ZooError(self._open_problem(exc)) from exc
         if "schema_migrations" not in tables and tables:
             shown = ", ".join(sorted(tables)[:5])
             raise ZooError(
@@ -135,7 +136,10 @@ class Registry:
             )
         if version == latest:
             if not self.readonly and self.path is not None:
-                self._pragma("journal_mode", "wal")  # e.g. after compact(); a no-op check otherwise
+                try:
+                    self._pragma("journal_mode", "wal")  # e.g. after compact(); a no-op check otherwise
+                except sqlite3.OperationalError as exc:
+                    raise ZooError(self._open_problem(exc)) from exc
             return
         if self.readonly:
             if tables and version >= migrations.READABLE_FROM:
@@ -147,6 +151,15 @@ class Registry:
                 "commands never change the file: run `zoo migrate` to upgrade it in place."
             )
         self._migrate()
+
+    def _open_problem(self, exc: BaseException) -> str:
+        """Why the registry could not be opened, as one line: a writing open in a read-only folder or on a full
+        disk says so (SQLite only says 'unable to open database file')."""
+        orig = getattr(exc, "orig", exc)
+        reason = _db_message(exc) if isinstance(exc, DBAPIError) else str(exc)
+        if self.path is not None and not self.readonly and isinstance(orig, sqlite3.OperationalError):
+            return _write_problem(self.location, self.path, orig, reason)
+        return f"Cannot read registry {self.location}: {reason}"
 
     def _migrate(self) -> list[int]:
         try:
@@ -281,7 +294,8 @@ class Registry:
                 if not lost and not _locked(exc.orig):
                     self._pending.clear()
                     if isinstance(exc.orig, sqlite3.OperationalError):  # disk full, I/O error, read-only file
-                        raise ZooError(f"Cannot write registry {self.location}: {_db_message(exc)}.") from exc
+                        raise ZooError(_write_problem(self.location, self.path, exc.orig,
+                                                      _db_message(exc))) from exc
                     raise
                 now = time.monotonic()
                 self.waiting_for = "connection" if lost else "lock"
@@ -576,9 +590,12 @@ class Registry:
         a registry from someone else must not be able to delete the user's files."""
         ids = [int(i) for i in run_ids]
         r = _schema().runs
-        with self._write() as conn:
-            rows = conn.execute(select(r.c.id, r.c.checkpoint).where(r.c.id.in_(ids))).all()
+        def write(conn: Connection) -> list:
+            found = conn.execute(select(r.c.id, r.c.checkpoint).where(r.c.id.in_(ids))).all()
             conn.execute(delete(r).where(r.c.id.in_(ids)))
+            return found
+
+        rows = self._commit(write)
         done = Deleted()
         artifacts = self.artifacts_dir.resolve()
         for run_id, checkpoint in rows:
@@ -612,20 +629,27 @@ class Registry:
     def set_tags(self, run_id: int, tags: dict[str, str]) -> None:
         """Add tags to a run, replacing the values of keys it already has."""
         t, runs = _schema().tags, _schema().runs
-        with self._write() as conn:
+
+        def write(conn: Connection) -> None:
             if conn.scalar(select(runs.c.id).where(runs.c.id == run_id)) is None:
                 raise UnknownName(f"No run {run_id} in registry {self.location}.")
             if tags:
                 conn.execute(delete(t).where(t.c.run_id == run_id, t.c.key.in_(list(tags))))
                 conn.execute(insert(t), [{"run_id": run_id, "key": str(k), "value": str(v)} for k, v in tags.items()])
 
+        self._commit(write)  # waits out another process's lock as training does
+
     def remove_tags(self, run_id: int, keys: Iterable[str]) -> list[str]:
         """Remove these tags from a run; returns the keys it had."""
         t = _schema().tags
         keys = list(keys)
-        with self._write() as conn:
+
+        def write(conn: Connection) -> list[str]:
             had = list(conn.scalars(select(t.c.key).where(t.c.run_id == run_id, t.c.key.in_(keys))))
             conn.execute(delete(t).where(t.c.run_id == run_id, t.c.key.in_(keys)))
+            return had
+
+        had = self._commit(write)
         return [k for k in keys if k in had]
 
 
@@ -659,6 +683,26 @@ class RegistryLocked(ZooError):
             f"{LOCK_GIVE_UP_S / 60:.0f} min, then gives up): finish or stop the process that holds it "
             f"(fuser {location}), then rerun."
         )
+
+
+def _write_problem(location: str, path: Optional[Path], exc: sqlite3.OperationalError, reason: str) -> str:
+    """A SQLite file zoo could not write, as one line saying why: a read-only file or folder, a full disk."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    folder = path.resolve().parent if path is not None else None
+    if folder is not None and not os.access(folder, os.W_OK):
+        return (f"Registry {location} is in a read-only folder ({folder}): a writing command needs to create "
+                f"files beside it (-wal, -shm). Make the folder writable, or copy the registry to one that is; "
+                f"read commands work as they are.")
+    if code == 8 or (path is not None and path.exists() and not os.access(path, os.W_OK)):  # SQLITE_READONLY
+        return (f"Registry {location} is read-only ({reason}): zoo cannot change it. Check the file's permissions "
+                f"(or the mount), or copy it to a writable place; read commands work as they are.")
+    full = ""
+    try:
+        if folder is not None and shutil.disk_usage(folder).free < 1 << 20:
+            full = f" (the disk holding {folder} is full: free some space, then rerun)"
+    except OSError:
+        pass
+    return f"Cannot write registry {location}: {reason}{full}."
 
 
 class RegistryUnreachable(ZooError):
