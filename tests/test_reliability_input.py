@@ -46,3 +46,26 @@ def test_huge_ids_limits_ages_and_too_many_tag_filters_are_one_line(cli):
     tags = [arg for i in range(1500) for arg in ("--tag", f"k{i}=v")]
     one_line(cli("list-runs", *tags), "1500 --tag filters given: at most 50")
     assert cli("list-runs", "--limit", "1000").exit_code == 0
+
+
+# ----------------------------------------------------------------------------- 8: options checked before any work
+BAD_OPTIONS = [
+    (("--lr", "nan"), "--lr nan: must be a finite number"),
+    (("--lr", "inf"), "--lr inf: must be a finite number"),
+    (("--lr", "1e308"), "--lr 1e+308: must be at most 10.0"),
+    (("--lr", "1e999"), "--lr inf: must be a finite number"),
+    (("--momentum", "nan"), "--momentum nan: must be a finite number"),
+    (("--weight-decay", "1e300"), "--weight-decay 1e+300: must be at most 1.0"),
+    (("--min-delta", "-inf"), "--min-delta -inf: must be a finite number"),
+    (("--warmup-epochs", "1e308"), "--warmup-epochs 1e+308: must be at most 100,000"),
+    (("--seed", "9" * 30), "--seed 999999999999999999999999999999: must be at most"),
+    (("--batch-size", "9" * 30), "must be at most 1,000,000"),
+    (("--optimizer", "nesterov", "--momentum", "0"), "--optimizer nesterov needs --momentum above 0"),
+]
+
+
+def test_every_number_option_is_finite_and_sane_before_any_work(cli, tmp_path):
+    for args, message in BAD_OPTIONS:
+        for mode in ((), ("--dry-run",), ("--queue",)):
+            one_line(cli("train", "tinycnn", "--data", tmp_path / "nowhere", *args, *mode), message)
+    assert not Path(os.environ["ZOO_REGISTRY"]).exists()  # nothing queued, nothing recorded
