@@ -69,3 +69,21 @@ def test_every_number_option_is_finite_and_sane_before_any_work(cli, tmp_path):
         for mode in ((), ("--dry-run",), ("--queue",)):
             one_line(cli("train", "tinycnn", "--data", tmp_path / "nowhere", *args, *mode), message)
     assert not Path(os.environ["ZOO_REGISTRY"]).exists()  # nothing queued, nothing recorded
+
+
+# ----------------------------------------------------------------------------- 9: grid size
+def test_a_grid_over_the_stated_size_is_refused_before_it_is_made(cli, tmp_path):
+    hundred = lambda start: ",".join(str(start + i) for i in range(100))  # noqa: E731
+    axes = ("--seed", hundred(0), "--batch-size", hundred(1), "--epochs", hundred(1))
+    for mode in ("--dry-run", "--queue"):
+        one_line(cli("train", "tinycnn", "--data", tmp_path, *axes, mode),
+                 "This command makes 1,000,000 runs, more than --max-runs 1,000: pass --max-runs 1000000")
+    one_line(cli("train", "tinycnn", "alexnet", "--data", tmp_path, "--seed", "1,2", "--queue", "--max-runs", "3"),
+             "makes 4 runs, more than --max-runs 3")
+    assert not Path(os.environ["ZOO_REGISTRY"]).exists()
+    queued = cli("train", "tinycnn", "alexnet", "--data", tmp_path, "--seed", "1,2", "--queue", "--max-runs", "4")
+    assert queued.exit_code == 0, queued.output
+    with Registry.open(os.environ["ZOO_REGISTRY"], readonly=True) as reg, reg.connect() as conn:
+        from zoo.store import queries
+
+        assert queries.list_runs(conn, queries.RunFilter(), limit=1, host=reg.host)[1] == 4

@@ -314,6 +314,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
 
 
 GRID_KEYS = ("model",) + OPTIONS + ("name",)
+MAX_RUNS = 1000  # runs one command makes without --max-runs
 
 
 def _typed(where: str, key: str, value: Any, *, many: bool) -> list[Any]:
@@ -410,7 +411,7 @@ def build_specs(*, models: list[str], axes: Mapping[str, list[Any]], rows: Optio
                 base: Optional[Mapping[str, Any]] = None, source_model: Optional[str] = None,
                 defaults: Optional[Mapping[str, Any]] = None,
                 name: Optional[str] = None, tags: tuple[tuple[str, str], ...] = (),
-                parent: Optional[int] = None) -> list[RunSpec]:
+                parent: Optional[int] = None, max_runs: Optional[int] = None) -> list[RunSpec]:
     """Every run of one command, in order: each row of a grid file (or one empty row) times the product of the
     command line's values (models first), on top of ``base`` (an earlier run's values for --from).
 
@@ -419,6 +420,11 @@ def build_specs(*, models: list[str], axes: Mapping[str, list[Any]], rows: Optio
     base = dict(base or {})
     source_size = base.pop("image_size", None)
     command_axes = ({"model": list(dict.fromkeys(models))} if models else {}) | dict(axes)
+    count = len(rows or [{}]) * math.prod(len(values) for values in command_axes.values())
+    limit = MAX_RUNS if max_runs is None else max_runs
+    if count > limit:  # counted before the product is made: a typo of 100 x 100 x 100 values costs nothing
+        raise ZooError(f"This command makes {count:,} runs, more than --max-runs {limit:,}: pass --max-runs "
+                       f"{count} to train (or queue) them all, or give fewer values.")
     specs = []
     for row in rows or [{}]:
         for values in expand({**(defaults or {}), **base, **row}, command_axes):
