@@ -87,3 +87,44 @@ def test_a_grid_over_the_stated_size_is_refused_before_it_is_made(cli, tmp_path)
         from zoo.store import queries
 
         assert queries.list_runs(conn, queries.RunFilter(), limit=1, host=reg.host)[1] == 4
+
+
+# ----------------------------------------------------------------------------- 10: messages that name the culprit
+def test_a_data_folder_deleted_while_streaming_is_one_line_naming_a_file(cli, make_images, monkeypatch):
+    import shutil
+
+    from zoo.cli import progress
+
+    data = make_images({"cat": 8, "dog": 8}, size=16)
+    real_line = progress.Display.line
+
+    def line(self, text):  # the folder goes once epoch 1 is done
+        real_line(self, text)
+        if "epoch 1/" in str(text) and Path(data).exists():
+            shutil.rmtree(data)
+
+    monkeypatch.setattr(progress.Display, "line", line)
+    monkeypatch.setenv("ZOO_CACHE_MEMORY", "0")  # stream from disk, through a loader process
+    result = cli("train", "tinycnn", "--data", data, "--epochs", "3", "--image-size", "16", "--workers", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    with Registry.open(os.environ["ZOO_REGISTRY"], readonly=True) as reg:
+        run = reg.get_run(1)
+    assert run.status == "failed" and run.error.startswith(f"Cannot read {data}") and "\n" not in run.error
+    assert "while training" in run.error and "Original Traceback" not in run.error
+
+
+def test_config_and_environment_values_that_cannot_be_used_are_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "zoo.toml"
+    config.write_bytes(b'registry = "caf\xe9.db"\n')
+    one_line(cli("list-runs"), f"{config} is not valid TOML: not UTF-8 text")
+    config.unlink()
+    config.mkdir()
+    one_line(cli("list-runs"), f"{config} is a folder, not a config file")
+    config.rmdir()
+    for value in ("1e999", "-5G", "nan", "lots"):
+        monkeypatch.setenv("ZOO_CACHE_MEMORY", value)
+        one_line(cli("train", "tinycnn", "--data", "demo", "--epochs", "1"), f"ZOO_CACHE_MEMORY='{value}' is not a size")
+    monkeypatch.delenv("ZOO_CACHE_MEMORY")
+    monkeypatch.setenv("ZOO_CACHE", "/dev/null")
+    one_line(cli("train", "tinycnn", "--data", "demo", "--epochs", "1"), "ZOO_CACHE=/dev/null is not a folder")
