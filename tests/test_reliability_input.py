@@ -128,3 +128,14 @@ def test_config_and_environment_values_that_cannot_be_used_are_one_line(cli, tmp
     monkeypatch.delenv("ZOO_CACHE_MEMORY")
     monkeypatch.setenv("ZOO_CACHE", "/dev/null")
     one_line(cli("train", "tinycnn", "--data", "demo", "--epochs", "1"), "ZOO_CACHE=/dev/null is not a folder")
+
+
+# ----------------------------------------------------------------------------- 11: tag length, export to a device
+def test_tag_keys_and_values_are_capped_at_200_characters(cli, make_images):
+    with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
+        reg.start_run(model="tinycnn", plugin="builtin", params={})
+    one_line(cli("tag", "1", "k=" + "v" * 201), "A tag value has at most 200 characters (this one has 201)")
+    one_line(cli("tag", "1", "k" * 201 + "=v"), "A tag key has at most 200 characters")
+    one_line(cli("train", "tinycnn", "--data", "x", "--tag", "k=" + "v" * 5000, "--dry-run"),
+             "A tag value has at most 200 characters (this one has 5000)")
+    assert cli("tag", "1", "k=" + "v" * 200).exit_code == 0

@@ -387,12 +387,19 @@ def _name(key: str) -> str:
 
 
 def check_tags(tags: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """User tags may not use zoo's own namespace."""
+    """User tags may not use zoo's own namespace; keys and values have at most MAX_TAG characters."""
     tags = tuple(tags)
-    for key, _ in tags:
+    for key, value in tags:
         if key.startswith(SYSTEM_TAG_PREFIX):
             raise ZooError(f"--tag {key}: tags starting with '{SYSTEM_TAG_PREFIX}' are zoo's own; pick another key.")
+        for what, text in (("key", key), ("value", value)):
+            if len(text) > MAX_TAG:
+                raise ZooError(f"A tag {what} has at most {MAX_TAG} characters (this one has {len(text)}); "
+                               f"put long text in a note (zoo note RUN TEXT).")
     return tags
+
+
+MAX_TAG = 200  # characters of a tag key or value, as of a run name
 
 
 def varied(specs: list[RunSpec]) -> list[str]:
