@@ -109,6 +109,9 @@ def test_tokens():
     ("", 1, "the filter is empty"),
     ("lr in 0.1", 7, "expected '(' after 'in'"),
     ("lr in (0.1 0.2)", 12, "expected ',' or ')'"),
+    ("(" * 500 + "lr = 1" + ")" * 500, 21, "at most 20 nested"),
+    ("not " * 30 + "lr = 1", 81, "at most 20 nested"),
+    (" or ".join(["lr = 1"] * 101), 1001, "at most 100 comparisons"),
 ])
 def test_syntax_errors_point_at_the_token(text, column, says):
     with pytest.raises(WhereError) as info:

@@ -73,12 +73,16 @@ def trash_runs(reg: "Registry", run_ids: Iterable[int]) -> Moved:
     ids = list(dict.fromkeys(int(i) for i in run_ids))
     now = utcnow()
     schema_trash = _schema().trash
-    with reg._write() as conn:
+
+    def write(conn: Connection) -> list[int]:  # through _commit: waits out another writer's lock, as delete did
         have = set(conn.scalars(select(r.c.id).where(r.c.id.in_(ids))))
         already = set(trashed_ids(conn, ids))
         todo = [i for i in ids if i in have and i not in already]
         if todo:
             conn.execute(insert(schema_trash), [{"run_id": i, "deleted_at": now} for i in todo])
+        return todo
+
+    todo = reg._commit(write)
     moved = Moved(runs=todo)
     for run_id in todo:
         source = reg.run_artifacts_dir(run_id)
@@ -93,9 +97,13 @@ def trash_runs(reg: "Registry", run_ids: Iterable[int]) -> Moved:
 def restore_runs(reg: "Registry", run_ids: Iterable[int]) -> Moved:
     """Take runs out of the trash, their artifacts folders back where they were."""
     ids = list(dict.fromkeys(int(i) for i in run_ids))
-    with reg._write() as conn:
+
+    def write(conn: Connection) -> list[int]:
         todo = [i for i in ids if i in trashed_ids(conn, ids)]
         conn.execute(delete(_schema().trash).where(_schema().trash.c.run_id.in_(todo)))
+        return todo
+
+    todo = reg._commit(write)
     moved = Moved(runs=todo)
     for run_id in todo:
         target = reg.run_artifacts_dir(run_id)

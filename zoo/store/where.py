@@ -48,6 +48,7 @@ WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/:*?\[\]]*|[0-9][A-Za-z0-9_.\-/:*?+]*
 SYMBOLS = ("!=", "<=", ">=", "==", "=", "<", ">", "(", ")", ",")
 MAX_LENGTH = 2000  # characters; a filter is typed by hand or in a URL
 MAX_TERMS = 100  # comparisons in one filter
+MAX_DEPTH = 20  # nested parentheses and nots
 
 
 class WhereError(ZooError):
@@ -152,6 +153,7 @@ class Parser:
         self.tokens = tokenize(text)
         self.index = 0
         self.terms = 0
+        self.depth = 0
 
     @property
     def token(self) -> Token:
@@ -194,6 +196,17 @@ class Parser:
         return operands[0] if len(operands) == 1 else BoolOp("and", tuple(operands))
 
     def not_expr(self) -> Node:
+        if self.token.keyword == "not" or self.token.kind == "(":
+            self.depth += 1
+            if self.depth > MAX_DEPTH:  # SQLite's expression depth (and Python's stack) are limited
+                raise self.error(f"at most {MAX_DEPTH} nested 'not' or parentheses")
+            try:
+                return self.nested()
+            finally:
+                self.depth -= 1
+        return self.comparison()
+
+    def nested(self) -> Node:
         if self.token.keyword == "not":
             self.take()
             return Not(self.not_expr())
@@ -205,7 +218,7 @@ class Parser:
                                  f"found {self.found()}")
             self.take()
             return node
-        return self.comparison()
+        raise AssertionError("nested() is called on 'not' or '(' only")
 
     def comparison(self) -> Compare:
         field = self.token
