@@ -84,3 +84,12 @@ def test_api_is_read_only_and_checks_the_host(api):
     assert client.delete("/api/runs/1").status_code == 405
     assert client.get("/api/runs", headers={"host": "evil.example"}).status_code == 400
     assert get(client, "/api/nothing", 404) == {"error": "Not found."}
+
+
+def test_the_runs_page_where_box(api):
+    client, ids = api
+    page = client.get("/", params={"where": "model = alexnet"})
+    assert page.status_code == 200 and 'name="where" value="model = alexnet"' in page.text
+    assert f'href="/runs/{ids["b"]}"' in page.text and f'href="/runs/{ids["a"]}"' not in page.text
+    bad = client.get("/", params={"where": "model = "})
+    assert bad.status_code == 400 and "Bad --where at column 9" in bad.text

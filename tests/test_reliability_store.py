@@ -148,6 +148,8 @@ def test_delete_through_any_sqlite_url_leaves_no_orphan_rows(cli, scheme):
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     result = cli("--registry", url, "delete", ids[0], "--yes")
     assert result.exit_code == 0, result.output
+    result = cli("--registry", url, "gc", "--yes")  # out of the trash for good
+    assert result.exit_code == 0, result.output
     con = sqlite3.connect(registry_path())
     for table in ("params", "history", "metrics", "tags"):
         assert con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", (ids[0],)).fetchone()[0] == 0, table
@@ -166,9 +168,10 @@ def test_delete_never_removes_a_checkpoint_path_outside_the_artifacts_folder(cli
         other.mkdir(parents=True)
         (other / "best.pt").write_bytes(b"run 2's checkpoint")
         reg.update_run(ids[2], checkpoint=str(other / "best.pt"))  # another run's file
-    result = cli("delete", ids[0], ids[2], "--yes")
+    assert cli("delete", ids[0], ids[2], "--yes").exit_code == 0  # to the trash; gc removes files for good
+    result = cli("gc", "--yes")
     assert result.exit_code == 0, result.output
-    assert "Deleted 2 runs." in result.stdout
+    assert "Deleted 2 runs for good." in result.stdout
     assert precious.read_text() == "years of work" and (other / "best.pt").exists()
     assert "Left in place" in result.output and "thesis.tex" in result.output
 
@@ -187,7 +190,9 @@ def test_delete_removes_the_checkpoint_but_not_other_files_or_link_targets(cli, 
         reg.update_run(ids[0], checkpoint=str(mine / "best.pt"))
         reg.run_artifacts_dir(ids[1]).symlink_to(elsewhere, target_is_directory=True)
         reg.update_run(ids[1], checkpoint=str(reg.run_artifacts_dir(ids[1]) / "best.pt"))
-    result = cli("delete", *ids, "--yes")
+    assert cli("delete", *ids, "--yes").exit_code == 0  # mine moves to the trash, the link stays
+    mine = mine.parent / ".trash" / mine.name
+    result = cli("gc", "--yes")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     assert (elsewhere / "best.pt").read_bytes() == b"not this registry's"
@@ -202,8 +207,11 @@ def test_delete_of_an_ordinary_run_removes_its_folder(cli):
         (folder / "best.pt").write_bytes(b"zoo checkpoint")
         reg.update_run(ids[0], checkpoint=str((folder / "best.pt").resolve()))
     result = cli("delete", ids[0], "--yes")
-    assert result.exit_code == 0 and "Deleted 1 run and 1 artifact folder." in result.stdout, result.output
-    assert not folder.exists() and "Left in place" not in result.output
+    assert result.exit_code == 0 and "Deleted 1 run and 1 artifact folder:" in result.stdout, result.output
+    assert not folder.exists()
+    result = cli("gc", "--yes")
+    assert result.exit_code == 0 and "Deleted 1 run for good and 1 artifact folder." in result.stdout, result.output
+    assert not (folder.parent / ".trash" / folder.name).exists() and "Left in place" not in result.output
 
 
 # ----------------------------------------------------------------------------- 12: damaged files
@@ -593,7 +601,8 @@ def test_tag_note_and_delete_wait_for_a_lock_then_give_up_in_one_line(cli, monke
     monkeypatch.setattr(registry, "LOCK_GIVE_UP_S", 1.0)
     ids = filled_registry(2)
     holder = hold_lock(registry_path(), 1.5)  # held past one busy timeout: waited out with back-off
-    assert cli("tag", ids[0], "k=v").exit_code == 0
+    tagged = cli("tag", ids[0], "k=v")
+    assert tagged.exit_code == 0, tagged.output
     holder.wait(timeout=30)
     with Registry.open(registry_path(), readonly=True) as reg:
         assert reg.get_run(ids[0]).tags["k"] == "v"
