@@ -282,7 +282,6 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
     import torch.nn.functional as F
 
     from zoo.checkpoint import LAST_FORMAT, atomic_save, load_checkpoint, save_checkpoint
-    from zoo.data import IMAGENET_MEAN, IMAGENET_STD
     from zoo.distributed import current
 
     world = current()  # under torchrun: DDP, this rank's share of the data, sums over the ranks
@@ -350,7 +349,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
             return None
         save_checkpoint(checkpoint_path, model=info.name, plugin=info.plugin, classes=classes,
                         image_size=pipeline.image_size, state_dict=best_state, epoch=best_epoch,
-                        mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                        **pipeline.prep.params())
         return str(checkpoint_path)
 
     for epoch in range(first, spec.epochs + 1):

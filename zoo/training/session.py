@@ -125,7 +125,8 @@ def train_run(ctx: RunContext) -> TrainResult:
     model = build_model(run.info, len(ctx.images.classes), spec, ctx.callbacks)
     pipeline = make_pipeline(ctx.images, ctx.split, image_size=run.resolved.image_size, batch_size=spec.batch_size,
                              device=run.resolved.device, workers=spec.workers,
-                             augment=augment_for(spec.augment, spec.hflip), world=current())
+                             augment=augment_for(spec.augment, spec.hflip), world=current(),
+                             prep=run.info.preprocess)
     return train(run.info, pipeline, ctx.images.classes, spec, run.resolved, ctx.callbacks, ctx.checkpoint,
                  model=model, resume=ctx.resume)
 
@@ -265,6 +266,7 @@ class Session:
     def _params(self, planned: PlannedRun) -> dict[str, Any]:
         """The run's options as recorded, plus world size and per-rank and global batch size under torchrun."""
         params = planned.spec.to_params(planned.resolved)
+        params.update(planned.info.preprocess.params())  # the model's normalisation and eval transform
         params.update(self.world.params(planned.spec.batch_size, planned.resolved.device))
         return params
 
