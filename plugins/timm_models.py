@@ -3,11 +3,14 @@
 Enabled by installing timm (``pip install "zoo-vision[timm]"``); without it the plugin registers nothing.
 
 Listing costs no torch: ``import timm`` imports torch and torchvision (seconds), so the names and pretrained
-configurations are read from a catalog file, ``$ZOO_CACHE/timm/catalog-<timm version>.json``, which the first
-listing writes by running this module in a child process (``python -m zoo_builtin_plugins.timm_models``).
-Parameter counts come from ``timm_params.json`` beside this file (counted on torch's meta device by
-``tools/timm_params.py``, for the timm version it names); a model it lacks shows '?' until
-``zoo models timm/NAME --count`` counts it once (cached in ``$ZOO_CACHE/timm/params-<timm version>.json``).
+configurations are read from a catalog: ``timm_catalog.json.gz`` beside this file (made by
+``tools/timm_catalog.py`` for the timm version it names), or, for another timm version, from
+``$ZOO_CACHE/timm/catalog-<timm version>.json``, which the first listing writes by running this module in a child
+process (``python -m zoo_builtin_plugins.timm_models catalog PATH``).
+
+timm does not know a model's parameter count without building it: ``zoo models timm/NAME`` and
+``zoo models ... --count`` count them on torch's meta device in a child process, once, cached in
+``$ZOO_CACHE/timm/params-<timm version>.json``.
 
 ``--pretrained`` never downloads: the weights are read from the local Hugging Face cache, or the error says where
 to put them.
@@ -15,6 +18,7 @@ to put them.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 PREFIX = "timm/"
-SHIPPED_PARAMS = Path(__file__).with_name("timm_params.json")
+SHIPPED_CATALOG = Path(__file__).with_name("timm_catalog.json.gz")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from a Hugging Face repository
 MIN_SIZE = 32  # convolutional timm models reduce by 32 at most; fixed-size ones (ViTs) need their own size
 
@@ -60,8 +64,11 @@ def _write_json(path: Path, payload: Any) -> None:
 
 def _read_json(path: Path) -> Optional[dict]:
     try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt") as handle:
+                return json.load(handle)
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):
         return None
 
 
@@ -93,12 +100,12 @@ def make_catalog() -> dict[str, Any]:
 
 
 def load_catalog(timm: str) -> dict[str, Any]:
-    """The catalog of timm ``timm``: from the cache, else made in a child process (which imports torch, this
-    process does not) and cached."""
-    path = cache_dir() / f"catalog-{timm}.json"
-    catalog = _read_json(path)
-    if catalog is not None and catalog.get("timm") == timm:
-        return catalog
+    """The catalog of timm ``timm``: the shipped one, else the cached one, else made in a child process (which
+    imports torch, this process does not) and cached."""
+    for path in (SHIPPED_CATALOG, cache_dir() / f"catalog-{timm}.json"):
+        catalog = _read_json(path)
+        if catalog is not None and catalog.get("timm") == timm:
+            return catalog
     done = subprocess.run([sys.executable, "-m", "zoo_builtin_plugins.timm_models", "catalog", str(path)],
                           capture_output=True, text=True)
     catalog = _read_json(path)
@@ -110,36 +117,34 @@ def load_catalog(timm: str) -> dict[str, Any]:
 
 
 def known_params(timm: str) -> dict[str, int]:
-    """Parameter counts at 1000 classes: the shipped table (when it was made with this timm), then the cache."""
-    counts: dict[str, int] = {}
-    shipped = _read_json(SHIPPED_PARAMS)
-    if shipped and shipped.get("timm") == timm:
-        counts.update(shipped.get("params", {}))
-    counts.update(_read_json(cache_dir() / f"params-{timm}.json") or {})
-    return counts
+    """Parameter counts at 1000 classes counted so far (``count_params``)."""
+    return _read_json(cache_dir() / f"params-{timm}.json") or {}
 
 
-def count_params(name: str) -> int:
-    """Count ``timm/name``'s parameters at 1000 classes on the meta device (a child process: no torch here) and
-    cache the count."""
-    arch = name[len(PREFIX):] if name.startswith(PREFIX) else name
+def count_params(names: list[str]) -> dict[str, int]:
+    """Count the parameters at 1000 classes of the timm models ``names`` (timm/NAME) on the meta device, in one
+    child process (no torch here); the counts are cached. Models timm cannot build on the meta device are left out."""
     timm = timm_version()
-    if timm is None:
-        raise ZooError("timm is not installed; pip install 'zoo-vision[timm]'.")
-    done = subprocess.run([sys.executable, "-m", "zoo_builtin_plugins.timm_models", "count", arch],
+    if timm is None or not names:
+        return {}
+    archs = [n[len(PREFIX):] if n.startswith(PREFIX) else n for n in names]
+    done = subprocess.run([sys.executable, "-m", "zoo_builtin_plugins.timm_models", "count", *archs],
                           capture_output=True, text=True)
-    if done.returncode != 0:
+    counts = {}
+    for line in done.stdout.splitlines():
+        arch, _, count = line.partition(" ")
+        if count.isdigit():
+            counts[arch] = int(count)
+    if done.returncode != 0 and not counts:
         lines = (done.stderr or "no output").strip().splitlines()
-        raise ZooError(f"Cannot count the parameters of {name}: {lines[-1][:200] if lines else 'no output'}.")
-    count = int(done.stdout.strip().splitlines()[-1])
+        raise ZooError(f"Cannot count the parameters of {', '.join(names[:3])}: "
+                       f"{lines[-1][:200] if lines else 'no output'}.")
     path = cache_dir() / f"params-{timm}.json"
-    counts = _read_json(path) or {}
-    counts[arch] = count
     try:
-        _write_json(path, counts)
+        _write_json(path, {**(_read_json(path) or {}), **counts})
     except OSError:
         pass  # an unwritable cache: counted again next time
-    return count
+    return {PREFIX + arch: count for arch, count in counts.items()}
 
 
 # ----------------------------------------------------------------------------------------------- registering
@@ -238,18 +243,24 @@ def register_models(register):
 
 
 def _main(argv: list[str]) -> None:
-    """``catalog PATH``: write the catalog; ``count ARCH``: print the parameter count at 1000 classes."""
+    """``catalog PATH``: write the catalog; ``count ARCH...``: print 'ARCH COUNT' lines (parameters at 1000
+    classes)."""
     if argv[:1] == ["catalog"] and len(argv) == 2:
         _write_json(Path(argv[1]), make_catalog())
-    elif argv[:1] == ["count"] and len(argv) == 2:
+    elif argv[:1] == ["count"]:
         import timm
         import torch
 
-        with torch.device("meta"):  # no memory, no initialisation work: shapes only
-            model = timm.create_model(argv[1])
-        print(sum(p.numel() for p in model.parameters()))
+        for arch in argv[1:]:
+            try:
+                with torch.device("meta"):  # no memory, no initialisation work: shapes only
+                    model = timm.create_model(arch)
+            except Exception as exc:  # left unknown; the others are still counted
+                print(f"{arch}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
+                continue
+            print(arch, sum(p.numel() for p in model.parameters()), flush=True)
     else:
-        raise SystemExit("usage: python -m zoo_builtin_plugins.timm_models catalog PATH | count ARCH")
+        raise SystemExit("usage: python -m zoo_builtin_plugins.timm_models catalog PATH | count ARCH...")
 
 
 if __name__ == "__main__":

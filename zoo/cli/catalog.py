@@ -79,13 +79,19 @@ def detail_table(info: ModelInfo) -> Table:
 
 
 def select_models(registry, pattern: Optional[str], *, source: Optional[str] = None,
-                  max_params: Optional[int] = None, sort: str = "name") -> tuple[list[ModelInfo], int]:
+                  max_params: Optional[int] = None, sort: str = "name",
+                  counted: Optional[dict[str, int]] = None) -> tuple[list[ModelInfo], int]:
     """The models ``zoo models`` lists and how many of the matching ones were left out for an unknown size. A
-    pattern without wildcards matches as a substring; ``source`` is a model's source or plugin."""
+    pattern without wildcards matches as a substring; ``source`` is a model's source or plugin; ``counted``:
+    parameter counts found since the registry was filled."""
+    from dataclasses import replace
+
     names = registry.names(pattern if not pattern or WILDCARDS & set(pattern) else f"*{pattern}*")
     infos = [registry.get(n) for n in names]
     if source:
         infos = [i for i in infos if source.lower() in (i.source.lower(), i.plugin.lower())]
+    if counted:
+        infos = [replace(i, params=counted[i.name]) if i.params is None and i.name in counted else i for i in infos]
     unknown = 0
     if max_params is not None:
         unknown = sum(1 for i in infos if i.params is None)
@@ -187,6 +193,8 @@ def models(
                                          help="Only models from this source or plugin: timm, torchvision, tinycnn..."),
     max_params: Optional[str] = typer.Option(None, "--max-params", help="Only models this small, e.g. 5M or 500K."),
     sort: str = typer.Option("name", "--sort", help="name (natural order) or params (smallest first)."),
+    count: bool = typer.Option(False, "--count", help="Count the parameters timm models do not declare (builds "
+                               "each once on torch's meta device, in a child process; cached)."),
 ) -> None:
     """List the architectures the loaded plugins register (natural order: resnet18 before resnet101).
 
@@ -208,7 +216,8 @@ def models(
     sources = sorted({i for n in registry.names() for i in (registry.get(n).source, registry.get(n).plugin)})
     if source is not None and source.lower() not in {s.lower() for s in sources}:
         raise ZooError(f"Unknown --source '{source}': choose one of {', '.join(sources)}.")
-    infos, unknown = select_models(registry, pattern, source=source, max_params=limit, sort=sort)
+    counted = count_unknown_sizes(select_models(registry, pattern, source=source)[0]) if count else None
+    infos, unknown = select_models(registry, pattern, source=source, max_params=limit, sort=sort, counted=counted)
     if not infos:
         matched = select_models(registry, pattern)[0]
         if not matched:
@@ -224,19 +233,28 @@ def models(
                        f"{' and '.join(filters)}{left}. Loosen the filters.")
     table = models_table(infos)
     if unknown:
-        table.caption += f"\n{plural(unknown, 'model')} of unknown size left out by --max-params"
+        table.caption += f"\n{plural(unknown, 'model')} of unknown size left out by --max-params (--count counts them)"
     _emit(fmt, [model_record(i) for i in infos], table)
+
+
+def count_unknown_sizes(infos: list[ModelInfo]) -> dict[str, int]:
+    """Parameter counts of the timm models among ``infos`` whose size is not known yet (counted once, cached)."""
+    names = [i.name for i in infos if i.params is None and i.source == "timm"]
+    if not names:
+        return {}
+    from zoo_builtin_plugins.timm_models import count_params
+
+    if len(names) > 20:
+        console(stderr=True).print(f"Counting the parameters of {len(names)} timm models (once; cached)...")
+    return count_params(names)
 
 
 def with_counted_params(info: ModelInfo) -> ModelInfo:
     """A timm model whose size is not known yet is counted once (a child process, cached) for its details."""
-    if info.params is not None or info.source != "timm":
-        return info
     from dataclasses import replace
 
-    from zoo_builtin_plugins.timm_models import count_params
-
-    return replace(info, params=count_params(info.name))
+    counted = count_unknown_sizes([info])
+    return replace(info, params=counted[info.name]) if info.name in counted else info
 
 
 @app.command("plugins")
