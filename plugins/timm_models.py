@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -49,7 +50,7 @@ def timm_version() -> Optional[str]:
 
 
 def cache_dir() -> Path:
-    from zoo.data import cache_root
+    from zoo.config import cache_root  # not zoo.data: listing stays light
 
     return cache_root() / "timm"
 
@@ -153,12 +154,17 @@ def count_params(names: list[str]) -> dict[str, int]:
 def preprocess_of(entry: dict[str, Any]) -> Preprocess:
     """The model's normalisation and eval transform, as its pretrained configuration declares them (what timm
     does not declare, or zoo cannot do, stays at ImageNet's and torchvision's)."""
+    key = tuple(tuple(v) if isinstance(v, list) else v
+                for v in (entry.get("mean"), entry.get("std"), entry.get("interpolation"), entry.get("crop_pct")))
+    return _preprocess(key)
+
+
+@lru_cache(maxsize=None)  # a few dozen distinct configurations among the thousand models
+def _preprocess(key: tuple) -> Preprocess:
+    mean, std, interpolation, crop = key
     default = Preprocess()
-    mean, std = entry.get("mean"), entry.get("std")
-    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == 3 and len(std) == 3 and min(std) > 0):
+    if not (isinstance(mean, tuple) and isinstance(std, tuple) and len(mean) == 3 and len(std) == 3 and min(std) > 0):
         mean, std = default.mean, default.std
-    interpolation = entry.get("interpolation")
-    crop = entry.get("crop_pct")
     return Preprocess(mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),  # type: ignore[arg-type]
                       interpolation=interpolation if interpolation in INTERPOLATIONS else default.interpolation,
                       crop_fraction=float(crop) if isinstance(crop, (int, float)) and 0 < crop <= 1

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
+from zoo.config import cache_root  # noqa: F401 (re-exported)
 from zoo.distributed import World
 from zoo.errors import ZooError, printable
 from zoo.preprocess import EVAL_CROP, IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Preprocess  # noqa: F401 (re-exported)
@@ -47,11 +48,6 @@ PARTS = ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------------------------- finding data
-
-
-def cache_root() -> Path:
-    """Where generated and downloaded datasets live: $ZOO_CACHE, default ~/.cache/zoo."""
-    return Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo").expanduser()
 
 
 def resolve_data(data: str) -> tuple[Path, Optional[str]]:

@@ -45,6 +45,9 @@ class ModelInfo:
         return self.builder(num_classes=num_classes, pretrained=pretrained)
 
 
+METADATA = frozenset(ModelInfo.__dataclass_fields__) - {"plugin", "name", "builder"}  # what register() takes
+
+
 class ModelRegistry(NameTable[ModelInfo]):
     def __init__(self) -> None:
         super().__init__("model", "Run 'zoo models' to see them all.")
@@ -55,7 +58,7 @@ class ModelRegistry(NameTable[ModelInfo]):
         def register(name: str, builder: Callable[..., Any], **metadata: Any) -> None:
             if not isinstance(name, str) or not name or not callable(builder):
                 raise PluginError(f"Plugin '{plugin}' called register() without a name and a callable builder.")
-            unknown = set(metadata) - (set(ModelInfo.__dataclass_fields__) - {"plugin", "name", "builder"})
+            unknown = set(metadata) - METADATA
             if unknown:
                 raise PluginError(
                     f"Plugin '{plugin}' registered model '{name}' with unknown metadata: {', '.join(sorted(unknown))}."
