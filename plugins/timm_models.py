@@ -194,7 +194,8 @@ class TimmBuilder:
         if not pretrained:
             return timm.create_model(self.arch, num_classes=num_classes)
         weights = local_weights(self.arch, self.entry)
-        model = timm.create_model(self.arch, pretrained=True, pretrained_cfg_overlay={"file": weights, "source": "timm"})
+        overlay = {"file": weights, "source": "timm"}  # this file, never the hub
+        model = timm.create_model(self.arch, pretrained=True, pretrained_cfg_overlay=overlay)
         model.reset_classifier(num_classes)  # a fresh classifier for the run's classes; the rest pretrained
         return model
 

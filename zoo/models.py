@@ -66,7 +66,8 @@ class ModelRegistry(NameTable[ModelInfo]):
             metadata.setdefault("family", name.rstrip("0123456789_").split("_")[0] or name)
             metadata["source"] = metadata.get("source") or plugin
             if not isinstance(metadata.get("preprocess", IMAGENET), Preprocess):
-                raise PluginError(f"Model '{name}' of plugin '{plugin}': preprocess is not a zoo.preprocess.Preprocess.")
+                raise PluginError(f"Model '{name}' of plugin '{plugin}': preprocess is not a "
+                                  f"zoo.preprocess.Preprocess.")
             info = ModelInfo(name=name, builder=builder, plugin=plugin, **metadata)
             if info.min_size > info.default_size:
                 raise PluginError(f"Model '{name}' of plugin '{plugin}': min_size is above default_size.")

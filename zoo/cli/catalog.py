@@ -103,8 +103,8 @@ def select_models(registry, pattern: Optional[str], *, source: Optional[str] = N
 
 def models_table(infos: Iterable[ModelInfo]) -> Table:
     infos = list(infos)
-    table = Table(caption=f"{plural(len(infos), 'model')}; min/default: square input size in pixels", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
+    table = Table(caption=f"{plural(len(infos), 'model')}; min/default: square input size in pixels",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     # At 80 columns a long timm name folds onto a second line; the figures and their headers stay whole.
     table.add_column("name", style="bold cyan", overflow="fold", min_width=22)
     table.add_column("family", overflow="ellipsis", max_width=8)
