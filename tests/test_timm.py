@@ -234,3 +234,13 @@ def test_exported_timm_run_loads_without_timm(cli, grid, monkeypatch, tmp_path):
     assert len(json.loads(predicted.stdout)) == 8
     evaluated = cli("evaluate", str(run), "--format", "json")
     assert evaluated.exit_code == 0, evaluated.output
+
+
+def test_without_timm_the_plugin_registers_nothing(monkeypatch, tmp_path):
+    import zoo_builtin_plugins.timm_models as plugin
+    from zoo.plugins import build_plugins
+
+    monkeypatch.setattr(plugin, "timm_version", lambda: None)  # what importlib.metadata says without the extra
+    monkeypatch.setattr(plugin, "subprocess", None)  # and nothing is run to find out
+    models = build_plugins(autoload=False).models()
+    assert "resnet18" in models and not [n for n in models.names() if n.startswith("timm/")]
