@@ -32,6 +32,7 @@ SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("median", "halving", "hyperband", "none")
 METRICS = {"val_loss": (VAL_LOSS, "minimize"), "val_accuracy": (VAL_ACC, "maximize")}  # --metric -> history key
 HEARTBEAT_S = 30  # a worker's running trial is refreshed this often; failed when silent for twice as long
+MACHINE_OPTIONS = ("workers", "device")  # may differ between the workers of one study
 RUN_ATTR = "zoo.run"  # user attribute of each Optuna trial: the zoo run id that trained it
 FINISHED = ("COMPLETE", "PRUNED")  # trial states that count toward --trials
 
@@ -156,8 +157,8 @@ def _parse_range(name: str, flag: str, parts: list[str]) -> Range:
 
 def default_study_name(model: str, space: Space, metric: str) -> str:
     """Re-running the same command continues the same study: the name is the model and a digest of the rest."""
-    text = json.dumps([space.describe(), {k: specs.option_text(v) for k, v in sorted(space.fixed.items())}, metric],
-                      sort_keys=True)
+    fixed = {k: specs.option_text(v) for k, v in sorted(space.fixed.items()) if k not in MACHINE_OPTIONS}
+    text = json.dumps([space.describe(), fixed, metric], sort_keys=True)
     return f"{model}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
@@ -190,7 +191,8 @@ class Settings:
     def attrs(self) -> dict[str, Any]:
         """What the study records once (user attributes), so that `zoo tune show` can rebuild the command."""
         return {"zoo.model": self.model, "zoo.metric": self.metric, "zoo.space": self.space.describe(),
-                "zoo.fixed": {k: specs.option_text(v) for k, v in sorted(self.space.fixed.items())}}
+                "zoo.fixed": {k: specs.option_text(v) for k, v in sorted(self.space.fixed.items())
+                              if k not in MACHINE_OPTIONS}}
 
 
 def storage_url(registry: Any) -> str:
@@ -203,17 +205,22 @@ def storage_url(registry: Any) -> str:
 def open_storage(registry: Any, *, heartbeat: Optional[int] = None, create: bool = True) -> "optuna.storages.RDBStorage":
     """Optuna's RDB storage in the registry's database. Workers starting together may race to create Optuna's
     tables in a new registry: the loser tries again."""
+    import warnings
+
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
     from sqlalchemy.exc import SQLAlchemyError
 
     url = storage_url(registry)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    beat = {} if heartbeat is None else dict(heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                                             heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
     for attempt in range(5):
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create, **beat)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna calls its heartbeat experimental (since v2.8)
+                beat = {} if heartbeat is None else dict(
+                    heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+                return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create, **beat)
         except (SQLAlchemyError, optuna.exceptions.StorageInternalError):
             if attempt == 4:
                 raise
