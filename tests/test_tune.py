@@ -152,6 +152,11 @@ def test_tune_records_every_trial_as_a_run_prunes_and_never_reads_the_test_split
     assert len(study_trials(str(tmp_path / "registry.db"), "s1")) == 6
     other = cli("tune", "tinycnn", "--data", data, *TINY, "--lr", "1e-3..0.1", "--study", "s1")
     assert other.exit_code == 1 and "another space" in other.output
+    from conftest import TORCH_PROBE
+
+    probe = subprocess.run([sys.executable, "-c", TORCH_PROBE, "tune", "show", "s1"], capture_output=True, text=True,
+                           timeout=120)
+    assert probe.returncode == 0 and probe.stderr.strip().endswith("NO-TORCH"), probe.stderr  # a read command
     missing = cli("tune", "show", "nope")
     assert missing.exit_code == 1 and "No study 'nope'" in missing.output and "s1" in missing.output
 
