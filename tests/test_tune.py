@@ -226,3 +226,18 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(make_images, t
         assert reg.get_run(redo.user_attrs["zoo.run"]).status == "completed"
         assert redo.user_attrs["zoo.run"] != victim.user_attrs["zoo.run"]
         assert reg.get_run(victim.user_attrs["zoo.run"]).display_status == "stale"
+
+
+def test_a_diverging_trial_is_a_failed_run_and_the_search_goes_on(cli, make_images, tmp_path):
+    data = make_images({"a": 6, "b": 6}, size=16)
+    result = cli("tune", "tinycnn", "--data", data, "--epochs", "1", "--image-size", "16", "--workers", "0",
+                 "--lr", "inf,0.01", "--sampler", "grid", "--trials", "2", "--study", "g")
+    assert result.exit_code == 0, result.output
+    trials = {t.params["lr"]: t for t in study_trials(str(tmp_path / "registry.db"), "g")}
+    assert trials[float("inf")].state.name == "FAIL" and trials[0.01].state.name == "COMPLETE"
+    with Registry.open(tmp_path / "registry.db") as reg:
+        run = reg.get_run(trials[float("inf")].user_attrs["zoo.run"])
+        assert run.status == "failed" and run.stop_reason == "nan_loss"
+    assert "failed (The " in result.output and "loss became" in result.output, result.output[-800:]
+    ranges = cli("tune", "tinycnn", "--data", data, "--lr", "1e-3..0.1", "--sampler", "grid")
+    assert ranges.exit_code == 1 and "--sampler grid tries lists of values, not ranges" in ranges.output
