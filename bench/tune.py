@@ -66,7 +66,8 @@ def main() -> int:
             pruned = sum(t.state.name == "PRUNED" for t in study.trials)
             print(f"set {args.set} ({folder}), {args.model} at {args.size} px")
             print(f"default recipe: run {default.id}, {default.epochs_run} epochs, best val loss "
-                  f"{default.best_val_loss:.4f}, test accuracy {default.metrics['test_accuracy']:.4f}, {default_s:.0f} s")
+                  f"{default.best_val_loss:.4f}, test accuracy {default.metrics['test_accuracy']:.4f}, "
+                  f"{default_s:.0f} s")
             print(f"zoo tune, {args.trials} trials of up to {args.epochs} epochs ({pruned} pruned): best trial "
                   f"{study.best_trial.number} (run {best.id}, {study.best_trial.params}), val loss "
                   f"{study.best_value:.4f}, test accuracy {best.metrics['test_accuracy']:.4f}, {tune_s:.0f} s")

@@ -202,7 +202,8 @@ def storage_url(registry: Any) -> str:
     return registry.engine.url.render_as_string(hide_password=False)
 
 
-def open_storage(registry: Any, *, heartbeat: Optional[int] = None, create: bool = True) -> "optuna.storages.RDBStorage":
+def open_storage(registry: Any, *, heartbeat: Optional[int] = None,
+                 create: bool = True) -> "optuna.storages.RDBStorage":
     """Optuna's RDB storage in the registry's database. Workers starting together may race to create Optuna's
     tables in a new registry: the loser tries again."""
     import warnings

@@ -144,6 +144,8 @@ def _tune(settings, *, quiet: bool) -> None:
     if distributed.from_env().launched:
         raise ZooError("zoo tune runs its trials one process each: start several `zoo tune --study NAME` workers "
                        "instead of torchrun.")
+    from zoo.cli.progress import TuneDisplay
+
     display = TuneDisplay(quiet)
     with open_registry() as reg:
         base = {"model": settings.model, **settings.space.fixed}
@@ -184,84 +186,6 @@ def _optuna():
     except ImportError:
         raise ZooError("zoo tune needs Optuna: pip install 'zoo-vision[tune]'.") from None
     return optuna
-
-
-class TuneDisplay:
-    """One live line per trial (trial k/N, params, epoch, best so far) on a terminal's stderr; one plain line per
-    finished trial on stdout (also in pipes). Built lazily as a TuneReporter (zoo.tune imports the session)."""
-
-    def __new__(cls, quiet: bool):
-        from zoo.tune import TuneReporter
-
-        class _Display(TuneReporter):
-            def __init__(self, quiet: bool):
-                self.quiet = quiet
-                self.out = console()
-                self.err = console(stderr=True)
-                self.status = None
-                self.head = ""
-                self.epochs = None
-                self.warned: set[str] = set()  # the data's warnings come once, not once per trial
-
-            def line(self, text) -> None:
-                if not self.quiet:
-                    self.out.print(text)
-
-            def live(self, text: str) -> None:
-                if self.quiet or not self.err.is_terminal:
-                    return
-                if self.status is None:
-                    self.status = self.err.status(Text(text))
-                    self.status.start()
-                else:
-                    self.status.update(Text(text))
-
-            def stop(self) -> None:
-                if self.status is not None:
-                    self.status.stop()
-                    self.status = None
-
-            def on_warning(self, text: str) -> None:
-                if text not in self.warned:
-                    self.warned.add(text)
-                    self.stop()
-                    print_warning(text)
-
-            def on_trial_start(self, trial, index, total, params, best) -> None:
-                shown = " ".join(f"{k} {_num(v)}" for k, v in params.items())
-                self.head = f"trial {index}/{total} (#{trial.number})  {shown}"
-                self.best = best
-                self.live(self.head + self._best_text())
-
-            def _best_text(self) -> str:
-                return f"  best {fmt_num(self.best)}" if self.best is not None else ""
-
-            def on_run_start(self, run_id, planned) -> None:
-                self.epochs = planned.spec.epochs
-                self.live(f"{self.head}  run {run_id}{self._best_text()}")
-
-            def on_batch(self, epoch, batch, batches, running_loss, images_per_sec) -> None:
-                self.live(f"{self.head}  epoch {epoch}/{self.epochs} batch {batch}/{batches} loss {running_loss:.4f}"
-                          f"{self._best_text()}")
-
-            def on_epoch_end(self, epoch, values, improved) -> None:
-                self.live(f"{self.head}  epoch {epoch}/{self.epochs} val loss {fmt_num(values.val_loss)} acc "
-                          f"{fmt_num(values.val_acc, 3)}{self._best_text()}")
-
-            def on_trial_end(self, end) -> None:
-                self.stop()
-                shown = " ".join(f"{k} {_num(v)}" for k, v in end.params.items())
-                line = Text(f"trial {end.index}/{end.total} (#{end.number}) run {end.run_id}  {shown}  ")
-                style = {"complete": "green", "pruned": STATUS_STYLES["pruned"], "failed": "red"}[end.state]
-                line.append(end.state, style=style)
-                if end.state == "failed":
-                    line.append(f" ({end.error})")
-                else:
-                    line.append(f" after {end.epochs} epoch(s)  value {fmt_num(end.value)}")
-                line.append(f"  best {fmt_num(end.best)}")
-                self.line(line)
-
-        return _Display(quiet)
 
 
 def _echo(text: str) -> None:

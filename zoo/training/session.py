@@ -3,8 +3,8 @@
 From ``start_run`` on, a run always ends recorded: the engine's result ('completed', or 'failed' on a NaN loss);
 'failed' with the error when anything raises (a plugin crash, out of memory) — and the session goes on with the
 next run unless ``fail_fast``; 'pruned' when a callback raises ``Pruned`` (``zoo tune``); 'interrupted' on Ctrl-C
-or SIGTERM, which stop the whole session; 'interrupted' with the cause on any other stop from outside (SystemExit, e.g. rich exiting when stdout is a closed pipe), which
-is re-raised unchanged.
+or SIGTERM, which stop the whole session; 'interrupted' with the cause on any other stop from outside (SystemExit,
+e.g. rich exiting when stdout is a closed pipe), which is re-raised unchanged.
 
 Images are decoded once per data source for the whole session; one model is in memory at a time (built just
 before its run). Nothing here imports Typer or rich: the caller sees everything through a ``Reporter``.
