@@ -433,7 +433,7 @@ class Tuner:
 
         params = self.settings.space.suggest(trial)
         index = len(self.ended) + 1
-        self.reporter.on_trial_start(trial, index, self.total, params, _best(trial.study))
+        self.reporter.on_trial_start(trial, index, self.total, params, best_value(trial.study))
         plan = make_plan([self.spec(params, trial.number)], self.registry, group=self.settings.study)
         result = Session(plan, self.registry, TrialPruning(self.reporter, trial, self.settings.key),
                          decode=self._decode).run()
@@ -464,7 +464,7 @@ class Tuner:
 
     def _ended(self, trial: "optuna.Trial", end: dict, state: str, value: Optional[float],
                error: Optional[str] = None) -> None:
-        best = _best(trial.study)
+        best = best_value(trial.study)
         if state == "complete" and value is not None:
             better = best is None or (value < best if self.settings.direction == "minimize" else value > best)
             best = value if better else best
@@ -481,7 +481,7 @@ class Tuner:
         return self.images[key]
 
 
-def _best(study: "optuna.Study") -> Optional[float]:
+def best_value(study: "optuna.Study") -> Optional[float]:
     try:
         return study.best_value
     except ValueError:  # no complete trial yet

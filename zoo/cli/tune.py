@@ -138,7 +138,7 @@ tune_app.command("run", no_args_is_help=True)(tune_run)
 def _tune(settings, *, quiet: bool) -> None:
     from zoo import distributed
     from zoo.training import EXIT_CTRL_C, EXIT_SIGTERM
-    from zoo.tune import Stopped, Tuner, _best, open_study, train_command
+    from zoo.tune import Stopped, Tuner, best_value, open_study, train_command
 
     optuna = _optuna()
     if distributed.from_env().launched:
@@ -167,7 +167,7 @@ def _tune(settings, *, quiet: bool) -> None:
         if not ended:
             display.out.print(f"Study {settings.study} already has {settings.trials} finished trial(s); raise "
                               f"--trials to go on.")
-        best = _best(study)
+        best = best_value(study)
         if best is not None:
             trial = study.best_trial
             display.out.print(Text.assemble(("Best", "bold green"), f": trial {trial.number}, run "
