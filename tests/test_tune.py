@@ -229,15 +229,24 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(make_images, t
 
 
 def test_a_diverging_trial_is_a_failed_run_and_the_search_goes_on(cli, make_images, tmp_path):
+    import torch
+
+    from zoo.plugins import get_plugins
+
     data = make_images({"a": 6, "b": 6}, size=16)
+    model = get_plugins().models().get("tinycnn").build(2)
+    nan = tmp_path / "nan.pt"  # weights that make every loss NaN: each trial's run fails (nan_loss)
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in model.state_dict().items()}, nan)
     result = cli("tune", "tinycnn", "--data", data, "--epochs", "1", "--image-size", "16", "--workers", "0",
-                 "--lr", "inf,0.01", "--sampler", "grid", "--trials", "2", "--study", "g")
-    assert result.exit_code == 0, result.output
-    trials = {t.params["lr"]: t for t in study_trials(str(tmp_path / "registry.db"), "g")}
-    assert trials[float("inf")].state.name == "FAIL" and trials[0.01].state.name == "COMPLETE"
+                 "--weights", nan, "--lr", "0.01,0.1", "--sampler", "grid", "--trials", "2", "--study", "g")
+    assert result.exit_code == 1 and "Every trial of this worker failed" in result.output, result.output
+    assert result.output.count("failed (The ") == 2  # the search went on after the first failed trial
+    trials = study_trials(str(tmp_path / "registry.db"), "g")
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     with Registry.open(tmp_path / "registry.db") as reg:
-        run = reg.get_run(trials[float("inf")].user_attrs["zoo.run"])
-        assert run.status == "failed" and run.stop_reason == "nan_loss"
-    assert "failed (The " in result.output and "loss became" in result.output, result.output[-800:]
+        for t in trials:
+            run = reg.get_run(t.user_attrs["zoo.run"])
+            assert run.status == "failed" and run.stop_reason == "nan_loss"
     ranges = cli("tune", "tinycnn", "--data", data, "--lr", "1e-3..0.1", "--sampler", "grid")
     assert ranges.exit_code == 1 and "--sampler grid tries lists of values, not ranges" in ranges.output
