@@ -118,8 +118,11 @@ def load_catalog(timm: str) -> dict[str, Any]:
 
 
 def known_params(timm: str) -> dict[str, int]:
-    """Parameter counts at 1000 classes counted so far (``count_params``)."""
-    return _read_json(cache_dir() / f"params-{timm}.json") or {}
+    """Parameter counts at 1000 classes counted so far (``count_params``); none when the cache is unusable."""
+    try:
+        return _read_json(cache_dir() / f"params-{timm}.json") or {}
+    except ZooError:  # ZOO_CACHE is not a folder: the command that needs the cache says so
+        return {}
 
 
 def count_params(names: list[str]) -> dict[str, int]:

@@ -27,7 +27,11 @@ FILE_NAME = "zoo.toml"
 def cache_root() -> Path:
     """Where generated and downloaded datasets (and the timm plugin's catalog) live: $ZOO_CACHE, default
     ~/.cache/zoo."""
-    return Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo").expanduser()
+    root = Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo").expanduser()
+    if root.exists() and not root.is_dir():
+        raise ZooError(f"ZOO_CACHE={root} is not a folder: point it at a folder zoo may write (default "
+                       f"~/.cache/zoo).")
+    return root
 
 PATH_KEYS = ("registry", "artifacts")  # top-level keys: strings, paths relative to their file
 TABLES = ("train",)  # top-level tables whose keys the commands that use them check
@@ -52,6 +56,8 @@ def config_files() -> list[Path]:
     """The config files that exist, most important first: ./zoo.toml, then the user's."""
     found = []
     for path in (Path.cwd() / FILE_NAME, user_config_dir() / FILE_NAME):
+        if path.is_dir():
+            raise ZooError(f"{path} is a folder, not a config file: remove it, or make it a TOML file.")
         if path.is_file() and not any(path.samefile(p) for p in found):
             found.append(path)
     return found
@@ -94,6 +100,8 @@ def _read(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ZooError(f"{path} is not valid TOML: {exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise ZooError(f"{path} is not valid TOML: not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
     except OSError as exc:
         raise ZooError(f"Cannot read {path}: {exc.strerror or exc}.") from None
 
