@@ -41,9 +41,10 @@ def fake_train(fail_on: int, error: BaseException):
     """A train function that logs one epoch, then raises ``error`` in the run of seed ``fail_on``."""
 
     def train_fn(ctx):
-        from zoo.engine import EpochStats
+        from zoo.engine import CallbackList, EpochStats
 
-        ctx.callbacks.on_epoch_end(1, EpochStats(1.0, 0.5, 1.0, 0.5, 0.1, 0.01, 100.0), True)
+        logs = EpochStats(1.0, 0.5, 1.0, 0.5, 0.1, 0.01, 100.0).as_row()
+        CallbackList(ctx.callbacks).call("on_epoch_end", None, 1, {**logs, "improved": True})
         if ctx.planned.spec.seed == fail_on:
             raise error
         return TrainResult(Status.COMPLETED, StopReason.MAX_EPOCHS, 1, 1, None, metrics={"test_accuracy": 0.5})

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from zoo.distributed import World, current
-from zoo.engine import Callbacks, EpochStats, TrainResult
+from zoo.engine import Callback, Callbacks, Progress, TrainResult
 from zoo.errors import ZooError
 from zoo.training.plan import Plan, PlannedRun
 from zoo.vocab import FROM_TAG, GROUP_TAG, Status, StopReason
@@ -101,9 +101,11 @@ class RunContext:
     planned: PlannedRun
     images: "ImageSet"
     split: "Split"
-    callbacks: Callbacks
+    callbacks: list  # the session's callbacks (recorder, progress, stop signal), called after the engine's own
     checkpoint: Optional[Path]  # None on torchrun ranks other than 0: rank 0 writes the checkpoints
     resume: Optional[dict] = None  # the run's last.pt when it goes on after an interruption (--resume)
+    run_id: Optional[int] = None
+    reporter: Callbacks = field(default_factory=Callbacks)  # messages while the model is built
 
 
 @dataclass(frozen=True)
@@ -119,60 +121,59 @@ class ResumePoint:
 def train_run(ctx: RunContext) -> TrainResult:
     """Build the model (one in memory at a time), make its pipeline, train and test it."""
     from zoo.data import augment_for, make_pipeline
-    from zoo.engine import build_model, train
+    from zoo.engine import build_model, resolve_config, train
+    from zoo.plugins import get_plugins
 
-    run, spec = ctx.planned, ctx.planned.spec.with_recipe()
-    model = build_model(run.info, len(ctx.images.classes), spec, ctx.callbacks)
-    pipeline = make_pipeline(ctx.images, ctx.split, image_size=run.resolved.image_size, batch_size=spec.batch_size,
-                             device=run.resolved.device, workers=spec.workers,
-                             augment=augment_for(spec.augment, spec.hflip), world=current())
-    return train(run.info, pipeline, ctx.images.classes, spec, run.resolved, ctx.callbacks, ctx.checkpoint,
-                 model=model, resume=ctx.resume)
+    run, plugins = ctx.planned, get_plugins()
+    config = resolve_config(run.spec, run.resolved, plugins)  # the recipe applied once, read by every step
+    model = build_model(run.info, len(ctx.images.classes), config, ctx.reporter)
+    pipeline = make_pipeline(ctx.images, ctx.split, image_size=config.image_size, batch_size=config.batch_size,
+                             device=config.device, workers=run.spec.workers,
+                             augment=augment_for(config.augment, config.hflip), world=current())
+    return train(run.info, pipeline, ctx.images.classes, config, None, ctx.callbacks, ctx.checkpoint,
+                 model=model, resume=ctx.resume, plugins=plugins, run_id=ctx.run_id, run_name=run.spec.name)
 
 
-class Recorder(Callbacks):
-    """Engine callbacks -> registry lifecycle calls for one run, passed on to the session's reporter."""
+class StopSignal(Callback):
+    """Built-in: a SIGTERM noted by the session is raised here, at the loop's next safe point (see ``_Stop``)."""
+
+    def on_epoch_start(self, run, epoch) -> None:
+        check_stop()
+
+    def on_batch_end(self, run, epoch, batch, logs) -> None:
+        check_stop()
+
+    def on_epoch_end(self, run, epoch, logs) -> None:
+        check_stop()
+
+
+class Recorder(Callback):
+    """Built-in: the run's epochs, best checkpoint and test metrics -> the registry; its end, once (``finish``)."""
 
     def __init__(self, registry: Any, run_id: int, reporter: Reporter):
         self.registry, self.run_id, self.reporter = registry, run_id, reporter
         self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
         self.warned_locked = False  # the "registry is locked" warning is given once per run
 
-    def on_message(self, text: str) -> None:
-        self.reporter.on_message(text)
+    def on_epoch_end(self, run, epoch: int, logs: dict[str, Any]) -> None:
+        from zoo.engine import EpochStats
 
-    def on_warning(self, text: str) -> None:
-        self.reporter.on_warning(text)
-
-    def on_epoch_start(self, epoch: int, batches: int) -> None:
-        check_stop()
-        self.reporter.on_epoch_start(epoch, batches)
-
-    def on_batch(self, epoch, batch, batches, running_loss, images_per_sec) -> None:
-        check_stop()
-        self.reporter.on_batch(epoch, batch, batches, running_loss, images_per_sec)
-
-    def on_epoch_end(self, epoch: int, values: EpochStats, improved: bool) -> None:
-        self.registry.log_epoch(self.run_id, epoch, values.as_row())
+        if logs.get("checkpoint"):
+            self.checkpoint, self.best_epoch = logs["checkpoint"], epoch
+            self.registry.update_run(self.run_id, checkpoint=logs["checkpoint"], best_epoch=epoch)
+        self.registry.log_epoch(self.run_id, epoch, EpochStats.from_logs(logs).as_row())
         self.epochs_run = epoch
         if getattr(self.registry, "pending_writes", 0) and not self.warned_locked:
             self.warned_locked = True
             self.reporter.on_warning(f"Registry {getattr(self.registry, 'location', '')} is locked by another process: "
                                      f"training goes on, its epochs are recorded when it is free (zoo gives up "
                                      f"after 10 min).")
-        self.reporter.on_epoch_end(epoch, values, improved)
-        check_stop()
 
-    def on_checkpoint(self, path: str, epoch: int) -> None:
-        self.checkpoint, self.best_epoch = path, epoch
-        self.registry.update_run(self.run_id, checkpoint=path, best_epoch=epoch)
-        self.reporter.on_checkpoint(path, epoch)
+    def on_train_end(self, run, result: TrainResult) -> None:
+        if result.confusion is not None:
+            self.registry.log_metrics(self.run_id, result.metrics, confusion=result.confusion)
 
-    def on_test(self, metrics: dict[str, float], confusion: list[list[int]]) -> None:
-        self.registry.log_metrics(self.run_id, metrics, confusion=confusion)
-        self.reporter.on_test(metrics, confusion)
-
-    def finish(self, outcome: RunOutcome, status: Status, stop_reason: StopReason, error: Optional[str] = None,
+    def finish(self, outcome: RunOutcome, status: Status, stop_reason: Any, error: Optional[str] = None,
                result: Optional[TrainResult] = None) -> None:
         """Record the run's end (once) and fill ``outcome``."""
         if result is not None:
@@ -181,7 +182,7 @@ class Recorder(Callbacks):
         outcome.status, outcome.stop_reason, outcome.error = status, stop_reason, error
         outcome.best_epoch, outcome.epochs_run = self.best_epoch, self.epochs_run
         try:
-            self.registry.finish_run(self.run_id, status.value, stop_reason=stop_reason.value,
+            self.registry.finish_run(self.run_id, status.value, stop_reason=str(stop_reason),
                                      best_epoch=self.best_epoch, epochs_run=self.epochs_run,
                                      checkpoint=self.checkpoint, error=error)
         except ZooError as exc:  # the registry itself is unwritable: say how the run ended all the same
@@ -300,9 +301,10 @@ class Session:
         started = time.perf_counter()
         try:
             self.reporter.on_run_start(run_id, planned)
-            ctx = RunContext(planned, images, split, recorder,
+            ctx = RunContext(planned, images, split, [recorder, Progress(self.reporter), StopSignal()],
                              (self.registry.run_artifacts_dir(run_id) / "best.pt").resolve() if self.world.is_main
-                             else None, self.resume.state if self.resume is not None else None)
+                             else None, self.resume.state if self.resume is not None else None, run_id,
+                             self.reporter)
             _Stop.defer = True  # inside the training, SIGTERM is raised at the next batch (a safe point)
             try:
                 result = self.train_fn(ctx)
@@ -346,7 +348,7 @@ class Session:
             self.reporter.on_run_end(outcome)
             raise
         outcome.seconds = time.perf_counter() - started
-        recorder.finish(outcome, Status(result.status), StopReason(result.stop_reason), result.error, result)
+        recorder.finish(outcome, Status(result.status), result.stop_reason, result.error, result)
         self.reporter.on_run_end(outcome)
 
 
