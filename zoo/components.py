@@ -109,4 +109,11 @@ def check_options(given: Mapping[str, Any], parts: list[Component]) -> None:
             raise ZooError(f"--opt {key}={value!r}: must be {want.__name__} like its default {known[key]!r}.")
 
 
-__all__ = ["KINDS", "Component", "ComponentTable", "option_defaults", "check_options"]
+def metric_directions(table: ComponentTable) -> dict[str, bool]:
+    """Recorded key (test_<name>) -> higher_is_better, for every registered metric."""
+    from zoo.vocab import metric_key
+
+    return {metric_key(c.name): c.higher_is_better for c in table.values()}
+
+
+__all__ = ["metric_directions", "KINDS", "Component", "ComponentTable", "option_defaults", "check_options"]

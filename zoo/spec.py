@@ -497,7 +497,10 @@ def build_specs(*, models: list[str], axes: Mapping[str, list[Any]], rows: Optio
             if values.get("image_size") is None and source_size is not None and values["model"] == source_model:
                 values["image_size"] = source_size
             run_name = values.pop("name", None) or name
-            plugin = {k: values.pop(k) for k in list(values) if k.startswith(OPT_PREFIX) or k == CALLBACKS_PARAM}
-            values.update(plugin_values(plugin))
+            plugin = plugin_values({k: values.pop(k) for k in list(values)
+                                    if k.startswith(OPT_PREFIX) or k == CALLBACKS_PARAM})
+            if "options" in plugin:  # --opt on top of an earlier run's (--from) or the grid file's
+                plugin["options"] = tuple(sorted({**dict(values.get("options", ())), **dict(plugin["options"])}.items()))
+            values.update(plugin)
             specs.append(RunSpec(**values, name=run_name, tags=tags, parent=parent))
     return specs

@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 from sqlalchemy import Connection, and_, func, select
 
 from zoo.errors import ZooError
+from zoo.vocab import METRIC_ORDER, metric_order
 from zoo.store import queries, tables
 from zoo.store.queries import RunFilter
 from zoo.store.registry import RunView
@@ -130,7 +131,7 @@ class RunSet:
     metrics: list[str]  # overall test metrics any run has, preferred first
 
 
-PREFERRED_METRICS = ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_loss")
+PREFERRED_METRICS = METRIC_ORDER  # zoo.vocab's
 
 
 def resolve_runs(registry, conn: Connection, refs: Sequence[str] = (), group: Optional[str] = None,
@@ -162,8 +163,7 @@ def run_set(conn: Connection, ids: Sequence[int], *, host: str, metric: str = "a
             shared[key] = next(iter(values.values()))
         else:
             differing[key] = values
-    metrics = [k for k in PREFERRED_METRICS if any(k in v.metrics for v in views)]
-    metrics += sorted({k for v in views for k in v.metrics if "/" not in k} - set(metrics))
+    metrics = metric_order({k for v in views for k in v.metrics if "/" not in k})
     data_fps = sorted({v.dataset_fingerprint for v in views if v.dataset_fingerprint})
     split_fps = sorted({v.split_fingerprint for v in views if v.split_fingerprint})
     key = queries.METRIC_ALIASES.get(metric, metric)
