@@ -172,3 +172,33 @@ def test_a_plugin_callback_survives_resume(plugged, cli, make_images, monkeypatc
     reg = Registry.open(os.environ["ZOO_REGISTRY"])
     assert reg.get_run(1).status == "completed" and reg.get_run(1).params["opt.gamma"] == 1.5
     assert [(e["epoch"], e["seen"]) for e in epoch_log(reg, 1)] == [(1, 1), (2, 2), (3, 3)]
+
+
+def test_a_callback_stops_training_with_a_reason_of_its_own(make_images, tmp_path):
+    from zoo.data import load_images, make_pipeline, split_samples
+    from zoo.engine import Callback, StopTraining, train
+    from zoo.plugins import build_plugins
+    from zoo.spec import Resolved, RunSpec
+    from zoo.vocab import Status
+
+    root = make_images({"cat": 8, "dog": 8}, size=16)
+    images = load_images(root, image_sizes=[16])
+    pipe = make_pipeline(images, split_samples(images, (4, 1, 1), 42), image_size=16, batch_size=8, device="cpu")
+    plugins = build_plugins(autoload=False)
+    seen = []
+
+    class Prune(Callback):
+        def on_epoch_end(self, run, epoch, logs):
+            seen.append((run.config.lr, sorted(k for k in logs if not k.startswith("_"))))
+            raise StopTraining("pruned")
+
+    class After(Callback):  # called after the one that stopped: it still sees the epoch
+        def on_epoch_end(self, run, epoch, logs):
+            seen.append(epoch)
+
+    result = train(plugins.models().get("tinycnn"), pipe, images.classes, RunSpec("tinycnn", "x", epochs=5, lr=0.01),
+                   Resolved("cpu", "fp32", 16), [Prune(), After()], tmp_path / "best.pt", plugins=plugins)
+    assert result.status == Status.COMPLETED and result.stop_reason == "pruned" and result.epochs_run == 1
+    assert "test_accuracy" in result.metrics and result.checkpoint == str(tmp_path / "best.pt")
+    assert seen[0][0] == 0.01 and {"train_loss", "val_loss", "val_accuracy", "lr", "images_per_sec"} <= set(seen[0][1])
+    assert seen[1] == 1 and not (tmp_path / "last.pt").exists()

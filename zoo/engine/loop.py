@@ -248,8 +248,9 @@ def builtin_callbacks(info: "ModelInfo", classes: list[str], config: TrainConfig
 
 def run_epochs(run: Run, parts: Parts, callbacks: CallbackList, first: int) -> tuple[Optional[StopTraining], str]:
     """Epochs ``first``.. until a callback stops training or the last epoch ends: (the stop, if any, the reason)."""
-    for epoch in range(first, run.config.epochs + 1):
-        try:
+    try:
+        callbacks.call("on_train_start", run)
+        for epoch in range(first, run.config.epochs + 1):
             callbacks.call("on_epoch_start", run, epoch)
             logs = train_one_epoch(run, parts, epoch, callbacks)
             callbacks.call("on_train_epoch_end", run, epoch, logs)
@@ -260,8 +261,8 @@ def run_epochs(run: Run, parts: Parts, callbacks: CallbackList, first: int) -> t
             run.history.append(EpochStats.from_logs(logs))
             run.epoch = epoch
             callbacks.call("on_epoch_end", run, epoch, logs)
-        except StopTraining as stop:
-            return stop, stop.reason
+    except StopTraining as stop:
+        return stop, stop.reason
     return None, StopReason.MAX_EPOCHS.value
 
 
@@ -293,7 +294,6 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Uni
     first = restore_run(run, resume) if resume is not None else 1
     if resume is not None:
         parts.lr = run.optimizer.param_groups[0]["lr"]
-    run.callbacks.call("on_train_start", run)
     stop, reason = run_epochs(run, parts, run.callbacks, first)
     status = stop.status if stop is not None else Status.COMPLETED
     result = TrainResult(status, reason, len(run.history), best.best_epoch, best.checkpoint,
