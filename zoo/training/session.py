@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from zoo.distributed import World, current
 from zoo.engine import Callback, Callbacks, Progress, TrainResult
-from zoo.errors import ZooError
+from zoo.errors import LoaderStopped, ZooError
 from zoo.training.plan import Plan, PlannedRun
 from zoo.vocab import FROM_TAG, GROUP_TAG, Status, StopReason
 
@@ -401,13 +401,18 @@ def check_stop() -> None:
 
 def stopped_by_signal(exc: BaseException) -> Optional[KeyboardInterrupt]:
     """The interruption behind an error, when SIGTERM or Ctrl-C (sent to the whole process group, as timeout,
-    Slurm and Kubernetes do) killed a DataLoader worker before the main process raised its own: a Terminated or
-    KeyboardInterrupt to raise instead of recording the run 'failed'; None for a real failure."""
-    text = str(exc)
-    if _Stop.seen == signal.SIGTERM or "killed by signal: Terminated" in text:
+    Slurm and Kubernetes do) stopped a DataLoader worker before the main process raised its own: a Terminated or
+    KeyboardInterrupt to raise instead of recording the run 'failed'; None for a real failure. Decided by types
+    alone: the signal this process saw (``_Stop.seen``), or a ``LoaderStopped`` (a worker's exit code) in the
+    exception's chain."""
+    if _Stop.seen == signal.SIGTERM:
         return Terminated()
-    if "killed by signal: Interrupt" in text:
-        return KeyboardInterrupt()
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, LoaderStopped):
+            return Terminated() if exc.signum == signal.SIGTERM else KeyboardInterrupt()
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
     return None
 
 
