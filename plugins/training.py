@@ -6,7 +6,6 @@ when called: zoo loads every plugin for every command, also those that never tra
 """
 
 import zoo
-from zoo.engine.optim import factor_schedule
 
 
 # ------------------------------------------------------------------------------------------------ optimizers
@@ -41,6 +40,13 @@ def register_optimizers(register):
 
 
 # ------------------------------------------------------------------------------------------------- schedules
+
+
+def factor_schedule(optimizer, config, steps_per_epoch):
+    """A linear warm-up over --warmup-epochs, then the shape config.schedule names (zoo.engine.optim.lr_factor)."""
+    from zoo.engine.optim import factor_schedule as build  # the engine is imported when a run trains, not before
+
+    return build(optimizer, config, steps_per_epoch)
 
 
 @zoo.hookimpl
