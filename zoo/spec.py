@@ -90,14 +90,14 @@ class RunSpec:
     # the rows of runs that do not use them stay as they were.
     loss: Optional[str] = None  # --loss NAME; None: cross-entropy with the recipe's label smoothing
     callbacks: tuple[str, ...] = ()  # --callback NAME, repeatable
-    options: tuple[tuple[str, Any], ...] = ()  # --opt KEY=VALUE: (key, value) pairs, sorted by key
+    opts: tuple[tuple[str, Any], ...] = ()  # --opt KEY=VALUE: (key, value) pairs, sorted by key
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name in OPTIONS:
                 check_value(f.name, getattr(self, f.name))
-        if isinstance(self.options, Mapping):  # a dict is accepted and stored as sorted pairs (hashable)
-            object.__setattr__(self, "options", tuple(sorted(self.options.items())))
+        if isinstance(self.opts, Mapping):  # a dict is accepted and stored as sorted pairs (hashable)
+            object.__setattr__(self, "opts", tuple(sorted(self.opts.items())))
         object.__setattr__(self, "callbacks", tuple(self.callbacks))
 
     # ------------------------------------------------------------------------------------ params rows
@@ -118,7 +118,7 @@ class RunSpec:
             params[LOSS_PARAM] = self.loss
         if self.callbacks:
             params[CALLBACKS_PARAM] = ",".join(self.callbacks)
-        params.update({OPT_PREFIX + key: value for key, value in self.options})
+        params.update({OPT_PREFIX + key: value for key, value in self.opts})
         return params
 
     @classmethod
@@ -137,7 +137,7 @@ class RunSpec:
         """Runs with the same key decode their images once, together (the split is cheap and made per run)."""
         return (self.data, self.strict)
 
-    def option_values(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:
         """Every option's value (the params rows' keys), plus what plugins add (loss, callbacks, opt.KEY)."""
         return {**{name: getattr(self, name) for name in OPTIONS}, **self.plugin_params()}
 
@@ -274,7 +274,7 @@ def replay_values(params: Mapping[str, Any], *, same_model: bool) -> dict[str, A
 
 
 def plugin_values(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``loss``, ``callbacks`` and ``options`` of RunSpec from params rows (or a grid's keys: opt.KEY)."""
+    """``loss``, ``callbacks`` and ``opts`` of RunSpec from params rows (or a grid's keys: opt.KEY)."""
     values: dict[str, Any] = {}
     if params.get(LOSS_PARAM):
         values["loss"] = str(params[LOSS_PARAM])
@@ -283,7 +283,7 @@ def plugin_values(params: Mapping[str, Any]) -> dict[str, Any]:
         values["callbacks"] = tuple(raw.split(",") if isinstance(raw, str) else raw)
     options = {k[len(OPT_PREFIX):]: v for k, v in params.items() if k.startswith(OPT_PREFIX)}
     if options:
-        values["options"] = tuple(sorted(options.items()))
+        values["opts"] = tuple(sorted(options.items()))
     return values
 
 
@@ -464,7 +464,7 @@ def varied(specs: list[RunSpec]) -> list[str]:
     """The fields whose values differ between specs (model first), in field order: the columns of a plan."""
     if len(specs) < 2:
         return []
-    names = ["model"] + [n for n in OPTIONS] + ["loss", "callbacks", "options"]
+    names = ["model"] + [n for n in OPTIONS] + ["loss", "callbacks", "opts"]
     return [n for n in names if len({repr(getattr(s, n)) for s in specs}) > 1]
 
 
@@ -499,8 +499,8 @@ def build_specs(*, models: list[str], axes: Mapping[str, list[Any]], rows: Optio
             run_name = values.pop("name", None) or name
             plugin = plugin_values({k: values.pop(k) for k in list(values)
                                     if k.startswith(OPT_PREFIX) or k == CALLBACKS_PARAM})
-            if "options" in plugin:  # --opt on top of an earlier run's (--from) or the grid file's
-                plugin["options"] = tuple(sorted({**dict(values.get("options", ())), **dict(plugin["options"])}.items()))
+            if "opts" in plugin:  # --opt on top of an earlier run's (--from) or the grid file's
+                plugin["opts"] = tuple(sorted({**dict(values.get("opts", ())), **dict(plugin["opts"])}.items()))
             values.update(plugin)
             specs.append(RunSpec(**values, name=run_name, tags=tags, parent=parent))
     return specs

@@ -52,7 +52,7 @@ class TrainConfig:
         """The spec with its recipe applied, on this machine. ``defaults``: option defaults the chosen optimizer,
         schedule, loss and callbacks declare (``--opt`` values given win)."""
         full = spec.with_recipe()
-        options = {**dict(defaults), **dict(spec.options)}
+        options = {**dict(defaults), **dict(spec.opts)}
         return cls(
             model=full.model, epochs=int(full.epochs), batch_size=full.batch_size, lr=float(full.lr),
             momentum=float(full.momentum), weight_decay=float(full.weight_decay), patience=int(full.patience),

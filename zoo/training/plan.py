@@ -109,7 +109,7 @@ def check_parts(spec: RunSpec) -> None:
              plugins.components("schedule").check(str(spec.schedule)),
              plugins.components("loss").check(spec.loss or "cross_entropy")]
     parts += [plugins.components("callback").check(name) for name in spec.callbacks]
-    check_options(dict(spec.options), parts)
+    check_options(dict(spec.opts), parts)
 
 
 def make_plan(specs: list[RunSpec], registry: Any, *, group: Optional[str] = None) -> Plan:

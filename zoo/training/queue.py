@@ -56,7 +56,7 @@ def enqueue(specs: list[RunSpec], registry: Any, *, group: Optional[str] = None)
 
 def queued_params(spec: RunSpec) -> dict[str, Any]:
     """The params row of a queued run: the options as given, nothing resolved yet."""
-    return {**spec.option_values(), **{key: None for key in RESOLVED_KEYS}}
+    return {**spec.options(), **{key: None for key in RESOLVED_KEYS}}
 
 
 def spec_of(claimed: Any, *, device: Optional[str] = None) -> RunSpec:
