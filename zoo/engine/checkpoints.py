@@ -30,14 +30,33 @@ class BestCheckpoint(Callback):
             return
         self.best_epoch = epoch
         self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
-        if self.path is not None:
-            from zoo.checkpoint import save_checkpoint
-            from zoo.data import IMAGENET_MEAN, IMAGENET_STD
-
-            save_checkpoint(self.path, model=self.info.name, plugin=self.info.plugin, classes=self.classes,
-                            image_size=self.image_size, state_dict=self.best_state, epoch=epoch,
-                            mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        if self.save():
             logs["checkpoint"] = str(self.path)
+
+    def save(self) -> bool:
+        """Write the best weights as a zoo checkpoint (when there is a path and weights to write)."""
+        if self.path is None or self.best_state is None:
+            return False
+        from zoo.checkpoint import save_checkpoint
+        from zoo.data import IMAGENET_MEAN, IMAGENET_STD
+
+        save_checkpoint(self.path, model=self.info.name, plugin=self.info.plugin, classes=self.classes,
+                        image_size=self.image_size, state_dict=self.best_state, epoch=self.best_epoch,
+                        mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return True
+
+    def resume(self, state: dict) -> None:
+        """The best weights from a last.pt (they ride in it; an older one without them: best.pt), then best.pt
+        written again from them: it may be damaged, or hold an epoch whose history was never recorded."""
+        best = state.get("best_model")
+        if best is None and self.best_epoch is not None and self.best_epoch == int(state["epoch"]):
+            best = state["model"]
+        elif best is None and self.best_epoch is not None and self.path is not None:  # an older last.pt
+            from zoo.checkpoint import load_checkpoint
+
+            best = load_checkpoint(self.path)["state_dict"]
+        self.best_state = best
+        self.save()
 
     @property
     def checkpoint(self) -> Optional[str]:
@@ -50,19 +69,15 @@ class BestCheckpoint(Callback):
         return {"best_epoch": self.best_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from zoo.checkpoint import load_checkpoint
-
-        self.best_epoch = state.get("best_epoch")
-        if self.best_epoch is not None and self.path is not None and self.path.is_file():
-            self.best_state = load_checkpoint(self.path)["state_dict"]
+        self.best_epoch = state.get("best_epoch")  # the weights: ``resume``, from last.pt itself
 
 
 class LastCheckpoint(Callback):
     """Writes ``last.pt`` after every epoch (atomically): weights, optimizer, schedule, scaler, RNG, history and
     every callback's state; removed once the run has ended (nothing to resume)."""
 
-    def __init__(self, path: Optional[Path]) -> None:
-        self.path = path
+    def __init__(self, path: Optional[Path], best: BestCheckpoint) -> None:
+        self.path, self.best = path, best
 
     def on_epoch_end(self, run: Run, epoch: int, logs: dict[str, Any]) -> None:
         if self.path is None:
@@ -82,6 +97,8 @@ class LastCheckpoint(Callback):
                      # read by the session and by zoo versions before callbacks had state
                      "best_loss": stopping.get("best_loss"), "best_epoch": stopping.get("best_epoch"),
                      "waited": stopping.get("waited"),
+                     # the best weights, unless they are this epoch's (above): resuming needs last.pt alone
+                     "best_model": self.best.best_state if self.best.best_epoch != epoch else None,
                      "history": [h.as_row() for h in run.history], "callbacks": states}, self.path)
 
     def on_train_end(self, run: Run, result: Any) -> None:
@@ -110,6 +127,9 @@ def restore_run(run: Run, state: dict) -> int:
     legacy = {"best_loss": state["best_loss"], "best_epoch": state["best_epoch"], "waited": state["waited"]}
     states = state.get("callbacks") or {"EarlyStopping": legacy, "BestCheckpoint": {"best_epoch": state["best_epoch"]}}
     run.callbacks.load_state_dict(states)
+    for callback in run.callbacks.callbacks:
+        if isinstance(callback, BestCheckpoint):
+            callback.resume(state)
     run.epoch = int(state["epoch"])
     return run.epoch + 1
 

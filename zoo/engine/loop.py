@@ -240,7 +240,7 @@ def builtin_callbacks(info: "ModelInfo", classes: list[str], config: TrainConfig
     best = BestCheckpoint(checkpoint_path, info, classes, config.image_size)
     table = plugins.components("callback")
     chosen = [table.check(name).builder(config) for name in config.callbacks]
-    last = LastCheckpoint(checkpoint_path.with_name("last.pt") if checkpoint_path is not None else None)
+    last = LastCheckpoint(checkpoint_path.with_name("last.pt") if checkpoint_path is not None else None, best)
     callbacks = [EarlyStopping(config.patience, config.min_delta), NanGuard(config.precision, not world.launched),
                  best, *chosen, last, *listeners]
     return CallbackList(callbacks), best, last

@@ -116,6 +116,7 @@ class ResumePoint:
     run_id: int
     state: dict
     fingerprint: Optional[str]
+    seen: Any = None  # the row as read before (RunView): claimed only if nobody else changed it meanwhile
 
 
 def train_run(ctx: RunContext) -> TrainResult:
@@ -156,18 +157,27 @@ class Recorder(Callback):
         self.warned_locked = False  # the "registry is locked" warning is given once per run
 
     def on_epoch_end(self, run, epoch: int, logs: dict[str, Any]) -> None:
+        """The epoch's history, and the best checkpoint when this epoch wrote it, in one transaction: a stop
+        before (a signal, a full disk writing last.pt) leaves the run at the previous best, with history for every
+        epoch up to it."""
         from zoo.engine import EpochStats
 
-        if logs.get("checkpoint"):
-            self.checkpoint, self.best_epoch = logs["checkpoint"], epoch
-            self.registry.update_run(self.run_id, checkpoint=logs["checkpoint"], best_epoch=epoch)
-        self.registry.log_epoch(self.run_id, epoch, EpochStats.from_logs(logs).as_row())
+        best = (logs["checkpoint"], epoch) if logs.get("checkpoint") else None
+        self.registry.log_epoch(self.run_id, epoch, EpochStats.from_logs(logs).as_row(),
+                                **({"checkpoint": best[0], "best_epoch": best[1]} if best else {}))
         self.epochs_run = epoch
+        if best is not None:
+            self.checkpoint, self.best_epoch = best
         if getattr(self.registry, "pending_writes", 0) and not self.warned_locked:
             self.warned_locked = True
-            self.reporter.on_warning(f"Registry {getattr(self.registry, 'location', '')} is locked by another process: "
-                                     f"training goes on, its epochs are recorded when it is free (zoo gives up "
-                                     f"after 10 min).")
+            where = getattr(self.registry, "location", "")
+            if getattr(self.registry, "waiting_for", "lock") == "connection":
+                what = f"Lost the connection to registry {where}: training goes on, its epochs are recorded when " \
+                       f"it is back (zoo gives up after 10 min)."
+            else:
+                what = f"Registry {where} is locked by another process: training goes on, its epochs are " \
+                       f"recorded when it is free (zoo gives up after 10 min)."
+            self.reporter.on_warning(what)
 
     def on_train_end(self, run, result: TrainResult) -> None:
         if result.confusion is not None:
@@ -285,7 +295,7 @@ class Session:
                 raise ZooError(f"Run {self.resume.run_id} trained on other files than {record.path} holds now "
                                f"(fingerprint {self.resume.fingerprint[:12]}, now {record.fingerprint[:12]}); it "
                                f"cannot be resumed. Start a new run with zoo train --from {self.resume.run_id}.")
-            start = partial(_reopen, self.registry, self.resume.run_id)
+            start = partial(_reopen, self.registry, self.resume)
         run_id = start(
             model=spec.model, plugin=planned.info.plugin, params=self._params(planned), name=spec.name,
             device=planned.resolved.device, dataset=record.as_row(), tags=tags)
@@ -352,15 +362,19 @@ class Session:
         self.reporter.on_run_end(outcome)
 
 
-def _reopen(registry: Any, run_id: int, **_row: Any) -> int:
-    """A resumed run goes back to 'running' in its own row (params, dataset, tags and history stay)."""
+def _reopen(registry: Any, point: ResumePoint, **_row: Any) -> int:
+    """A resumed run goes back to 'running' in its own row (params, dataset, tags and history stay), claimed
+    atomically: a second ``--resume`` of the same run started meanwhile is refused (ZooError)."""
+    if point.seen is not None:
+        registry.reopen_run(point.run_id, point.seen)
+        return point.run_id
     import os
 
     from zoo.store.views import utcnow
 
-    registry.update_run(run_id, status=Status.RUNNING.value, finished=None, stop_reason=None, error=None,
+    registry.update_run(point.run_id, status=Status.RUNNING.value, finished=None, stop_reason=None, error=None,
                         heartbeat=utcnow(), pid=os.getpid(), host=registry.host)
-    return run_id
+    return point.run_id
 
 
 class _Stop:
