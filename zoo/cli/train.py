@@ -81,8 +81,8 @@ def train(
     callback: List[str] = typer.Option([], "--callback", metavar="NAME",
                                        help="Turn on a callback a plugin registers (a logger...); repeatable."),
     opt: List[str] = typer.Option([], "--opt", metavar="KEY=VALUE[,VALUE...]",
-                                  help="An option of the chosen optimizer, schedule, loss or callbacks (`zoo plugins` "
-                                       "lists them); recorded as param opt.KEY. Repeatable; a comma list is a grid."),
+                                  help="An option the chosen optimizer, schedule, loss or callbacks declare (an unknown "
+                                       "KEY lists them); recorded as param opt.KEY. Repeatable; a comma list is a grid."),
     grid: Optional[Path] = typer.Option(None, "--grid", metavar="FILE.toml", show_default=False,
                                         help="Runs from a TOML file: \\[base] + \\[grid] lists (a product), or \\[\\[runs]]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the options and print the plan; train nothing."),
