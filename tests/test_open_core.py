@@ -202,3 +202,24 @@ def test_a_callback_stops_training_with_a_reason_of_its_own(make_images, tmp_pat
     assert "test_accuracy" in result.metrics and result.checkpoint == str(tmp_path / "best.pt")
     assert seen[0][0] == 0.01 and {"train_loss", "val_loss", "val_accuracy", "lr", "images_per_sec"} <= set(seen[0][1])
     assert seen[1] == 1 and not (tmp_path / "last.pt").exists()
+
+
+def test_the_builtin_metrics_on_hand_computed_cases():
+    import torch
+
+    from zoo.engine.metrics import test_metrics
+    from zoo.plugins import build_plugins
+
+    table = build_plugins(autoload=False).components("metric")
+    fns = {c.name: c.builder for c in table.values()}
+    y = torch.tensor([0, 0, 0, 1])
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.6, 0.4]])
+    pred = probs.argmax(1)  # 0, 0, 1, 0: class 0 recalled 2 of 3, class 1 0 of 1
+    assert fns["balanced_accuracy"](y, pred, probs) == pytest.approx((2 / 3 + 0) / 2)
+    # class 1's one positive (0.4) is above one negative (0.1), tied with one (0.4), below one (0.7): 1.5 / 3;
+    # class 0's the same pairs seen from the other side
+    assert fns["macro_auroc"](y, pred, probs) == pytest.approx(0.5)
+    six = torch.tensor([[6.0, 5, 4, 3, 2, 1], [6.0, 5, 4, 3, 2, 1]]).softmax(1)  # class 1 ranks 2nd, class 5 last
+    assert fns["top5_accuracy"](torch.tensor([1, 5]), six.argmax(1), six) == 0.5
+    two = test_metrics([[2, 1], [1, 0]], ["a", "b"], 0.5, y, probs, table)
+    assert "test_top5_accuracy" not in two and two["test_balanced_accuracy"] == pytest.approx(1 / 3)
