@@ -23,7 +23,7 @@ from zoo.vocab import METRIC_ORDER
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 STATUS_STYLES = {
     "completed": "green", "running": "cyan", "failed": "bold red", "interrupted": "yellow", "stale": "magenta",
-    "queued": "blue",
+    "queued": "blue", "pruned": "dim",
 }
 HISTORY_ORDER = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec")
 MACRO_ORDER = METRIC_ORDER  # zoo.vocab's, the one owner
