@@ -7,7 +7,8 @@ library only, so the read commands import it for free.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Optional
+from types import MappingProxyType
+from typing import Iterable, Mapping, Optional, Sequence
 
 
 class Status(str, Enum):
@@ -18,15 +19,16 @@ class Status(str, Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    PRUNED = "pruned"  # stopped early by `zoo tune`'s pruner: a hopeless trial; its history stays
 
     def __str__(self) -> str:
         return self.value
 
 
-FINAL_STATUSES = (Status.COMPLETED, Status.FAILED, Status.INTERRUPTED)
+FINAL_STATUSES = (Status.COMPLETED, Status.FAILED, Status.INTERRUPTED, Status.PRUNED)
 STALE = "stale"  # shown for a running run that is really gone (computed when read, never written)
 DISPLAY_STATUSES = (Status.QUEUED.value, Status.RUNNING.value, STALE, Status.COMPLETED.value, Status.FAILED.value,
-                    Status.INTERRUPTED.value)
+                    Status.INTERRUPTED.value, Status.PRUNED.value)
 
 
 class StopReason(str, Enum):
@@ -37,6 +39,7 @@ class StopReason(str, Enum):
     NAN_LOSS = "nan_loss"
     INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM, closed output
     ERROR = "error"  # an exception: the run's error says which
+    PRUNED = "pruned"  # `zoo tune`'s pruner stopped a trial whose validation metric lagged the others
 
     def __str__(self) -> str:
         return self.value
@@ -73,9 +76,27 @@ def is_per_class(key: str) -> bool:
     return CLASS_SEPARATOR in key
 
 
-def lower_is_better(key: str) -> bool:
-    name = split_metric_key(key)[0].lower()
+METRIC_ORDER = tuple(metric_key(m) for m in OVERALL)  # test_accuracy, test_f1, ...: the order tables show them in
+
+NO_DIRECTIONS: Mapping[str, bool] = MappingProxyType({})
+
+
+def lower_is_better(key: str, directions: Mapping[str, bool] = NO_DIRECTIONS) -> bool:
+    """Whether a smaller value of metric ``key`` ranks first. ``directions``: recorded keys of registered metrics
+    -> their ``higher_is_better`` (``zoo.components.metric_directions``); other keys go by their name."""
+    base = split_metric_key(key)[0]
+    if base in directions:
+        return not directions[base]
+    name = base.lower()
     return LOSS in name or "error" in name or name.endswith("_err")
+
+
+def metric_order(keys: Iterable[str], registered: Sequence[str] = ()) -> list[str]:
+    """Metric keys in display order: zoo's own (METRIC_ORDER), then registered metrics' in registration order,
+    then the rest by name."""
+    keys = set(keys)
+    preferred = list(dict.fromkeys((*METRIC_ORDER, *registered)))
+    return [k for k in preferred if k in keys] + sorted(keys - set(preferred))
 
 
 # ------------------------------------------------------------------------------------------ system tags
@@ -83,3 +104,5 @@ def lower_is_better(key: str) -> bool:
 SYSTEM_TAG_PREFIX = "zoo."  # tags zoo itself writes; --tag refuses them
 GROUP_TAG = "zoo.group"  # every run of one `zoo train` command (or grid) shares it
 FROM_TAG = "zoo.from"  # the run `--from RUN` replayed: lineage
+STUDY_TAG = "zoo.study"  # the `zoo tune` study a run is a trial of
+TRIAL_TAG = "zoo.trial"  # its trial number in that study (Optuna's, from 0)
