@@ -1,10 +1,12 @@
 """Training callbacks that mirror every zoo run to another tracker as it trains: MLflow and TensorBoard.
 
-Each is a plain class with the three callback methods of zoo's engine (``on_train_start(run)``,
-``on_epoch_end(run, epoch, logs)``, ``on_train_end(run, result)``), to be registered through the engine's
-callback hook once it exists (not yet registered: nothing calls them today; tests call them directly).
-What they read: ``run.id``, ``run.model``, ``run.params`` (a dict); ``logs`` a dict of per-epoch floats
-(train_loss, val_loss, ...); ``result.status`` and ``result.metrics`` (the test metrics) when present.
+    zoo train tinycnn --data demo --callback mlflow --opt mlflow_uri=sqlite:///mlflow.db
+    zoo train tinycnn --data demo --callback tensorboard --opt tensorboard_dir=tb
+
+Each is a plain class with three of the engine's callback methods (``on_train_start(run)``,
+``on_epoch_end(run, epoch, logs)``, ``on_train_end(run, result)``), registered below through
+``register_callbacks``. What they read: ``run.id``, ``run.config`` (``config.model``: the architecture) (its fields are the params);
+``logs`` a dict of per-epoch floats (train_loss, val_loss, ...); ``result.status`` and ``result.metrics``.
 
 Rule of zoo plugins: no heavy import at the top; MLflow and TensorBoard are imported when a run starts.
 """
@@ -16,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+import zoo
+
 STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
 
@@ -25,6 +29,22 @@ def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             out[str(key)] = float(value)
     return out
+
+
+def _params(run: Any) -> dict[str, Any]:
+    """The run's settings: ``run.params`` where given, else the fields of its ``TrainConfig``."""
+    import dataclasses
+
+    params = getattr(run, "params", None)
+    if params is None and dataclasses.is_dataclass(getattr(run, "config", None)):
+        params = {f.name: getattr(run.config, f.name) for f in dataclasses.fields(run.config)}
+    return dict(params or {})
+
+
+def _model(run: Any) -> str:
+    """The architecture's name: ``run.config.model`` in the engine (``run.model`` is the nn.Module there)."""
+    name = getattr(getattr(run, "config", None), "model", None)
+    return str(name if isinstance(name, str) else run.model)
 
 
 def _result_parts(result: Any) -> tuple[str, dict[str, float]]:
@@ -51,10 +71,10 @@ class MLflowLogger:
         found = self.client.get_experiment_by_name(self.experiment)
         experiment_id = found.experiment_id if found else self.client.create_experiment(self.experiment)
         created = self.client.create_run(experiment_id, run_name=f"zoo-{run.id}",
-                                         tags={"zoo.run_id": str(run.id), "model": str(run.model)})
+                                         tags={"zoo.run_id": str(run.id), "model": _model(run)})
         self.run_ids[run.id] = created.info.run_id
-        params = [Param(str(k), str(v)[:6000]) for k, v in dict(getattr(run, "params", {}) or {}).items()]
-        params.append(Param("model", str(run.model)))
+        params = [Param(str(k), str(v)[:6000]) for k, v in _params(run).items() if k != "model"]
+        params.append(Param("model", _model(run)))
         self.client.log_batch(created.info.run_id, params=params)
 
     def on_epoch_end(self, run: Any, epoch: int, logs: Mapping[str, Any]) -> None:
@@ -89,13 +109,13 @@ class TensorBoardLogger:
         self.writers: dict[int, Any] = {}
 
     def folder(self, run: Any) -> Path:
-        return self.log_dir / f"run-{run.id}-{run.model}"
+        return self.log_dir / f"run-{run.id}-{_model(run)}"
 
     def on_train_start(self, run: Any) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(self.folder(run)))
-        params = dict(getattr(run, "params", {}) or {})
+        params = _params(run)
         if params:
             writer.add_text("params", "\n".join(f"{k} = {v}" for k, v in sorted(params.items())))
         self.writers[run.id] = writer
@@ -112,3 +132,14 @@ class TensorBoardLogger:
             writer.add_scalar(key, value, 0)
         writer.add_text("status", status)
         writer.close()
+
+
+@zoo.hookimpl
+def register_callbacks(register):
+    register("mlflow", lambda config: MLflowLogger(config.option("mlflow_uri") or None,
+                                                   config.option("mlflow_experiment") or "zoo"),
+             description="Log each run to MLflow as it trains (pip install 'zoo-vision[mlflow]').",
+             options={"mlflow_uri": "", "mlflow_experiment": "zoo"})
+    register("tensorboard", lambda config: TensorBoardLogger(config.option("tensorboard_dir") or "tensorboard"),
+             description="Write TensorBoard event files per run (pip install 'zoo-vision[tensorboard]').",
+             options={"tensorboard_dir": "tensorboard"})

@@ -92,4 +92,4 @@ def test_the_runs_page_where_box(api):
     assert page.status_code == 200 and 'name="where" value="model = alexnet"' in page.text
     assert f'href="/runs/{ids["b"]}"' in page.text and f'href="/runs/{ids["a"]}"' not in page.text
     bad = client.get("/", params={"where": "model = "})
-    assert bad.status_code == 400 and "Bad --where at column 9" in bad.text
+    assert bad.status_code == 400 and "Bad --where at column 8" in bad.text

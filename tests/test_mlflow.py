@@ -103,3 +103,21 @@ def test_the_mlflow_and_tensorboard_callbacks_log_a_run(tmp_path):
         acc = EventAccumulator(str(events[0].parent))
         acc.Reload()
         assert [(e.step, round(e.value, 6)) for e in acc.Scalars("val_loss")] == [(1, 1.2), (2, 0.6)]
+
+
+def test_zoo_train_with_the_mlflow_and_tensorboard_callbacks(cli, make_images, tmp_path):
+    pytest.importorskip("tensorboard")
+    from mlflow.tracking import MlflowClient
+
+    data = make_images({"cat": 6, "dog": 6}, size=16)
+    uri = f"sqlite:///{tmp_path / 'trained.db'}"
+    result = cli("train", "tinycnn", "--data", data, "--epochs", "2", "--image-size", "16", "--batch-size", "8",
+                 "--callback", "mlflow", "--callback", "tensorboard", "--opt", f"mlflow_uri={uri}",
+                 "--opt", f"tensorboard_dir={tmp_path / 'tb'}")
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=uri)
+    (logged,) = client.search_runs([client.get_experiment_by_name("zoo").experiment_id])
+    assert logged.info.status == "FINISHED" and logged.data.tags["model"] == "tinycnn"
+    assert [m.step for m in client.get_metric_history(logged.info.run_id, "val_loss")] == [1, 2]
+    assert "test_accuracy" in logged.data.metrics
+    assert list((tmp_path / "tb").glob("run-*-tinycnn/events.out.tfevents.*"))
