@@ -116,6 +116,8 @@ class TrainResult:
     confusion: Optional[list[list[int]]] = None
     error: Optional[str] = None
     history: list[EpochStats] = field(default_factory=list)
+    # Each test image's (predicted class, top probability), in the test split's order; None under torchrun.
+    predictions: Optional[list[tuple[int, float]]] = None
 
 
 class Callbacks:
@@ -154,9 +156,11 @@ def metrics_from_confusion(confusion: list[list[int]], classes: list[str], loss:
 
 
 def evaluate(model: "torch.nn.Module", batches, num_classes: int, device: "torch.device",
-             precision: str = "fp32", world: Optional["World"] = None) -> tuple[float, float, list[list[int]]]:
+             precision: str = "fp32", world: Optional["World"] = None,
+             predictions: Optional[list] = None) -> tuple[float, float, list[list[int]]]:
     """(mean loss, accuracy, confusion[true][pred]) of ``model`` over (x, y) batches, without gradients. Under
-    torchrun (``world``) each rank evaluates its share of the batches and the sums cover the whole split."""
+    torchrun (``world``) each rank evaluates its share of the batches and the sums cover the whole split.
+    ``predictions``: a list that gets each image's (predicted class, top probability), in the batches' order."""
     import torch
     import torch.nn.functional as F
 
@@ -171,6 +175,9 @@ def evaluate(model: "torch.nn.Module", batches, num_classes: int, device: "torch
             loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
             confusion += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes * num_classes)
             seen += len(y)
+            if predictions is not None:
+                top, label = out.float().softmax(1).max(1)
+                predictions.extend(zip(label.tolist(), top.tolist()))
     if world is not None and world.launched:  # one collective: the loss sum rides with the counts
         total = world.sum(torch.cat([loss_sum.view(1), confusion.double()]))
         loss_sum, confusion = total[0], total[1:].round().long()
@@ -435,10 +442,12 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
         _remove(last_path)
         return result
     model.load_state_dict(best_state)  # early stopping restores the best weights, also at max_epochs
+    predictions: Optional[list] = None if world.launched else []  # each rank sees only its share
     test_loss, _, confusion = evaluate(eval_model, pipeline.eval_batches("test"), num_classes, device,
-                                       precision, world)
+                                       precision, world, predictions)
     result.metrics = metrics_from_confusion(confusion, classes, test_loss)
     result.confusion = confusion
+    result.predictions = predictions
     callbacks.on_test(result.metrics, confusion)
     _remove(last_path)  # the run has ended: nothing to resume
     return result

@@ -257,7 +257,7 @@ class Session:
             thin = split_warning(images.counts(), planned.ratios)  # once per data source, as it is decoded
             if thin:
                 self.reporter.on_warning(thin)
-        split = split_samples(images, planned.ratios, planned.spec.seed)
+        split = split_samples(images, planned.ratios, planned.spec.split_seed)
         self.reporter.on_data(images, split, planned)
         return images, split
 
@@ -346,8 +346,24 @@ class Session:
             self.reporter.on_run_end(outcome)
             raise
         outcome.seconds = time.perf_counter() - started
+        self._record_predictions(run_id, images, split, result)
         recorder.finish(outcome, Status(result.status), StopReason(result.stop_reason), result.error, result)
         self.reporter.on_run_end(outcome)
+
+
+    def _record_predictions(self, run_id: int, images: "ImageSet", split: "Split", result: TrainResult) -> None:
+        """The test predictions beside the metrics (``zoo compare A B`` pairs runs on them); a run without them
+        (under torchrun, or a train function of a test) is recorded all the same."""
+        from zoo.predictions import Predictions
+
+        made = getattr(result, "predictions", None)
+        if made is None or not self.world.is_main or len(made) != len(split.test):
+            return
+        truth = [images.samples[i].label for i in split.test]
+        try:
+            self.registry.log_predictions(run_id, Predictions.of(split.test, truth, made))
+        except ZooError as exc:
+            self.reporter.on_warning(f"Run {run_id}'s test predictions could not be recorded: {error_text(exc)}")
 
 
 def _reopen(registry: Any, run_id: int, **_row: Any) -> int:
