@@ -144,7 +144,7 @@ class PairedGap:
 
 def paired_gap(first: Sequence[bool], second: Sequence[bool], level: float = LEVEL) -> PairedGap:
     """The paired comparison of two lists of right/wrong on the same images (in the same order): gap with a
-    t interval of the per-image differences (-1, 0, +1), and McNemar's exact test."""
+    t interval of the per-image differences (-1, 0, +1; kept within -1..1), and McNemar's exact test."""
     if len(first) != len(second) or not first:
         raise ValueError("paired_gap needs two equally long, non-empty lists")
     n = len(first)
@@ -156,7 +156,7 @@ def paired_gap(first: Sequence[bool], second: Sequence[bool], level: float = LEV
         half = t_quantile(0.5 + level / 2.0, n - 1) * math.sqrt(var / n)
     else:
         half = float("inf")
-    return PairedGap(n, b, c, gap, gap - half, gap + half, mcnemar_exact(b, c))
+    return PairedGap(n, b, c, gap, max(-1.0, gap - half), min(1.0, gap + half), mcnemar_exact(b, c))
 
 
 def overlaps(a: Optional[tuple[float, float]], b: Optional[tuple[float, float]]) -> Optional[bool]:

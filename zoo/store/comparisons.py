@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence
 from sqlalchemy import Connection, inspect, select
 
 from zoo.comparing import GroupSummary, Member, rank_groups
+from zoo.errors import UnknownName
 from zoo.predictions import FORMAT, Predictions
 from zoo.spec import default
 from zoo.store import queries, tables
@@ -104,7 +105,11 @@ def side(conn: Connection, ref: Any, metric: str, flt: queries.RunFilter, *, hos
                if group_label(decode_param(value)) == wanted.strip()]
         label = f"{pkey}={wanted.strip()}"
     else:
-        ids = [resolve_run(text, conn)]
+        try:
+            ids = [resolve_run(text, conn)]
+        except UnknownName:
+            raise UnknownName(f"'{text}' is neither a recorded model ({', '.join(sorted(models.values())[:8])}), "
+                              f"PARAM=VALUE nor a run id.") from None
         label = f"run {ids[0]}"
     views = [v for v in queries.run_views(conn, ids, host=host) if v.metrics.get(key) is not None]
     found = members(conn, views, key)
