@@ -48,11 +48,15 @@ class GroupSummary:
         return [m.run_id for m in self.members]
 
 
-def summarize(label: str, members: Sequence[Member], *, accuracy: bool, seed: int = 0) -> GroupSummary:
-    """A group's figures. The interval: Student's t over its runs when n >= 2; for one run of an accuracy with
-    recorded predictions, a bootstrap over its test images (seeded: the same every time); otherwise none."""
+def summarize(label: str, members: Sequence[Member], *, accuracy: bool, seed: int = 0,
+              bounded: bool = False) -> GroupSummary:
+    """A group's figures. The interval: Student's t over its runs when n >= 2 (kept within 0..1 for a
+    ``bounded`` metric: accuracy, F1...); for one run of an accuracy with recorded predictions, a bootstrap over
+    its test images (seeded: the same every time); otherwise none."""
     values = [m.value for m in members]
     interval, kind = stats.mean_interval(values), "t"
+    if interval is not None and bounded:
+        interval = (max(0.0, interval[0]), min(1.0, interval[1]))
     if interval is None:
         kind = None
         preds = members[0].predictions if members else None
@@ -64,8 +68,10 @@ def summarize(label: str, members: Sequence[Member], *, accuracy: bool, seed: in
 
 def rank_groups(groups: dict[str, Sequence[Member]], *, lower_is_better: bool, accuracy: bool,
                 seed: int = 0) -> list[GroupSummary]:
-    """Every group summarised, best mean first; each marked tied when its interval overlaps the leader's."""
-    out = [summarize(label, members, accuracy=accuracy, seed=seed) for label, members in groups.items() if members]
+    """Every group summarised, best mean first; each marked tied when its interval overlaps the leader's. A metric
+    where higher is better (accuracy, F1, precision, recall) is taken to lie within 0..1."""
+    out = [summarize(label, members, accuracy=accuracy, seed=seed, bounded=not lower_is_better)
+           for label, members in groups.items() if members]
     out.sort(key=lambda g: (g.mean if lower_is_better else -g.mean, g.label))
     if out:
         leader = out[0]

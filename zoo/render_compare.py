@@ -64,20 +64,27 @@ def interval_text(g: Any) -> str:
                                                                        else "")
 
 
-def group_table(grouped: Any) -> Table:
-    """Groups ranked by mean: n, mean ± std, min, max, the 95% interval and whether it overlaps the leader's."""
+def group_table(grouped: Any, width: Optional[int] = None) -> Table:
+    """Groups ranked by mean: n, mean ± std, min, max, the 95% interval and whether it overlaps the leader's. A
+    terminal narrower than 110 columns loses the run ids, then min and max (json and csv keep them)."""
     cmp = grouped.comparison
     arrow = "lower is better" if cmp.lower_is_better else "higher is better"
     table = Table(title=f"{short_metric(cmp.metric)} by {grouped.by}, mean over runs ({arrow})",
                   caption="95% interval: Student's t over the runs; (boot): one run, bootstrap over its test images. "
                           "tied: the interval overlaps the leader's.")
-    for name, right in (("#", True), (grouped.by, False), ("n", True), ("mean ± std", True), ("min", True),
-                        ("max", True), ("95% interval", True), ("vs leader", False), ("runs", False)):
-        table.add_column(name, justify="right" if right else "left", no_wrap=name != "runs")
+    width = width or 200
+    columns = [("#", True), (grouped.by, False), ("n", True), ("mean ± std", True), ("min", True), ("max", True),
+               ("95% interval", True), ("vs leader", False), ("runs", False)]
+    hidden = set() if width >= 110 else {"runs"} if width >= 90 else {"runs", "min", "max"}
+    for name, right in columns:
+        if name not in hidden:
+            table.add_column(name, justify="right" if right else "left", no_wrap=name != "runs")
     for rank, g in enumerate(grouped.groups, 1):
         spread = f"{fmt_num(g.mean)} ± {fmt_num(g.std)}" if g.std is not None else fmt_num(g.mean)
-        table.add_row(str(rank), g.label, str(g.n), spread, fmt_num(g.minimum), fmt_num(g.maximum), interval_text(g),
-                      tie_mark(g, rank), " ".join(str(i) for i in g.run_ids))
+        cells = dict(zip([c for c, _ in columns], [str(rank), g.label, str(g.n), spread, fmt_num(g.minimum),
+                                                   fmt_num(g.maximum), interval_text(g), tie_mark(g, rank),
+                                                   " ".join(str(i) for i in g.run_ids)]))
+        table.add_row(*[cells[c] for c, _ in columns if c not in hidden])
     return table
 
 

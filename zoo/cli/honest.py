@@ -120,7 +120,7 @@ def print_grouped(sections: list[tuple[Any, Any]], fmt: str, echo, console_facto
             from rich.text import Text
 
             console.print(Text(("\n" if index else "") + title, style="bold"))
-        console.print(render_compare.group_table(grouped))
+        console.print(render_compare.group_table(grouped, width=console.width))
 
 
 def print_versus(grouped: Any, found: Any, fmt: str, echo, console_factory) -> None:
@@ -137,5 +137,5 @@ def print_versus(grouped: Any, found: Any, fmt: str, echo, console_factory) -> N
         echo(render_compare.group_markdown(grouped) + "\n\n" + found.sentence())
     else:
         console = console_factory()
-        console.print(render_compare.group_table(grouped))
+        console.print(render_compare.group_table(grouped, width=console.width))
         console.print(found.sentence())
