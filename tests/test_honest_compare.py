@@ -204,3 +204,23 @@ def test_seeds_share_the_split_and_record_predictions(cli, make_images):
     assert preds[1].index == preds[2].index  # the same test images, so the runs pair
     text = " ".join(cli("compare", "1", "2").stdout.split())
     assert f"McNemar's exact test on {runs[0].test_size} paired test predictions" in text
+
+
+def test_report_and_ui_show_the_means_ties_and_verdicts(cli, known, tmp_path):
+    ids = [str(i) for i in range(1, 7)]  # wide and narrow, 3 seeds each
+    out = tmp_path / "report.md"
+    assert cli("report", *ids, "-o", out).exit_code == 0
+    text = out.read_text()
+    assert "| wide | 3 | 0.9200 ± 0.0200 | 0.8703 – 0.9697 | leader |" in text
+    assert "| narrow | 3 | 0.8400 ± 0.0400 | 0.7406 – 0.9394 | tied |" in text
+    assert "- wide beats narrow on this data: +8.0 points" in text
+    pytest.importorskip("uvicorn")
+    from test_web import LiveServer
+
+    server = LiveServer(os.environ["ZOO_REGISTRY"])
+    try:
+        status, page, _ = server.get("/compare?run=" + "+".join(ids))
+    finally:
+        server.stop()
+    assert status == 200 and 'id="by-model"' in page and "0.9200 ± 0.0200" in page
+    assert "wide beats narrow on this data" in page

@@ -10,6 +10,9 @@ from rich.table import Table
 from zoo.render import fmt_num, short_metric, to_markdown
 
 TIE = "tied"  # the mark of a group whose interval overlaps the leader's
+BY_MODEL_NOTE = ("Mean ± standard deviation over each model's runs; 95% interval: Student's t over the runs "
+                 "(boot: one run, bootstrap over its test images); tied: the interval overlaps the leader's. "
+                 "Verdicts: the paired accuracy gap and McNemar's exact test on the same test images.")
 
 
 def tie_mark(group: Any, rank: int) -> str:
@@ -90,3 +93,12 @@ def group_table(grouped: Any, width: Optional[int] = None) -> Table:
 
 def verdict_records(verdicts: list[Any]) -> list[dict[str, Any]]:
     return [v.record() for v in verdicts]
+
+
+SUMMARY_HEAD = ["model", "n", "mean ± std", "95% interval", "vs leader"]
+
+
+def summary_rows(groups: list[Any]) -> list[list[str]]:
+    """Rows of a per-model summary (zoo report, the ui's compare page)."""
+    return [[g.label, str(g.n), f"{fmt_num(g.mean)} ± {fmt_num(g.std)}" if g.std is not None else fmt_num(g.mean),
+             interval_text(g), tie_mark(g, rank)] for rank, g in enumerate(groups, 1)]

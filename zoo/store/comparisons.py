@@ -114,3 +114,31 @@ def side(conn: Connection, ref: Any, metric: str, flt: queries.RunFilter, *, hos
     views = [v for v in queries.run_views(conn, ids, host=host) if v.metrics.get(key) is not None]
     found = members(conn, views, key)
     return label, [found[v.id] for v in views]
+
+
+@dataclass
+class ModelSummary:
+    """The runs of a report or a ui page, per model: the groups ranked by mean and the leader's paired verdict
+    against each other model."""
+
+    metric: str
+    groups: list[GroupSummary]
+    verdicts: list[Any]  # zoo.comparing.Verdict, leader first
+
+
+def by_model(conn: Connection, views: Sequence[RunView], metric: str = ACCURACY_KEY) -> Optional[ModelSummary]:
+    """Per-model summary of ``views`` (None when fewer than two models have ``metric``)."""
+    from zoo.comparing import verdict
+    from zoo.vocab import lower_is_better
+
+    views = [v for v in views if v.metrics.get(metric) is not None]
+    if len({v.model for v in views}) < 2:
+        return None
+    found = members(conn, views, metric)
+    groups: dict[str, list[Member]] = {}
+    for v in views:
+        groups.setdefault(v.model, []).append(found[v.id])
+    ranked = rank_groups(groups, lower_is_better=lower_is_better(metric), accuracy=metric == ACCURACY_KEY)
+    leader = ranked[0]
+    verdicts = [verdict(leader.label, leader.members, g.label, g.members) for g in ranked[1:]]
+    return ModelSummary(metric, ranked, verdicts if metric == ACCURACY_KEY else [])
