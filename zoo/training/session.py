@@ -215,6 +215,7 @@ class Session:
         self.train_fn, self.fail_fast = train_fn, fail_fast
         self._decode = decode
         self._images: dict[tuple, "ImageSet"] = {}
+        self._splits: dict[tuple, "Split"] = {}
         self.decodes = 0  # how many times a data source was decoded (once each, whatever the number of runs)
 
     def run(self) -> SessionResult:
@@ -257,7 +258,10 @@ class Session:
             thin = split_warning(images.counts(), planned.ratios)  # once per data source, as it is decoded
             if thin:
                 self.reporter.on_warning(thin)
-        split = split_samples(images, planned.ratios, planned.spec.split_seed)
+        split = self._splits.get(planned.spec.split_key)  # runs differing only in --seed share one split
+        if split is None:
+            split = self._splits[planned.spec.split_key] = split_samples(images, planned.ratios,
+                                                                         planned.spec.split_seed)
         self.reporter.on_data(images, split, planned)
         return images, split
 
