@@ -52,11 +52,15 @@ def test_paired_gap_by_hand():
     assert (gap.low, gap.high) == (pytest.approx(0.08 - half), pytest.approx(0.08 + half))
 
 
-def test_bootstrap_interval_is_seeded_and_holds_the_accuracy():
-    correct = [True] * 45 + [False] * 5
-    one = stats.bootstrap_interval(correct, seed=3)
-    assert one == stats.bootstrap_interval(correct, seed=3)
-    assert one[0] < 0.9 < one[1] and 0.75 < one[0] and one[1] <= 1.0
+def test_bootstrap_interval_is_the_exact_binomial_percentiles():
+    def cdf(k, n=50, p=0.9):  # P(Binomial(50, 0.9) <= k), by hand
+        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+
+    low, high = stats.bootstrap_interval([True] * 45 + [False] * 5)
+    assert cdf(round(low * 50) - 1) < 0.025 <= cdf(round(low * 50))
+    assert cdf(round(high * 50) - 1) < 0.975 <= cdf(round(high * 50))
+    assert (low, high) == (0.82, 0.98)
+    assert stats.bootstrap_interval([True] * 10) == (1.0, 1.0) and stats.bootstrap_interval([]) is None
 
 
 def test_predictions_pack_round_trip():

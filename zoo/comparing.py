@@ -48,11 +48,10 @@ class GroupSummary:
         return [m.run_id for m in self.members]
 
 
-def summarize(label: str, members: Sequence[Member], *, accuracy: bool, seed: int = 0,
-              bounded: bool = False) -> GroupSummary:
+def summarize(label: str, members: Sequence[Member], *, accuracy: bool, bounded: bool = False) -> GroupSummary:
     """A group's figures. The interval: Student's t over its runs when n >= 2 (kept within 0..1 for a
     ``bounded`` metric: accuracy, F1...); for one run of an accuracy with recorded predictions, a bootstrap over
-    its test images (seeded: the same every time); otherwise none."""
+    its test images (exact: the same every time); otherwise none."""
     values = [m.value for m in members]
     interval, kind = stats.mean_interval(values), "t"
     if interval is not None and bounded:
@@ -61,16 +60,16 @@ def summarize(label: str, members: Sequence[Member], *, accuracy: bool, seed: in
         kind = None
         preds = members[0].predictions if members else None
         if accuracy and preds is not None and len(preds):
-            interval, kind = stats.bootstrap_interval(list(preds.correct().values()), seed=seed), "bootstrap"
+            interval, kind = stats.bootstrap_interval(list(preds.correct().values())), "bootstrap"
     return GroupSummary(label, list(members), stats.mean(values), stats.stdev(values), min(values), max(values),
                         interval, kind)
 
 
-def rank_groups(groups: dict[str, Sequence[Member]], *, lower_is_better: bool, accuracy: bool,
-                seed: int = 0) -> list[GroupSummary]:
+def rank_groups(groups: dict[str, Sequence[Member]], *, lower_is_better: bool,
+                accuracy: bool) -> list[GroupSummary]:
     """Every group summarised, best mean first; each marked tied when its interval overlaps the leader's. A metric
     where higher is better (accuracy, F1, precision, recall) is taken to lie within 0..1."""
-    out = [summarize(label, members, accuracy=accuracy, seed=seed, bounded=not lower_is_better)
+    out = [summarize(label, members, accuracy=accuracy, bounded=not lower_is_better)
            for label, members in groups.items() if members]
     out.sort(key=lambda g: (g.mean if lower_is_better else -g.mean, g.label))
     if out:
