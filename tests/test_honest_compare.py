@@ -228,3 +228,17 @@ def test_report_and_ui_show_the_means_ties_and_verdicts(cli, known, tmp_path):
         server.stop()
     assert status == 200 and 'id="by-model"' in page and "0.9200 ± 0.0200" in page
     assert "wide beats narrow on this data" in page
+
+
+def test_predictions_round_trip_on_every_backend(registry_location):
+    from zoo.store import comparisons
+
+    made = Predictions.of([5, 9], [0, 1], [(0, 0.75), (0, 0.5)])
+    with Registry.open(registry_location) as reg:
+        run_id = add(reg, "m", 42, set())
+        reg.log_predictions(run_id, made)  # again: replaces the first
+        with reg.connect() as conn:
+            assert comparisons.predictions(conn, [run_id]) == {run_id: made}
+        reg.delete_runs([run_id])
+        with reg.connect() as conn:
+            assert comparisons.predictions(conn, [run_id]) == {}
