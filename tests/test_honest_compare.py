@@ -61,6 +61,7 @@ def test_bootstrap_interval_is_the_exact_binomial_percentiles():
     assert cdf(round(high * 50) - 1) < 0.975 <= cdf(round(high * 50))
     assert (low, high) == (0.82, 0.98)
     assert stats.bootstrap_interval([True] * 10) == (1.0, 1.0) and stats.bootstrap_interval([]) is None
+    assert stats.accuracy_bootstrap(45, 50) == (low, high)
 
 
 def test_predictions_pack_round_trip():
@@ -121,7 +122,10 @@ def test_compare_by_model_aggregates_seeds(cli, known):
     assert wide["ci_low"] == pytest.approx(0.92 - 0.049683, abs=1e-6) and wide["interval"] == "t"
     assert narrow["mean"] == pytest.approx(0.84) and narrow["std"] == pytest.approx(0.04)
     assert narrow["ci_high"] == pytest.approx(0.84 + 4.302653 * 0.04 / math.sqrt(3), abs=1e-5)
-    assert groups["cnnc"]["interval"] == "bootstrap" and groups["old"]["ci_low"] is None
+    assert groups["cnnc"]["interval"] == "bootstrap" and (groups["cnnc"]["ci_low"], groups["cnnc"]["ci_high"]) == (
+        pytest.approx(0.82), pytest.approx(0.98))  # 45 of 50 right: the exact binomial percentiles
+    # a run without predictions: its accuracy and test size give the same interval
+    assert (groups["old"]["ci_low"], groups["old"]["ci_high"]) == (groups["cnnc"]["ci_low"], groups["cnnc"]["ci_high"])
     means = [g["mean"] for g in json.loads(result.stdout)]
     assert means == sorted(means, reverse=True)
     assert narrow["vs_leader"] == "tied"  # .7406-.9394 overlaps the leader's bootstrap interval

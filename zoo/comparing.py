@@ -23,6 +23,7 @@ class Member:
     seed: Optional[int] = None
     split: Optional[str] = None  # split fingerprint: runs with the same one share their test images
     predictions: Optional[Predictions] = None
+    test_size: Optional[int] = None  # test images: with an accuracy, enough for a one-run interval
 
 
 @dataclass
@@ -58,9 +59,12 @@ def summarize(label: str, members: Sequence[Member], *, accuracy: bool, bounded:
         interval = (max(0.0, interval[0]), min(1.0, interval[1]))
     if interval is None:
         kind = None
-        preds = members[0].predictions if members else None
-        if accuracy and preds is not None and len(preds):
-            interval, kind = stats.bootstrap_interval(list(preds.correct().values())), "bootstrap"
+        one = members[0]
+        if accuracy and one.predictions is not None and len(one.predictions):
+            interval, kind = stats.bootstrap_interval(list(one.predictions.correct().values())), "bootstrap"
+        elif accuracy and one.test_size:  # a run recorded before predictions: its accuracy and test size suffice
+            interval = stats.accuracy_bootstrap(round(one.value * one.test_size), one.test_size)
+            kind = "bootstrap" if interval else None
     return GroupSummary(label, list(members), stats.mean(values), stats.stdev(values), min(values), max(values),
                         interval, kind)
 

@@ -99,14 +99,18 @@ def mean_interval(values: Sequence[float], level: float = LEVEL) -> Optional[tup
 
 
 def bootstrap_interval(correct: Sequence[bool], level: float = LEVEL) -> Optional[tuple[float, float]]:
-    """The percentile bootstrap interval of an accuracy over the test images (one run: no seeds to average). The
-    bootstrap distribution of a mean of 0/1 values is exactly Binomial(n, accuracy) / n, so its percentiles are
-    computed from that distribution instead of sampled: no resampling noise, the same every time, fast for any n.
-    None without images."""
-    n = len(correct)
-    if not n:
+    """The percentile bootstrap interval of an accuracy over the test images (one run: no seeds to average)."""
+    return accuracy_bootstrap(sum(1 for c in correct if c), len(correct), level)
+
+
+def accuracy_bootstrap(right: int, total: int, level: float = LEVEL) -> Optional[tuple[float, float]]:
+    """The percentile bootstrap interval of an accuracy of ``right`` / ``total`` test images. The bootstrap
+    distribution of a mean of 0/1 values is exactly Binomial(total, accuracy) / total, so its percentiles are
+    computed from that distribution instead of sampled: no resampling noise, the same every time, fast for any
+    size. None without images."""
+    n, k = total, right
+    if n <= 0 or not 0 <= k <= n:
         return None
-    k = sum(1 for c in correct if c)
     p = k / n
     if p in (0.0, 1.0):
         return (p, p)

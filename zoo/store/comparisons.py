@@ -40,7 +40,8 @@ def members(conn: Connection, views: Sequence[RunView], key: str) -> dict[int, M
     seeds = {run_id: decode_param(value) for run_id, value in
              conn.execute(select(p.c.run_id, p.c.value).where(p.c.run_id.in_(ids), p.c.key == "seed"))}
     preds = predictions(conn, ids)
-    return {v.id: Member(v.id, v.metrics[key], seeds.get(v.id), v.split_fingerprint, preds.get(v.id)) for v in views}
+    return {v.id: Member(v.id, v.metrics[key], seeds.get(v.id), v.split_fingerprint, preds.get(v.id), v.test_size)
+            for v in views}
 
 
 @dataclass
