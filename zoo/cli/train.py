@@ -103,8 +103,8 @@ def train(
     """Train one or more models on one shared, stratified split and record every run in the registry."""
     lists = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                  patience=patience, min_delta=min_delta, split=split, image_size=image_size, seed=seed,
-                 split_seed=split_seed, device=device, precision=precision, recipe=recipe, optimizer=optimizer, schedule=schedule,
-                 warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment)
+                 split_seed=split_seed, device=device, precision=precision, recipe=recipe, optimizer=optimizer,
+                 schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment)
     axes = {key: specs.parse_list(key, texts) for key, texts in lists.items() if texts}
     if seeds is not None:
         axes["seed"] = specs.seed_series(axes.get("seed"), seeds)
