@@ -48,8 +48,15 @@ def run_id_counter(conn: Connection) -> None:
         conn.execute(insert(schema.counters).values(name="runs", value=highest))
 
 
+def predictions_table(conn: Connection) -> None:
+    """Version 3: each run's test predictions, one compressed blob a run (runs recorded before have none)."""
+    from zoo.store import schema
+
+    schema.predictions.create(conn, checkfirst=True)
+
+
 def trash_table(conn: Connection) -> None:
-    """Version 3: the trash (soft delete; zoo.store.trash). Read-only opens of older files see no trash."""
+    """Version 4: the trash (soft delete; zoo.store.trash). Read-only opens of older files see no trash."""
     from zoo.store import schema
 
     schema.trash.create(conn, checkfirst=True)
@@ -59,12 +66,15 @@ def trash_table(conn: Connection) -> None:
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create_tables", create_tables),
     (2, "run_id_counter", run_id_counter),
-    (3, "trash_table", trash_table),
+    (3, "predictions_table", predictions_table),
+    (4, "trash_table", trash_table),
 ]
 
 
 # The oldest schema version the read-only commands can read as it is (version 2 only adds the run-id counter,
-# which only writers use; version 3 the trash, which readers look for before using), so a read-only open of such a registry works without `zoo migrate`.
+# which only writers use; version 3 the predictions table, which readers treat as empty when it is missing;
+# version 4 the trash, which readers look for before using), so a read-only open of such a registry works
+# without `zoo migrate`.
 READABLE_FROM = 1
 
 
