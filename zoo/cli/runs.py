@@ -172,7 +172,7 @@ def _stdout_is_terminal() -> bool:
 @app.command("show")
 @read_command
 def show(
-    run: str = typer.Argument(..., help="Run id (from list-runs) or a uuid prefix."),
+    run: str = typer.Argument(..., help="Run id (from list-runs), its name or a uuid prefix."),
     fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json")),
 ) -> None:
     """Show one run: params, per-epoch history, test metrics, per-class table, confusion matrix, evaluations."""
