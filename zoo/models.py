@@ -25,6 +25,9 @@ class ModelInfo:
     default_size: int = 224  # input size it was designed for
     pretrained: bool = False  # whether pretrained weights exist
     params: Optional[int] = None  # parameter count at 1000 classes, when known without building
+    # () -> (path, url) of the pretrained weights file (called without building the model), so --dry-run and an
+    # offline --pretrained can list every missing file with its destination; None: the plugin does not say
+    weights_file: Optional[Callable[[], tuple[str, str]]] = None
 
     def check_pretrained(self, pretrained: bool) -> None:
         """Refuse pretrained=True for an architecture without weights, in the words the CLI shows."""

@@ -17,11 +17,12 @@ from zoo.errors import ZooError
 def queue_specs(run_specs: list, *, group: Optional[str]) -> None:
     """``zoo train ... --queue``: check the runs, record them as queued, say how to drain them."""
     from zoo.cli.progress import Display, plan_table
-    from zoo.training.queue import enqueue
+    from zoo.training.queue import check_queue, enqueue
 
     display = Display(False)
+    checked = check_queue(run_specs, group=group)  # before the registry opens: a refused command creates nothing
     with open_registry() as reg:
-        queued = enqueue(run_specs, reg, group=group)
+        queued = enqueue(run_specs, reg, group=group, checked=checked)
     if len(queued.run_ids) > 1:
         display.out.print(plan_table([r.spec for r in queued.plan.runs], queued.plan.varied, queued.plan.group))
     ids = queued.run_ids
