@@ -58,3 +58,193 @@ def test_the_onnx_extra_installs_what_the_export_snippet_imports():
     names = {req.split(">")[0].split("[")[0].strip() for req in extras["onnx"]}
     assert {"onnx", "onnxscript", "onnxruntime"} <= names
     assert "onnxruntime" in {req.split(">")[0].strip() for req in extras["dev"]}
+
+
+# ------------------------------------------------------------- 1, 2, 3, 9, 10, 11: zoo train and its --dry-run
+
+SEED_MODELS = {"alexnet": "IMAGENET1K_V1", "resnet18": "IMAGENET1K_V1", "resnet34": "IMAGENET1K_V1",
+               "resnet50": "IMAGENET1K_V2"}
+
+
+def params_of(cli, run_id) -> dict:
+    return json.loads(cli("show", run_id, "--format", "json").stdout)["params"]
+
+
+def readme_reproduction_line() -> list[str]:
+    import shlex
+
+    line = next(line for line in (ROOT / "README.md").read_text().splitlines()
+                if line.startswith("zoo train alexnet resnet18 resnet34 resnet50"))
+    return shlex.split(line.split("#")[0])[1:]
+
+
+def stand_in_weights(torch_home: Path, models) -> dict[str, Path]:
+    """Where torchvision's hub cache keeps each model's ImageNet file, filled with a state_dict of the right
+    names and shapes whose every tensor is one number broadcast (stride 0): a few kB instead of 100 MB."""
+    import torch
+    import torchvision.models as tvm
+
+    paths = {}
+    for name in models:
+        url = tvm.get_model_weights(name)[SEED_MODELS[name]].url
+        with torch.device("meta"):
+            shapes = tvm.get_model(name, weights=None).state_dict()
+        state = {k: torch.full((), 1.0 if "running_var" in k else 0.01, dtype=v.dtype).expand(v.shape)
+                 for k, v in shapes.items()}
+        path = torch_home / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+        paths[name] = path
+    return paths
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """The engine's training loop replaced by a failure: the runs are planned, their models built (pretrained
+    files loaded), their params recorded, and four big nets are not trained on a CPU."""
+    import zoo.engine
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("stand-in: not trained in this test")
+
+    monkeypatch.setattr(zoo.engine, "train", refuse)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any download fails at once, as without a network."""
+    import urllib.error
+
+    import torch.hub
+
+    def fail(url, *args, **kwargs):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fail)
+
+
+def test_the_readme_reproduction_line_records_the_seed_report_recipe(cli, tmp_path, monkeypatch, no_training,
+                                                                     offline):
+    from conftest import write_images
+
+    monkeypatch.chdir(tmp_path)
+    write_images(tmp_path / "data", {"cat": 10, "dog": 10}, size=16)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    stand_in_weights(tmp_path / "torch", SEED_MODELS)
+    args = readme_reproduction_line()
+    assert args == ["train", "alexnet", "resnet18", "resnet34", "resnet50", "--data", "./data", "--pretrained"]
+    result = cli(*args)
+    assert "stand-in: not trained" in result.stderr  # every run got as far as the training loop
+    runs = json.loads(cli("list-runs", "--format", "json").stdout)
+    assert sorted(r["model"] for r in runs) == sorted(SEED_MODELS)
+    for run in runs:
+        params = params_of(cli, run["id"])
+        assert (params["batch_size"], params["lr"], params["momentum"], params["patience"], params["split"],
+                params["seed"]) == (4, 0.001, 0.9, 7, "8:1:1", 42), run["model"]
+        assert params["pretrained"] is True and params["recipe"] == "seed" and params["optimizer"] == "sgd"
+
+
+def test_an_explicit_batch_size_wins_over_the_seed_recipe(cli, make_images):
+    images = make_images({"a": 10, "b": 10}, size=16)
+    shown = cli("train", "tinycnn", "--data", images, "--recipe", "seed", "--batch-size", "16", "--dry-run")
+    assert shown.exit_code == 0, shown.output
+    assert "batch_size 16," in shown.stdout and "batch_size 4," not in shown.stdout
+    default = cli("train", "tinycnn", "--data", images, "--recipe", "seed", "--dry-run")
+    assert "batch_size 4," in default.stdout
+
+
+def test_every_missing_pretrained_file_is_listed_at_once_with_its_destination(cli, tmp_path, monkeypatch, offline,
+                                                                              make_images):
+    import torchvision.models as tvm
+
+    images = make_images({"a": 10, "b": 10}, size=16)
+    home = tmp_path / "torch"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    stand_in_weights(home, ["resnet18"])  # one of the four is there
+    destinations = {name: home / "hub" / "checkpoints" / tvm.get_model_weights(name)[w].url.rsplit("/", 1)[1]
+                    for name, w in SEED_MODELS.items()}
+    args = ("train", *SEED_MODELS, "--data", images, "--pretrained")
+    dry = cli(*args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    text = " ".join(dry.stdout.split())
+    for name in ("alexnet", "resnet34", "resnet50"):
+        assert f"Weights {name}: {destinations[name]} missing" in text
+    assert f"Weights resnet18: {destinations['resnet18']} found" in text
+    assert "3 pretrained weights file(s) not in the cache" in dry.stderr
+    real = cli(*args)
+    assert real.exit_code == 1
+    error = [line for line in real.stderr.splitlines() if line.strip()]
+    assert len(error) == 1 and error[0].startswith("Error: 3 pretrained weights file(s) missing"), real.stderr
+    for name in ("alexnet", "resnet34", "resnet50"):
+        assert f"{name}: copy {destinations[name].name} from https://" in error[0]
+        assert f" to {destinations[name]}" in error[0]
+    assert not registry_path().exists()  # refused before the registry opened
+
+
+def test_weights_per_model(cli, tmp_path, monkeypatch, make_images, no_training):
+    import torch
+
+    from zoo.plugins import build_plugins
+
+    images = make_images({"a": 10, "b": 10}, size=16)
+    tiny = tmp_path / "tiny.pt"
+    torch.save(build_plugins(autoload=False).models().get("tinycnn").build(2).state_dict(), tiny)
+    resnet = stand_in_weights(tmp_path / "torch", ["resnet18"])["resnet18"]
+    args = ("train", "tinycnn", "resnet18", "--data", images, "--image-size", "32",
+            "--weights", f"tinycnn={tiny}", "--weights", f"resnet18={resnet}")
+    dry = cli(*args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    text = "".join(dry.stdout.split())  # the table may fold long paths
+    assert f"--weights{tiny}" in text and f"--weights{resnet}" in text
+    cli(*args)
+    runs = {r["model"]: params_of(cli, r["id"])["weights"]
+            for r in json.loads(cli("list-runs", "--format", "json").stdout)}
+    assert runs == {"tinycnn": str(tiny), "resnet18": str(resnet)}
+    both = cli("train", "tinycnn", "resnet18", "--data", images, "--weights", tiny, "--weights", resnet)
+    assert both.exit_code == 1 and "--weights MODEL=FILE" in both.stderr
+    missing = cli("train", "tinycnn", "--data", images, "--weights", f"tinycnn={tmp_path / 'nope.pt'}", "--dry-run")
+    assert missing.exit_code == 1 and "nope.pt' does not exist" in missing.stderr
+
+
+@pytest.mark.parametrize("args", [("--data", "/nonexistent"), ("--data", "DATA", "--image-size", "8"),
+                                  ("--data", "/nonexistent", "--queue"), ("--data", "DATA", "--split", "1:0:0")])
+def test_a_refused_command_creates_nothing(cli, tmp_path, monkeypatch, make_images, args):
+    images = make_images({"a": 10, "b": 10}, size=16)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.delenv("ZOO_REGISTRY")
+    result = cli("train", "tinycnn", *[str(images) if a == "DATA" else a for a in args])
+    assert result.exit_code == 1 and result.stderr.startswith("Error:"), result.output
+    assert list(here.iterdir()) == []
+
+
+def test_minimum_sizes_are_real(cli, make_images):
+    rows = {r["name"]: r for r in json.loads(cli("models", "--format", "json").stdout)}
+    assert all(rows[n]["min_size"] == 32 for n in ("resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0",
+                                                      "regnet_x_400mf", "wide_resnet50_2", "densenet121"))
+    assert rows["alexnet"]["min_size"] == 63 and rows["inception_v3"]["min_size"] == 75
+    images = make_images({"a": 10, "b": 10}, size=16)
+    for model, minimum in (("resnet18", 32), ("tinycnn", 16)):
+        refused = cli("train", model, "--data", images, "--image-size", "1", "--dry-run")
+        assert refused.exit_code == 1 and f"minimum of {minimum} px" in refused.stderr, refused.output
+
+
+def test_the_dry_run_shows_the_resolved_plan_and_every_check(cli, make_images, tmp_path):
+    images = make_images({"a": 10, "b": 10}, size=16)
+    one = cli("train", "tinycnn", "--data", images, "--dry-run")
+    assert one.exit_code == 0, one.output
+    text = " ".join(one.stdout.split())
+    assert "Plan: 1 run, group" in text and "1 runs" not in text
+    assert "64 px" in text and "random weights" in text  # tinycnn's own size, no starting weights
+    for value in ("recipe scratch", "optimizer nesterov", "lr 0.05", "batch_size 32", "epochs 60", "patience 15",
+                  "split 8:1:1", "seed 42", "schedule cosine", "augment light"):
+        assert value in text, value
+    assert f"Data {images}: {images}, 20 images in 2 classes (a 10, b 10)" in text
+    assert not registry_path().exists()
+    grid = cli("train", "tinycnn", "--data", images, "--seed", "1,2", "--dry-run")
+    assert "Plan: 2 runs" in grid.stdout
+    thin = make_images({"a": 10, "b": 1}, size=16)
+    problem = cli("train", "tinycnn", "--data", thin, "--dry-run")
+    assert problem.exit_code == 1 and "The dry run found 1 problem(s)" in problem.stderr
+    assert f"Data {thin}:" in " ".join(problem.stdout.split())
