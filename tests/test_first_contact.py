@@ -248,3 +248,44 @@ def test_the_dry_run_shows_the_resolved_plan_and_every_check(cli, make_images, t
     problem = cli("train", "tinycnn", "--data", thin, "--dry-run")
     assert problem.exit_code == 1 and "The dry run found 1 problem(s)" in problem.stderr
     assert f"Data {thin}:" in " ".join(problem.stdout.split())
+
+
+# ------------------------------------------------------------------------------- 5: a broken plugin is skipped
+
+
+def test_a_broken_plugin_is_skipped_with_one_warning_and_marked_in_zoo_plugins(tmp_path, monkeypatch, make_images):
+    import os
+    import subprocess
+    import textwrap
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "badkw.py").write_text(textwrap.dedent('''
+        import zoo
+
+        @zoo.hookimpl
+        def register_models(register):
+            register("goodkw", lambda *, num_classes, pretrained=False: None)
+            register("badkw", lambda *, num_classes, pretrained=False: None, colour="red")
+    '''))
+    (folder / "noimport.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.setenv("ZOO_PLUGINS_DIR", str(folder))
+    monkeypatch.delenv("ZOO_DISABLE_PLUGIN_AUTOLOAD")
+    images = make_images({"a": 10, "b": 10}, size=16)
+
+    def zoo(*args):
+        return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
+                              env=dict(os.environ, COLUMNS="200"), timeout=120)
+
+    for args in (("models", "tiny*"), ("train", "tinycnn", "--data", images, "--dry-run")):
+        done = zoo(*args)
+        assert done.returncode == 0 and "tinycnn" in done.stdout, done.stderr
+        warnings = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(warnings) == 2, done.stderr  # one per broken plugin, each naming it
+        assert any("'badkw'" in w and "unknown metadata: colour" in w for w in warnings)
+        assert any("'noimport'" in w and "boom at import" in w for w in warnings)
+    listed = {r["name"]: r for r in json.loads(zoo("plugins", "--format", "json").stdout)}
+    assert "unknown metadata: colour" in listed["badkw"]["error"]
+    assert "boom at import" in listed["noimport"]["error"]
+    assert not listed["tinycnn"].get("error")
+    assert "goodkw" not in zoo("models", "--format", "json").stdout  # skipped whole, not half

@@ -161,5 +161,7 @@ def plugins(
     from zoo.plugins import get_plugins
 
     fmt = check_choice("--format", fmt, FORMATS)
-    records = get_plugins().records
+    loaded = get_plugins()
+    loaded.models(), loaded.datasets()  # run the registration hooks: a plugin that fails in one is marked broken
+    records = loaded.records
     _emit(fmt, [plugin_record(r) for r in records], plugins_table(records))
