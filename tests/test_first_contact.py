@@ -174,9 +174,9 @@ def test_every_missing_pretrained_file_is_listed_at_once_with_its_destination(cl
     real = cli(*args)
     assert real.exit_code == 1
     error = [line for line in real.stderr.splitlines() if line.strip()]
-    assert len(error) == 1 and error[0].startswith("Error: 3 pretrained weights file(s) missing"), real.stderr
+    assert len(error) == 1 and error[0].startswith("Error: Cannot download 3 pretrained weights file(s)"), error
     for name in ("alexnet", "resnet34", "resnet50"):
-        assert f"{name}: copy {destinations[name].name} from https://" in error[0]
+        assert f"'{name}': copy {destinations[name].name} from https://" in error[0]
         assert f" to {destinations[name]}" in error[0]
     assert not registry_path().exists()  # refused before the registry opened
 
@@ -289,3 +289,56 @@ def test_a_broken_plugin_is_skipped_with_one_warning_and_marked_in_zoo_plugins(t
     assert "boom at import" in listed["noimport"]["error"]
     assert not listed["tinycnn"].get("error")
     assert "goodkw" not in zoo("models", "--format", "json").stdout  # skipped whole, not half
+
+
+# ------------------------------------------------------------------------------- 7, 12: notes and exit codes
+
+
+def test_notes_once_and_nothing_matched_exits_1(cli, monkeypatch):
+    with Registry.open(str(registry_path())) as reg:
+        for i in range(4):
+            add_run(reg, "tinycnn", params={**BASE, "lr": 0.1 ** i}, acc=0.5 + i / 10, loss=0.3,
+                    dataset_fp="fp-one" if i % 2 else "fp-two")
+    listed = cli("list-runs", "-n", "3")
+    assert listed.exit_code == 0
+    assert "3 of 4" not in listed.stdout and listed.stderr.count("3 of 4 matching runs listed") == 1
+    monkeypatch.setenv("COLUMNS", "60")  # narrow: the sparkline column goes, in both datasets' tables
+    narrow = cli("compare")
+    assert narrow.exit_code == 0 and narrow.stdout.count("Dataset ") == 2
+    assert (narrow.stdout + narrow.stderr).count("hidden (") == 1
+    monkeypatch.setenv("COLUMNS", "200")
+    for args in (("compare", "--data", "pets-nowhere"), ("compare", "--model", "nomatch*"),
+                 ("list-runs", "--model", "nomatch*"), ("models", "nomatch")):
+        result = cli(*args)
+        assert result.exit_code == 1 and result.stderr.startswith("Error: No "), (args, result.output)
+    assert json.loads(cli("list-runs", "--model", "nomatch*", "--format", "json").stdout) == []
+
+
+def test_lr_find_rule_is_described_once():
+    import re
+    import subprocess
+
+    rule = "a tenth of the lr where the smoothed loss was lowest"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert rule in readme
+    help_text = subprocess.run([sys.executable, "-m", "zoo", "lr-find", "--help"], capture_output=True, text=True,
+                               timeout=120).stdout
+    assert rule in " ".join(re.sub(r"[│╭╮╰╯─]", " ", help_text).split())
+    from zoo.engine import suggest_lr
+
+    points = [(10 ** (i / 10 - 6), 1.0 if i == 30 else 2.0) for i in range(40)]
+    assert suggest_lr(points) == pytest.approx(points[30][0] / 10)  # the rule as the code applies it
+
+
+def test_the_worker_points_at_zoo_show_for_a_failed_run(cli, make_images):
+    import shutil
+
+    images = make_images({"a": 10, "b": 10}, size=16)
+    assert cli("train", "tinycnn", "--data", images, "--queue").exit_code == 0
+    shutil.rmtree(images)  # the worker cannot find the data: the run fails before training
+    worked = cli("worker")
+    assert worked.exit_code == 1
+    run_id = json.loads(cli("list-runs", "--format", "json").stdout)[0]["id"]
+    assert f"`zoo show {run_id}` shows why" in worked.stderr
+    shown = cli("show", run_id)
+    assert "failed" in shown.stdout and "does not exist" in " ".join(shown.stdout.split())

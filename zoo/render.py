@@ -310,12 +310,8 @@ def runs_table(runs: Sequence[Any], total: int, width: Optional[int] = None) -> 
     ]
     if not any(r.name for r in runs):
         cols.pop(1)
-    table = fitted_table(cols, width)
-    notes = []
-    if total > len(runs):
-        notes.append(f"{len(runs)} of {total} runs shown, newest first (--limit N or --all for more).")
-    notes.append(hidden_caption(table.hidden, "csv/json"))
-    table.caption = " ".join(n for n in notes if n) or None
+    table = fitted_table(cols, width)  # how many rows were left out: list-runs says so on stderr, once
+    table.caption = hidden_caption(table.hidden, "csv/json") or None
     return table
 
 
@@ -586,7 +582,8 @@ def compare_warnings(cmp: Any) -> list[str]:
     return lines
 
 
-def compare_table(cmp: Any, width: Optional[int] = None, losses: Callable[[], dict] = dict) -> Table:
+def compare_table(cmp: Any, width: Optional[int] = None, losses: Callable[[], dict] = dict,
+                  say_hidden: bool = True) -> Table:
     """The compare table. A narrow terminal loses the loss sparklines, then params beyond the first three, then
     switches to a compact layout; only then do the other metrics (last first), the first params, duration and
     epochs go (rank, run, model and the metric always stay). The params that differ come right after the metric
@@ -635,7 +632,7 @@ def compare_table(cmp: Any, width: Optional[int] = None, losses: Callable[[], di
         caption += f" Params that differ: {', '.join(cmp.differing_params)}."
     if cmp.total > len(cmp.runs):
         caption += f" {len(cmp.runs)} of {cmp.total} runs shown (--top N or --all for more)."
-    hidden = hidden_caption(table.hidden, "markdown/csv")
+    hidden = hidden_caption(table.hidden, "markdown/csv") if say_hidden else ""
     table.caption = caption + (f" {hidden}" if hidden else "")
     return table
 

@@ -154,19 +154,16 @@ def list_runs(
         _echo(render.to_json([render.run_record(r) for r in runs]))
     elif fmt == "csv":
         _echo(render.runs_csv(runs))
-    elif not runs:
-        typer.echo("No runs match these filters." if total or _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data) else "No runs recorded yet.")
-    else:
+    elif not runs and not _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data):
+        typer.echo("No runs recorded yet.")
+    elif runs:
         console = _console()
         console.print(render.runs_table(runs, total, width=console.width))
-    if total > len(runs) and (fmt != "table" or not _stdout_is_terminal()):  # a terminal has the table's caption
-        print_warning(f"{len(runs)} of {total} matching runs listed (--limit {limit}); --all lists every one.")
-
-
-def _stdout_is_terminal() -> bool:
-    import sys
-
-    return sys.stdout.isatty()
+    if not runs and _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data):
+        raise ZooError("No runs match these filters; `zoo list-runs` alone lists every run.")  # like zoo models
+    if total > len(runs):  # notes go to stderr, once, whatever the format
+        print_warning(f"{len(runs)} of {total} matching runs listed, newest first (--limit {limit}); --all lists "
+                      "every one.")
 
 
 @app.command("show")
@@ -254,6 +251,7 @@ def _print_sections(reg, sections, fmt: str) -> None:
         _echo(render.to_csv(columns, [[row.get(c) for c in columns] for row in rows]))
         return
     console = _console() if fmt == "table" else None
+    said: set = set()  # the columns a narrow terminal hides are the same in every section: said once
     for index, (g, cmp) in enumerate(sections):
         if fmt == "markdown":
             _echo(("\n" if index else "") + f"### Dataset {_dataset_label(g)}\n\n" + render.compare_markdown(cmp))
@@ -270,7 +268,12 @@ def _print_sections(reg, sections, fmt: str) -> None:
             with reg.connect() as conn:
                 return queries.histories(conn, [r.id for r in cmp.runs], queries.LOSS_KEYS)
 
-        console.print(render.compare_table(cmp, width=console.width, losses=losses))
+        table = render.compare_table(cmp, width=console.width, losses=losses, say_hidden=False)
+        hidden = render.hidden_caption(table.hidden, "markdown/csv")
+        if hidden and hidden not in said:
+            said.add(hidden)
+            table.caption = f"{table.caption} {hidden}"
+        console.print(table)
 
 
 METRIC_HELP = "Metric to rank by: accuracy, f1, precision, recall, loss or any recorded key (test_f1/cat)."
@@ -310,6 +313,11 @@ def compare(
             _print_sections(reg, sections, fmt)
             return
         cmp = sections[0][1]
+        if not cmp.runs and not runs and _filtered_args(model, status, tag, since or data or group):
+            if fmt == "json":
+                _echo("[]")
+            raise ZooError(f"No runs with {cmp.metric} match these filters; `zoo compare` alone ranks every run "
+                           "with it.")  # nothing matched: exit 1, like zoo models and zoo list-runs
         if fmt == "table" and not cmp.runs and cmp.missing and len(cmp.missing) == len(runs or ()):
             _echo(_lacking(cmp.missing, cmp.metric))  # every run asked for lacks the metric: say so once
             return
@@ -321,9 +329,8 @@ def compare(
             _echo(render.to_csv(render.compare_columns(cmp), render.compare_rows(cmp, numbers=True)))
         elif fmt == "markdown":
             _echo(render.compare_markdown(cmp))
-        elif not cmp.runs:
-            _echo(f"No runs with {cmp.metric} match these filters." if _filtered_args(model, status, tag, since or data)
-                       else f"No run has {cmp.metric} yet.")
+        elif not cmp.runs and not _filtered_args(model, status, tag, since or data or group):
+            _echo(f"No run has {cmp.metric} yet.")
         else:
             console = _console()
 

@@ -85,8 +85,12 @@ def worker(
                                                        if last else "") + ".")
         raise typer.Exit(result.exit_code)
     if result.failed:
+        from zoo.vocab import Status
+
+        ids = [run_id for run_id, _ in result.failed_to_start] + [o.run_id for o in result.outcomes
+                                                                    if o.status == Status.FAILED]
         raise ZooError(f"{result.failed} of {len(result.outcomes) + len(result.failed_to_start)} claimed run(s) "
-                       "failed; `zoo list-runs --status failed` shows why.")
+                       f"failed ({', '.join(map(str, ids))}); `zoo show {ids[0]}` shows why.")
 
 
 @app.command("requeue")

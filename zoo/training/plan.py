@@ -150,9 +150,9 @@ def weight_files(runs: list[PlannedRun]) -> list[WeightsFile]:
 
 
 def missing_weights_error(missing: list[WeightsFile]) -> ZooError:
-    files = "; ".join(f"{w.model}: {w.advice()}" for w in missing)
-    return ZooError(f"{len(missing)} pretrained weights file(s) missing and not downloadable (offline?): {files}. "
-                    f"Or pass local files with --weights MODEL=FILE.")
+    files = "; ".join(f"'{w.model}': {w.advice()}" for w in missing)
+    return ZooError(f"Cannot download {len(missing)} pretrained weights file(s) (offline?): {files}. Or pass "
+                    f"local files: --weights FILE (every model) or --weights MODEL=FILE (one each).")
 
 
 def _check_starting_weights(plan: Plan) -> None:
