@@ -342,3 +342,25 @@ def test_the_worker_points_at_zoo_show_for_a_failed_run(cli, make_images):
     assert f"`zoo show {run_id}` shows why" in worked.stderr
     shown = cli("show", run_id)
     assert "failed" in shown.stdout and "does not exist" in " ".join(shown.stdout.split())
+
+
+# ------------------------------------------------------------------------------- 4: one diverged run in a plot
+
+
+def test_plot_goes_log_when_one_curve_dwarfs_the_rest(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    with Registry.open(str(registry_path())) as reg:
+        calm = add_run(reg, "tinycnn", params=BASE, acc=0.9, loss=0.3)
+        wild = add_run(reg, "resnet18", params=BASE, acc=0.4, loss=2.0, epochs=0)
+        for epoch, val in enumerate((2.0, 40.0, 1033.0), 1):
+            reg.log_epoch(wild, epoch, {"train_loss": 1.5, "val_loss": val})
+    auto = cli("plot", calm, wild, "-o", tmp_path / "auto.png")
+    assert auto.exit_code == 0, auto.output
+    assert "log y axis" in auto.stdout and f"run {wild} (resnet18) reaches 1033" in auto.stderr
+    assert (tmp_path / "auto.png").stat().st_size > 0
+    linear = cli("plot", calm, wild, "-o", tmp_path / "linear.png", "--linear-y")
+    assert linear.exit_code == 0 and "log y axis" not in linear.stdout and linear.stderr == ""
+    calm_only = cli("plot", calm, "-o", tmp_path / "calm.png")
+    assert "log y axis" not in calm_only.stdout
+    forced = cli("plot", calm, "-o", tmp_path / "forced.png", "--log-y")
+    assert forced.exit_code == 0 and "log y axis" in forced.stdout

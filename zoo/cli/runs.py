@@ -388,6 +388,9 @@ def plot(
     data: Optional[str] = typer.Option(None, "--data", "-d", metavar="NAME|PATH|FINGERPRINT", help=DATA_HELP),
     top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Plot the best N (default {DEFAULT_TOP})."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Plot every ranked run."),
+    log_y: Optional[bool] = typer.Option(None, "--log-y/--linear-y", show_default=False,
+                                         help="Log or linear y axis (default: log when one curve peaks over "
+                                              "30 times the median point, which would flatten the others)."),
 ) -> None:
     """Plot train and validation curves (loss or accuracy) of runs side by side, best epoch starred."""
     curves = check_choice("--metric", metric, tuple(CURVES))
@@ -436,16 +439,24 @@ def plot(
         print_warning(f"Left out of the plot, no finite {curves} recorded: "
                       + ", ".join(f"run {v.id} ({v.model}, {v.display_status})" for v in empty) + ".")
         views = [v for v in views if has_curve(v.id)]
+    if log_y is None:
+        dwarf = render.dwarfing_run(views, losses, keys)
+        log_y = dwarf is not None
+        if dwarf:
+            run, peak = dwarf
+            print_warning(f"Log y axis: run {run.id} ({run.model}) reaches {peak:.4g}, over "
+                          f"{render.DWARF_RATIO:g} times the median point; --linear-y keeps it linear.")
     output = _plot_path(output.expanduser())
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        render.plot_losses(views, losses, output, keys=keys)
+        render.plot_losses(views, losses, output, keys=keys, log_y=log_y)
     except ValueError as exc:  # e.g. an image format matplotlib does not know
         raise ZooError(f"Cannot write {output}: {exc}") from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ZooError(f"Cannot write {output}: {reason}. Give -o a writable file path such as losses.png.") from None
-    _echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}).")
+    _echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}"
+          f"{', log y axis' if log_y else ''}).")
 
 
 CURVES = {"loss": ("train_loss", "val_loss"), "accuracy": ("train_acc", "val_acc")}  # plot --metric -> history keys
