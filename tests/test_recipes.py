@@ -15,19 +15,23 @@ FAST = ("--epochs", "2", "--image-size", "16")
 
 # Train/val losses of 3 epochs of tinycnn on write_images({"cat": 12, "dog": 12}, size=24) at 16 px, batch 8,
 # split 4:1:1, seed 42, one thread, as the first release's engine (commit f4d9f88, TrainConfig(epochs=3,
-# patience=9)) trained it. The seed recipe must give them bit for bit.
+# patience=9)) trained it, on one machine. Another CPU (other SIMD kernels in oneDNN/MKL: AVX2 vs AVX-512) rounds
+# differently: an AMD EPYC gave 0.21538740396499634 for the last train loss, 7e-8 relative off. So these golden
+# values are compared within GOLDEN_REL; a change of the recipe (lr, momentum, crops, order) moves them by 1e-2
+# or more. Bit-for-bit sameness is checked where the code guarantees it: twice in one process, and resume.
 FIRST_RELEASE = [[0.5486817955970764, 0.6430438756942749], [0.41991421580314636, 0.5898494124412537],
                  [0.21538738906383514, 0.52126145362854]]
+GOLDEN_REL = 1e-4
 
 
 def registry() -> Registry:
     return Registry.open(os.environ["ZOO_REGISTRY"])
 
 
-def test_the_seed_recipe_trains_exactly_as_the_first_release(tmp_path):
+def seed_recipe_losses(root: Path) -> list[list[float]]:
+    """Train/val losses of the golden setup above, trained now on this machine."""
     import torch
 
-    from conftest import write_images
     from zoo.data import load_images, make_pipeline, split_samples
     from zoo.engine import train
     from zoo.plugins import build_plugins
@@ -35,16 +39,26 @@ def test_the_seed_recipe_trains_exactly_as_the_first_release(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        root = write_images(tmp_path / "imgs", {"cat": 12, "dog": 12}, size=24)
         images = load_images(root, image_sizes=[16])
         split = split_samples(images, (4, 1, 1), 42)
         pipe = make_pipeline(images, split, image_size=16, batch_size=8, device="cpu")
         info = build_plugins(autoload=False).models().get("tinycnn")
-        spec = RunSpec("tinycnn", str(root), epochs=3, patience=9, recipe="seed")
+        spec = RunSpec("tinycnn", str(root), epochs=3, patience=9, recipe="seed", batch_size=8)
         result = train(info, pipe, images.classes, spec, Resolved("cpu", "fp32", 16))
     finally:
         torch.set_num_threads(threads)
-    assert [[h.train_loss, h.val_loss] for h in result.history] == FIRST_RELEASE
+    return [[h.train_loss, h.val_loss] for h in result.history]
+
+
+def test_the_seed_recipe_trains_as_the_first_release(tmp_path):
+    from conftest import write_images
+
+    root = write_images(tmp_path / "imgs", {"cat": 12, "dog": 12}, size=24)
+    first = seed_recipe_losses(root)
+    flat = [value for epoch in first for value in epoch]
+    golden = [value for epoch in FIRST_RELEASE for value in epoch]
+    assert flat == pytest.approx(golden, rel=GOLDEN_REL, abs=0)  # the golden file: another machine's floats
+    assert seed_recipe_losses(root) == first  # same process, same CPU: bit for bit
 
 
 def test_auto_picks_seed_for_fine_tuning_and_scratch_otherwise():

@@ -412,7 +412,9 @@ def stopped_by_signal(exc: BaseException) -> Optional[KeyboardInterrupt]:
 @contextmanager
 def sigterm_as_interrupt():
     """While a session runs, SIGTERM raises Terminated (a KeyboardInterrupt) once; later ones are ignored while the
-    run is being recorded. The previous handler is restored afterwards."""
+    run is being recorded. The previous handler is restored afterwards, unless a torchrun rank shielded the process
+    (``World.settle``: a crash ended the command, and torchrun's SIGTERM must not kill this rank before it has said
+    how the command ended)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
@@ -430,5 +432,6 @@ def sigterm_as_interrupt():
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         _Stop.seen, _Stop.delivered = None, False
