@@ -138,7 +138,10 @@ def test_list_runs_json_and_csv(cli, runs):
 
 
 def ids_of(cli, *args) -> list[int]:
-    return [r["id"] for r in as_json(cli("list-runs", "--format", "json", *args))]
+    result = cli("list-runs", "--format", "json", *args)
+    rows = json.loads(result.stdout)
+    assert result.exit_code == (0 if rows else 1), result.output  # filters that match nothing: exit 1
+    return [r["id"] for r in rows]
 
 
 def test_list_runs_filters(cli, runs):
@@ -222,7 +225,10 @@ def test_show_json_keeps_types(cli, runs):
 
 # ----------------------------------------------------------------------------- compare
 def ranked(cli, *args) -> list[dict]:
-    return as_json(cli("compare", "--format", "json", *args))
+    result = cli("compare", "--format", "json", *args)
+    rows = json.loads(result.stdout) if result.stdout.strip() else []
+    assert result.exit_code == 0 or (rows == [] and result.exit_code == 1), result.output  # 1: nothing matched
+    return rows
 
 
 def test_compare_ranks_by_metric_best_first(cli, runs):
