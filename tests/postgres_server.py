@@ -50,6 +50,19 @@ def _free_port() -> int:
 class PostgresServer:
     socket_dir: Path
     port: int
+    binaries: Optional[Path] = None
+    data: Optional[Path] = None
+    options: str = ""
+
+    def stop(self) -> None:
+        """Stop the server at once, as a crash would (``pg_ctl -m immediate``): every connection is cut."""
+        subprocess.run(_as_server_user([str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                                        "-w", "stop"]), check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        subprocess.run(_as_server_user([str(self.binaries / "pg_ctl"), "-D", str(self.data), "-l",
+                                        str(self.data.parent / "server.log"), "-w", "-t", "60", "-o", self.options,
+                                        "start"]), check=True, capture_output=True, text=True, timeout=90)
 
     def url(self, database: str, user: str = "postgres", password: Optional[str] = None) -> str:
         auth = f"{user}:{password}" if password is not None else user
@@ -119,7 +132,7 @@ def postgres_server():
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start: {exc.stderr or exc.stdout}") from None
-    server = PostgresServer(root, port)
+    server = PostgresServer(root, port, binaries, data, options)
     try:
         server.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
         yield server

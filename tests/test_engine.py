@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import pytest
 
 from zoo.errors import ZooError
@@ -131,11 +133,23 @@ def test_max_epochs_also_restores_the_best_epoch(tiny, tmp_path):
     assert result.stop_reason == "max_epochs" and result.best_epoch == 1 and result.epochs_run == 2
 
 
+def nan_weights(info, path: Path) -> str:
+    """A state_dict of NaN tensors for ``info``'s model: its loss is NaN from the first batch (an infinite --lr,
+    the old way to get one, is refused up front now)."""
+    import torch
+
+    model = info.build(2)
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in model.state_dict().items()}, path)
+    return str(path)
+
+
 def test_nan_loss_stops_the_run_as_failed(tiny, tmp_path):
     from zoo.engine import train
 
     images, pipe, info = tiny
-    result = train(info, pipe, images.classes, spec(epochs=3, lr=float("inf")), CPU, None, tmp_path / "best.pt")
+    nan = spec(epochs=3, weights=nan_weights(info, tmp_path / "nan.pt"))
+    result = train(info, pipe, images.classes, nan, CPU, None, tmp_path / "best.pt")
     assert result.status == "failed" and result.stop_reason == "nan_loss"
     assert "--lr" in result.error and result.epochs_run == 0 and result.checkpoint is None
     assert not (tmp_path / "best.pt").exists() and not result.metrics
@@ -146,8 +160,8 @@ def test_nan_loss_in_bf16_suggests_fp32(tiny, tmp_path):
     from zoo.engine import train
 
     images, pipe, info = tiny
-    result = train(info, pipe, images.classes, spec(epochs=3, lr=float("inf")), BF16, None,
-                   tmp_path / "best.pt")
+    result = train(info, pipe, images.classes, spec(epochs=3, weights=nan_weights(info, tmp_path / "nan.pt")),
+                   BF16, None, tmp_path / "best.pt")
     assert result.status == "failed" and result.stop_reason == "nan_loss"
     assert "--lr" in result.error and "--precision fp32" in result.error
 
@@ -173,7 +187,7 @@ def test_weights_skip_a_mismatched_classifier(tmp_path):
     model, data = build_from_checkpoint(tmp_path / "zoo.pt", plugins=build_plugins(autoload=False))
     assert data["classes"] == ["a", "b", "c"] and not model.training
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ZooError, match="Cannot load"):
+    with pytest.raises(ZooError, match="junk.pt' is corrupt"):
         load_weights(info.build(2), tmp_path / "junk.pt")
     torch.save({"x": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ZooError, match="No tensor"):

@@ -214,7 +214,8 @@ def test_output_folder_is_created_only_as_given(cli, trained, tmp_path):
 def test_bad_export_input_is_one_line(trained, tmp_path):
     registry, _ = trained
     env = dict(os.environ, COLUMNS="200")
-    for args in (["export", "1", "-f", "tflite"], ["export", "9"], ["export", "1", "-o", str(tmp_path)]):
+    for args in (["export", "1", "-f", "tflite"], ["export", "9"], ["export", "1", "-o", str(tmp_path)],
+                 ["export", "1", "-o", "/dev/null"]):  # a device: refused, never /dev/null.pt2
         done = subprocess.run([sys.executable, "-m", "zoo", "--registry", str(registry), *args], capture_output=True,
                               text=True, env=env, timeout=120, cwd=tmp_path)
         assert done.returncode == 1, done.stderr

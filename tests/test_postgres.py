@@ -255,3 +255,42 @@ def test_zoo_registry_takes_a_postgresql_url(pg_url):
                           text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.strip().splitlines()) == 6  # header + 5 runs
+
+
+def test_a_server_restart_during_a_run_is_waited_out_and_nothing_is_lost(postgres_server, pg_url, monkeypatch):
+    """The server stops at once (as in a crash) while a run records its epochs, and comes back: the epochs written
+    meanwhile are kept and recorded, the final write waits for the server with back-off, and the run ends
+    completed. Without the server for longer than zoo retries: one clear line."""
+    import threading
+
+    from zoo.errors import ZooError
+    from zoo.store import registry
+
+    monkeypatch.setattr(registry, "DEFER_WAIT_S", 0.1)
+    with Registry.open(pg_url) as reg:
+        run_id = reg.start_run(model="tinycnn", plugin="builtin", params={})
+        reg.log_epoch(run_id, 1, {"train_loss": 1.0, "val_loss": 1.0})
+        postgres_server.stop()
+        back = threading.Timer(2.0, postgres_server.start)
+        try:
+            reg.log_epoch(run_id, 2, {"train_loss": 0.5, "val_loss": 0.9})  # kept: training goes on
+            assert reg.pending_writes == 1 and reg.waiting_for == "connection"
+            back.start()
+            reg.finish_run(run_id, "completed", stop_reason="max_epochs", epochs_run=2)  # waits for the server
+        finally:
+            if back.is_alive() or back.ident is not None:
+                back.join(timeout=90)
+            else:
+                postgres_server.start()
+        assert reg.pending_writes == 0
+        view = reg.get_run(run_id)
+        assert (view.status, view.epochs_run) == ("completed", 2)
+        assert [epoch for epoch, _ in reg.history(run_id)["val_loss"]] == [1, 2]
+        monkeypatch.setattr(registry, "LOCK_GIVE_UP_S", 1.0)
+        monkeypatch.setattr(registry, "BUSY_TIMEOUT_S", 1.0)
+        postgres_server.stop()
+        try:
+            with pytest.raises(ZooError, match="Lost the connection to registry .* Check that the server is running"):
+                reg.log_metrics(run_id, {"test_accuracy": 0.5})
+        finally:
+            postgres_server.start()

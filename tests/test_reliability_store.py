@@ -583,3 +583,59 @@ def test_a_registry_write_on_a_full_disk_is_one_clear_error(tmp_path):
         assert reg.pending_writes == 0
         reg.finish_run(run_id, "failed", error="the disk was full")  # space again: recorded
         assert reg.get_run(run_id).status == "failed"
+
+
+# ----------------------------------------------------------------------------- issue 17: annotating, locked or read-only
+def test_tag_note_and_delete_wait_for_a_lock_then_give_up_in_one_line(cli, monkeypatch):
+    from zoo.store import registry
+
+    monkeypatch.setattr(registry, "BUSY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(registry, "LOCK_GIVE_UP_S", 1.0)
+    ids = filled_registry(2)
+    holder = hold_lock(registry_path(), 1.5)  # held past one busy timeout: waited out with back-off
+    assert cli("tag", ids[0], "k=v").exit_code == 0
+    holder.wait(timeout=30)
+    with Registry.open(registry_path(), readonly=True) as reg:
+        assert reg.get_run(ids[0]).tags["k"] == "v"
+    holder = hold_lock(registry_path(), 60)
+    try:
+        for args in (("tag", ids[0], "k=w"), ("note", ids[0], "hello"), ("delete", ids[1], "--yes")):
+            line = one_line_error(cli(*args), "locked by another process")
+            assert "SQL" not in line and "OperationalError" not in line
+    finally:
+        holder.kill()
+        holder.wait()
+    with Registry.open(registry_path(), readonly=True) as reg:
+        assert reg.get_run(ids[0]).tags["k"] == "v" and reg.get_run(ids[1]).id == ids[1]  # nothing changed
+
+
+def run_with_read_only(target: Path, *args: str) -> subprocess.CompletedProcess:
+    """``zoo ARGS`` with ``target`` (the registry file) read-only: chmod for a normal user, a read-only bind mount
+    in a private mount namespace for root."""
+    if os.geteuid() != 0:
+        mode = target.stat().st_mode
+        target.chmod(0o444)
+        try:
+            return zoo(*args)
+        finally:
+            target.chmod(mode)
+    if shutil.which("unshare") is None:
+        pytest.skip("root without unshare: no way to make a file read-only")
+    q = shlex.quote(str(target))
+    script = f"mount --bind {q} {q} && mount -o remount,bind,ro {q} || exit 77; exec \"$@\""
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "zoo", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode == 77:
+        pytest.skip(f"cannot bind-mount read-only here: {done.stderr.strip()}")
+    return done
+
+
+def test_writing_to_a_read_only_file_or_folder_says_which(cli):
+    ids = filled_registry(1)
+    path = registry_path()
+    for args in (("tag", ids[0], "k=v"), ("note", ids[0], "hi"), ("delete", ids[0], "--yes")):
+        line = one_line_error(run_with_read_only(path, *args), "is read-only")
+        assert "Unexpected" not in line and "SQL" not in line
+        one_line_error(run_in_readonly_folder(path.parent, *args), "is in a read-only folder")
+    with Registry.open(path, readonly=True) as reg:
+        assert "k" not in reg.get_run(ids[0]).tags

@@ -119,3 +119,19 @@ def test_group_report_and_escaping(cli, tmp_path):
 def test_report_errors_are_one_line(cli, example, tmp_path, args, fragment):
     result = cli("report", *args)
     assert result.exit_code == 1 and fragment in result.output and "Traceback" not in result.output
+
+
+def test_markdown_escapes_control_bytes_and_links_and_report_creates_one_folder_at_most(cli, tmp_path):
+    with Registry.open(tmp_path / "registry.db") as reg:
+        run = add(reg, "tinycnn", name="\x1b[2Jwiped", tags={NOTE_TAG: "see [here](javascript:alert(1)) \x07"})
+    out = tmp_path / "new" / "r.md"
+    ok(cli("report", str(run), "-o", out))  # one missing folder: created, as zoo export does
+    text = out.read_text()
+    assert "\x1b" not in text and "\x07" not in text and "\\\\x1b\\[2Jwiped" in text
+    assert not re.search(r"[^\\]\]\(javascript:", text) and "\\[here\\](javascript:alert(1))" in text
+    deeper = tmp_path / "a" / "b" / "r.md"
+    result = cli("report", str(run), "-o", deeper)
+    assert result.exit_code == 1 and "zoo creates only the file's own folder" in result.output
+    assert not (tmp_path / "a").exists()
+    result = cli("report", str(run), "-o", "/dev/null")
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1

@@ -155,8 +155,12 @@ def test_ctrl_c_marks_the_run_interrupted_and_exits_130(cli, make_images, monkey
 
 
 def test_nan_loss_run_is_failed_with_its_reason(cli, make_images):
+    from test_engine import nan_weights
+    from zoo.plugins import build_plugins
+
     data = make_images({"cat": 6, "dog": 6}, size=16)
-    result = cli("train", "tinycnn", "--data", data, *FAST, "--lr", "inf")
+    weights = nan_weights(build_plugins(autoload=False).models().get("tinycnn"), data.parent / "nan.pt")
+    result = cli("train", "tinycnn", "--data", data, *FAST, "--weights", weights)
     assert result.exit_code == 1 and "failed" in result.output and "--lr" in result.output
     (run,) = runs(registry())
     assert run.status == "failed" and run.stop_reason == "nan_loss" and "loss" in run.error

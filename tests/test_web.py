@@ -347,3 +347,16 @@ def test_ui_command_errors_are_one_line(cli, tmp_path):
         fill_registry(tmp_path / "registry.db")
         result = cli("--registry", str(tmp_path / "registry.db"), "ui", "--port", str(port))
     assert result.exit_code == 1 and f"Cannot serve on 127.0.0.1:{port}" in result.output
+
+
+def test_numbers_and_filters_past_every_bound_are_a_page_not_a_500(site):
+    server, ids, _ = site
+    huge = "9" * 30
+    status, page, _ = server.get(f"/runs/{huge}")
+    assert status == 404 and "No run" in page
+    status, page, _ = server.get(f"/?page={huge}")  # past the end: the last page
+    assert status == 200 and f"/runs/{ids['a']}" in page
+    status, page, _ = server.get("/?since=99999999d")
+    assert status == 400 and "Bad --since" in page
+    status, page, _ = server.get("/?" + "&".join(f"tag=k{i}%3Dv" for i in range(1500)))
+    assert status == 400 and "at most 50" in page

@@ -61,7 +61,7 @@ LAST_FORMAT = "zoo-last"
 
 def load_last(path: Path) -> dict:
     """A run's ``last.pt`` (what resuming needs: weights, optimizer, schedule, RNG and early-stopping state)."""
-    data = _load(path)
+    data = _load(path, "a zoo resume file")
     if not isinstance(data, dict) or data.get("format") != LAST_FORMAT:
         raise ZooError(f"'{path}' is not a zoo resume file (last.pt); the run cannot be resumed.")
     return data
@@ -78,7 +78,11 @@ def _os_error(exc: BaseException) -> Optional[OSError]:
     return None
 
 
-def _load(path: Path) -> Any:
+class CorruptFile(ZooError):
+    """A file that is not a readable PyTorch file at all (truncated, overwritten, random bytes)."""
+
+
+def _load(path: Path, what: str = "a PyTorch state_dict or a zoo checkpoint") -> Any:
     import pickle
     import warnings
 
@@ -92,15 +96,32 @@ def _load(path: Path) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        reason = _unpickler_reason(exc)
+        if not reason.startswith("Unsupported global") and not _pickle_header(path):  # damaged bytes
+            raise CorruptFile(f"'{path}' is corrupt (not {what}: {reason}): delete it or restore it from a "
+                              f"good copy.") from None
         # torch's message advises retrying with weights_only=False, which runs any code the file holds: zoo
         # never does that, so it names only what the file holds that plain weights do not.
         raise ZooError(f"Cannot load '{path}' as weights: it is a pickle that torch's safe loader refuses "
-                       f"({_unpickler_reason(exc)}). zoo reads only a PyTorch state_dict or a zoo checkpoint "
+                       f"({reason}). zoo reads only a PyTorch state_dict or a zoo checkpoint "
                        f"saved with torch.save, and never runs code from a weights file.") from None
-    except Exception as exc:
+    except OSError as exc:
+        raise ZooError(f"Cannot read '{path}': {exc.strerror or exc}.") from None
+    except Exception as exc:  # a truncated archive, an empty file, bytes of something else
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ZooError(f"Cannot load '{path}' as weights (a PyTorch state_dict or a zoo checkpoint, read with "
-                       f"weights_only=True): {first[:200]}") from None
+        first = first.split(". This is an internal")[0]
+        raise CorruptFile(f"'{path}' is corrupt (not {what}: {type(exc).__name__}: {first[:200]}): delete it or "
+                          f"restore it from a good copy.") from None
+
+
+def _pickle_header(path: Path) -> bool:
+    """Whether the file starts as a pickle (PROTO 2-5) does: a raw pickle, not damaged bytes."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _unpickler_reason(exc: BaseException) -> str:
@@ -115,7 +136,7 @@ def _unpickler_reason(exc: BaseException) -> str:
 
 def load_checkpoint(path: Path) -> dict:
     """A zoo checkpoint dict; anything else is a ZooError naming the file."""
-    data = _load(path)
+    data = _load(path, "a zoo checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ZooError(f"'{path}' is not a zoo checkpoint (no 'format': '{FORMAT}' entry).")
     if data.get("version", 0) > VERSION:

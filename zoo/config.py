@@ -44,6 +44,8 @@ def config_files() -> list[Path]:
     """The config files that exist, most important first: ./zoo.toml, then the user's."""
     found = []
     for path in (Path.cwd() / FILE_NAME, user_config_dir() / FILE_NAME):
+        if path.is_dir():
+            raise ZooError(f"{path} is a folder, not a config file: remove it, or make it a TOML file.")
         if path.is_file() and not any(path.samefile(p) for p in found):
             found.append(path)
     return found
@@ -86,6 +88,8 @@ def _read(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ZooError(f"{path} is not valid TOML: {exc}.") from None
+    except UnicodeDecodeError as exc:
+        raise ZooError(f"{path} is not valid TOML: not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
     except OSError as exc:
         raise ZooError(f"Cannot read {path}: {exc.strerror or exc}.") from None
 

@@ -53,7 +53,11 @@ PARTS = ("train", "val", "test")
 
 def cache_root() -> Path:
     """Where generated and downloaded datasets live: $ZOO_CACHE, default ~/.cache/zoo."""
-    return Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo").expanduser()
+    root = Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo").expanduser()
+    if root.exists() and not root.is_dir():
+        raise ZooError(f"ZOO_CACHE={root} is not a folder: point it at a folder zoo may write (default "
+                       f"~/.cache/zoo).")
+    return root
 
 
 def resolve_data(data: str) -> tuple[Path, Optional[str]]:
@@ -360,14 +364,18 @@ def decode_image(path: Path, side: Optional[int], on_large: Optional[Callable[[t
 
 def parse_memory(text: str) -> int:
     """'2G', '512M', '0' -> bytes."""
+    given = text
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
     try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(float(text))
+        number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
+        value = float(number) * unit
+        if not math.isfinite(value) or value < 0 or value > 2**60:
+            raise ValueError
+        return int(value)
     except ValueError:
-        raise ZooError(f"ZOO_CACHE_MEMORY='{text}' is not a size; use e.g. 2G, 512M or 0 (always stream).") from None
+        raise ZooError(f"ZOO_CACHE_MEMORY='{given}' is not a size from 0 to 1E (an exabyte); use e.g. 2G, 512M, "
+                       f"or 0 (always stream).") from None
 
 
 def memory_budget() -> int:
@@ -853,8 +861,24 @@ class _DiskImages:
 
     def __getitem__(self, i: int):
         path, label = self.items[i]
-        with pillow_size_warnings_off():  # load_images warned about large images once already
-            return self.transform(open_rgb(self.root / path, self.min_side)), label
+        try:
+            with pillow_size_warnings_off():  # load_images warned about large images once already
+                image = open_rgb(self.root / path, self.min_side)
+        except Exception as exc:  # the data folder changed after it was scanned (deleted, unmounted, replaced)
+            raise ImageGone(f"Cannot read {self.root / path} while training: {error_line(exc)}. The data folder "
+                            f"must stay as it was until the run ends.") from None
+        return self.transform(image), label
+
+
+class ImageGone(ZooError):
+    """A streamed image could not be read during training. Raised again in the main process by a DataLoader
+    worker with its traceback appended: the message keeps only the original line."""
+
+    def __init__(self, message: str):
+        if "Original Traceback" in message:  # torch's ExceptionWrapper: "Caught ImageGone in ... worker ..."
+            lines = [line for line in message.splitlines() if line.strip()]
+            message = lines[-1].split("ImageGone: ", 1)[-1]
+        super().__init__(message)
 
 
 def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:

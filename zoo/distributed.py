@@ -305,7 +305,7 @@ class NullRegistry:
         self._ids += 1
         return self._ids
 
-    def log_epoch(self, run_id: int, epoch: int, values: dict) -> None:
+    def log_epoch(self, run_id: int, epoch: int, values: dict, **fields: Any) -> None:
         pass
 
     def log_metrics(self, run_id: int, metrics: dict, **fields: Any) -> None:

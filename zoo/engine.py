@@ -329,7 +329,10 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
         torch.set_rng_state(resume["torch_rng"])
         best_loss, best_epoch, waited = float(resume["best_loss"]), resume["best_epoch"], int(resume["waited"])
         history = [EpochStats(**row) for row in resume["history"]]
-        if best_epoch is not None and checkpoint_path is not None and checkpoint_path.is_file():
+        best_state = resume.get("best_model")  # last.pt holds the best weights: best.pt is never needed
+        if best_state is None and best_epoch is not None and best_epoch == int(resume["epoch"]):
+            best_state = resume["model"]
+        elif best_state is None and best_epoch is not None and checkpoint_path is not None:  # an older last.pt
             best_state = load_checkpoint(checkpoint_path)["state_dict"]
         first = int(resume["epoch"]) + 1
 
@@ -343,6 +346,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
                      "scaler": scaler.state_dict() if scaler is not None else None,
                      "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                      "best_loss": best_loss, "best_epoch": best_epoch, "waited": waited,
+                     "best_model": best_state if best_epoch != epoch else None,  # else: the weights above
                      "history": [h.as_row() for h in history]}, last_path)
 
     def save_best() -> Optional[str]:
@@ -352,6 +356,9 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Run
                         image_size=pipeline.image_size, state_dict=best_state, epoch=best_epoch,
                         mean=IMAGENET_MEAN, std=IMAGENET_STD)
         return str(checkpoint_path)
+
+    if resume is not None:
+        save_best()  # from last.pt: best.pt may be damaged, or hold an epoch whose history was never recorded
 
     for epoch in range(first, spec.epochs + 1):
         callbacks.on_epoch_start(epoch, batches)

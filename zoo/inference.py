@@ -263,6 +263,8 @@ def _output_path(output: Path, fmt: str, force: bool) -> Path:
     output = Path(output).expanduser()
     if output.is_dir():
         raise ZooError(f"--output '{output}' is a folder; give a file name, e.g. {output / ('model' + SUFFIX[fmt])}.")
+    if output.exists() and not output.is_file():  # /dev/null, a pipe, a socket: no place for a model and its .json
+        raise ZooError(f"--output '{output}' is not a regular file; give a file name such as model{SUFFIX[fmt]}.")
     if not output.suffix:
         output = output.with_name(output.name + SUFFIX[fmt])
     if output.suffix.lower() == ".json":

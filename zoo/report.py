@@ -111,8 +111,13 @@ def write(registry: Any, refs: Sequence[str], group: Optional[str], output: Path
     report = build(registry, refs, group)
     if output.is_dir():
         raise ZooError(f"{output} is a directory: give -o a file path such as {output / 'report.html'}.")
+    if output.exists() and not output.is_file():
+        raise ZooError(f"{output} is not a regular file: give -o a file path such as report.html.")
+    if not output.parent.is_dir() and not output.parent.parent.is_dir():  # as zoo export: one missing folder at most
+        raise ZooError(f"Cannot create the folder of -o '{output}': '{output.parent.parent}' does not exist "
+                       f"either (zoo creates only the file's own folder, '{output.parent.name}').")
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
+        output.parent.mkdir(exist_ok=True)
         if fmt == "html":
             output.write_text(to_html(report), encoding="utf-8", newline="\n")
             return [output]
@@ -138,7 +143,12 @@ def _png(report: Report, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- Markdown
 def _md(text: Any) -> str:
-    return html.escape(str(text), quote=False)
+    """User text for Markdown: no HTML, no control bytes (shown escaped, as in the terminal), and no links of
+    its own: brackets are escaped, so [x](javascript:...) in a note stays text."""
+    from zoo.errors import printable
+
+    text = html.escape(printable(text), quote=False)
+    return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
 
 
 def _table(head: Sequence[Any], rows: Sequence[Sequence[Any]], right: Sequence[bool] = ()) -> str:

@@ -37,10 +37,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def _opt(default: Any, *, minimum: Optional[float] = None, above: Optional[float] = None,
-         choices: tuple = (), grid: bool = True, help: str = "") -> Any:
+         maximum: Optional[float] = None, choices: tuple = (), grid: bool = True, help: str = "") -> Any:
     """A spec field: its default, the limits a value must respect, whether grids may vary it, its help."""
-    return field(default=default, metadata={"min": minimum, "above": above, "choices": choices, "grid": grid,
-                                            "help": help})
+    return field(default=default, metadata={"min": minimum, "above": above, "max": maximum, "choices": choices,
+                                            "grid": grid, "help": help})
 
 
 @dataclass(frozen=True)
@@ -49,20 +49,20 @@ class RunSpec:
 
     model: str
     data: str = field(metadata={"grid": False, "help": "Image folder (one sub-folder per class) or dataset name."})
-    epochs: Optional[int] = _opt(None, minimum=1, help="Maximum epochs (early stopping may end sooner).")
-    batch_size: Optional[int] = _opt(None, minimum=1, help="Images per optimizer step.")
-    lr: Optional[float] = _opt(None, above=0.0, help="Peak learning rate.")
+    epochs: Optional[int] = _opt(None, minimum=1, maximum=100_000, help="Maximum epochs (early stopping may end sooner).")
+    batch_size: Optional[int] = _opt(None, minimum=1, maximum=1_000_000, help="Images per optimizer step.")
+    lr: Optional[float] = _opt(None, above=0.0, maximum=10.0, help="Peak learning rate.")
     momentum: Optional[float] = _opt(None, minimum=0.0, help="SGD momentum (nesterov too; unused by adamw).")
-    weight_decay: Optional[float] = _opt(None, minimum=0.0, help="Weight decay (decoupled with adamw).")
-    patience: Optional[int] = _opt(None, minimum=0, help="Epochs without a better validation loss before stopping.")
-    min_delta: float = _opt(0.0, minimum=0.0, help="Smallest decrease of validation loss that counts.")
+    weight_decay: Optional[float] = _opt(None, minimum=0.0, maximum=1.0, help="Weight decay (decoupled with adamw).")
+    patience: Optional[int] = _opt(None, minimum=0, maximum=100_000, help="Epochs without a better validation loss before stopping.")
+    min_delta: float = _opt(0.0, minimum=0.0, maximum=1e6, help="Smallest decrease of validation loss that counts.")
     split: str = _opt("8:1:1", help="train:val:test ratios, stratified by class.")
-    image_size: Optional[int] = _opt(None, minimum=1, help="Square input size in px (default: each model's own).")
-    seed: int = _opt(42, help="Seed of the split, the initial weights and the augmentation.")
+    image_size: Optional[int] = _opt(None, minimum=1, maximum=8192, help="Square input size in px (default: each model's own).")
+    seed: int = _opt(42, minimum=-(2**63), maximum=2**63 - 1, help="Seed of the split, the initial weights and the augmentation.")
     pretrained: bool = _opt(False, help="Start from the plugin's weights.")
     weights: Optional[str] = _opt(None, grid=False, help="Start from a local state_dict or zoo checkpoint.")
     device: str = _opt("auto", help="auto, cpu, cuda, cuda:N or mps.")
-    workers: Optional[int] = _opt(None, minimum=0, grid=False,
+    workers: Optional[int] = _opt(None, minimum=0, maximum=1024, grid=False,
                                   help="Threads that decode images, and loader processes when images stream.")
     precision: str = _opt("auto", choices=PRECISIONS, help="auto (bf16/fp16 on GPUs, fp32 on CPU), fp32, bf16, fp16.")
     compile: bool = _opt(False, help="torch.compile the model.")
@@ -73,7 +73,7 @@ class RunSpec:
     optimizer: Optional[str] = _opt(None, choices=OPTIMIZERS, help="sgd, nesterov or adamw.")
     schedule: Optional[str] = _opt(None, choices=SCHEDULES,
                                    help="Learning-rate schedule, stepped per batch: constant, cosine, onecycle, step.")
-    warmup_epochs: Optional[float] = _opt(None, minimum=0.0, help="Epochs of linear warm-up from lr/25 to lr.")
+    warmup_epochs: Optional[float] = _opt(None, minimum=0.0, maximum=100_000, help="Epochs of linear warm-up from lr/25 to lr.")
     label_smoothing: Optional[float] = _opt(None, minimum=0.0, help="Label smoothing of the training loss (0-1).")
     augment: Optional[str] = _opt(None, choices=AUGMENTS,
                                   help="Training augmentation: seed (crop scale 0.08-1 + flip), light (crop scale "
@@ -90,6 +90,11 @@ class RunSpec:
         for f in fields(self):
             if f.name in OPTIONS:
                 check_value(f.name, getattr(self, f.name))
+        recipe = RECIPES[self.recipe_name]
+        optimizer = self.optimizer if self.optimizer is not None else recipe["optimizer"]
+        momentum = self.momentum if self.momentum is not None else recipe["momentum"]
+        if optimizer == "nesterov" and momentum == 0:
+            raise ZooError("--optimizer nesterov needs --momentum above 0 (0.9 is usual).")
 
     # ------------------------------------------------------------------------------------ params rows
     def to_params(self, resolved: "Resolved") -> dict[str, Any]:
@@ -168,12 +173,14 @@ def check_value(name: str, value: Any) -> None:
         return
     meta = _FIELDS[name].metadata
     flag = option_flag(name)
-    if isinstance(value, float) and not math.isfinite(value) and name != "lr":  # --lr inf: a NaN-loss test case
+    if isinstance(value, float) and not math.isfinite(value):
         raise ZooError(f"{flag} {value}: must be a finite number.")
     if meta.get("min") is not None and value < meta["min"]:
         raise ZooError(f"{flag} {value}: must be at least {meta['min']}.")
     if meta.get("above") is not None and value <= meta["above"]:
         raise ZooError(f"{flag} {value}: must be greater than {meta['above']:g}.")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ZooError(f"{flag} {value}: must be at most {meta['max']:,}.")
     if name == "label_smoothing" and value >= 1:
         raise ZooError(f"{flag} {value}: must be below 1 (0.1 is usual).")
     if name == "momentum" and value >= 1:
@@ -307,6 +314,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
 
 
 GRID_KEYS = ("model",) + OPTIONS + ("name",)
+MAX_RUNS = 1000  # runs one command makes without --max-runs
 
 
 def _typed(where: str, key: str, value: Any, *, many: bool) -> list[Any]:
@@ -379,12 +387,19 @@ def _name(key: str) -> str:
 
 
 def check_tags(tags: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """User tags may not use zoo's own namespace."""
+    """User tags may not use zoo's own namespace; keys and values have at most MAX_TAG characters."""
     tags = tuple(tags)
-    for key, _ in tags:
+    for key, value in tags:
         if key.startswith(SYSTEM_TAG_PREFIX):
             raise ZooError(f"--tag {key}: tags starting with '{SYSTEM_TAG_PREFIX}' are zoo's own; pick another key.")
+        for what, text in (("key", key), ("value", value)):
+            if len(text) > MAX_TAG:
+                raise ZooError(f"A tag {what} has at most {MAX_TAG} characters (this one has {len(text)}); "
+                               f"put long text in a note (zoo note RUN TEXT).")
     return tags
+
+
+MAX_TAG = 200  # characters of a tag key or value, as of a run name
 
 
 def varied(specs: list[RunSpec]) -> list[str]:
@@ -403,7 +418,7 @@ def build_specs(*, models: list[str], axes: Mapping[str, list[Any]], rows: Optio
                 base: Optional[Mapping[str, Any]] = None, source_model: Optional[str] = None,
                 defaults: Optional[Mapping[str, Any]] = None,
                 name: Optional[str] = None, tags: tuple[tuple[str, str], ...] = (),
-                parent: Optional[int] = None) -> list[RunSpec]:
+                parent: Optional[int] = None, max_runs: Optional[int] = None) -> list[RunSpec]:
     """Every run of one command, in order: each row of a grid file (or one empty row) times the product of the
     command line's values (models first), on top of ``base`` (an earlier run's values for --from).
 
@@ -412,6 +427,11 @@ def build_specs(*, models: list[str], axes: Mapping[str, list[Any]], rows: Optio
     base = dict(base or {})
     source_size = base.pop("image_size", None)
     command_axes = ({"model": list(dict.fromkeys(models))} if models else {}) | dict(axes)
+    count = len(rows or [{}]) * math.prod(len(values) for values in command_axes.values())
+    limit = MAX_RUNS if max_runs is None else max_runs
+    if count > limit:  # counted before the product is made: a typo of 100 x 100 x 100 values costs nothing
+        raise ZooError(f"This command makes {count:,} runs, more than --max-runs {limit:,}: pass --max-runs "
+                       f"{count} to train (or queue) them all, or give fewer values.")
     specs = []
     for row in rows or [{}]:
         for values in expand({**(defaults or {}), **base, **row}, command_axes):

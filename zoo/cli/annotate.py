@@ -36,9 +36,12 @@ def tag(
                                       metavar="KEY=VALUE"),
 ) -> None:
     """Tag a run after the fact: zoo tag 3 experiment=baseline."""
+    from zoo.spec import check_tags
+
     tags = dict(parse_tags(pairs))
     for key in tags:
         _user_key(key)
+    check_tags(tags.items())
     with open_registry(create=False) as reg:
         view = reg.get_run(run)
         reg.set_tags(view.id, tags)

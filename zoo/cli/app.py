@@ -169,7 +169,13 @@ def configured():
 
 def registry_location() -> str:
     """--registry, else ZOO_REGISTRY, else zoo.toml's registry, else ./registry.db."""
-    return state.registry or os.environ.get("ZOO_REGISTRY") or config().registry or DEFAULT_REGISTRY
+    location = state.registry or os.environ.get("ZOO_REGISTRY") or config().registry or DEFAULT_REGISTRY
+    from zoo.store.registry import in_memory
+
+    if in_memory(location):
+        raise ZooError(f"Registry {location} is an in-memory database: everything recorded would be lost when the "
+                       f"command ends. Give a file path (registry.db) or a server URL.")
+    return location
 
 
 def open_registry(*, readonly: bool = False, create: bool = True):

@@ -23,6 +23,9 @@ STATUS_CHOICES = DISPLAY_STATUSES
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DEFAULT_TOP = 20
 DEFAULT_LIST = 20  # list-runs rows in a table (json and csv list every run unless --limit)
+MAX_COUNT = 1_000_000_000  # --limit, --top: what a database's LIMIT takes on every backend
+MAX_AGE_S = 36500 * 86400  # --since as an age: 100 years
+MAX_TAG_FILTERS = 50  # --tag filters (and tag= in zoo ui) in one query: SQLite's expression depth is limited
 
 
 # ----------------------------------------------------------------------------- option parsing
@@ -30,18 +33,21 @@ def parse_since(text: str) -> datetime:
     """'2h', '3d', '1w', '30m' ago, or an ISO date/time (local unless it says otherwise) -> naive UTC."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text.strip().lower())
     if match:
-        ago = timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)])
-        return datetime.now(timezone.utc).replace(tzinfo=None) - ago
+        seconds = float(match.group(1)) * UNITS[match.group(2)]
+        if seconds > MAX_AGE_S:
+            raise ZooError(f"Bad --since '{text}': at most {MAX_AGE_S // UNITS['d'] // 365} years back (36500d); "
+                           f"leave --since out for every run.")
+        return datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=seconds)
     try:
         when = datetime.fromisoformat(text.strip())
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.astimezone()  # local time
+        return when.astimezone(timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         raise ZooError(
             f"Bad --since '{text}': give an ISO date or time (2024-05-01, 2024-05-01T14:30) or an age such as "
             "30m, 2h, 3d, 1w."
         ) from None
-    if when.tzinfo is None:
-        when = when.astimezone()  # local time
-    return when.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def run_filter(*, model=None, status=None, tag=None, since=None, ids=None, group=None, data=None):
@@ -49,6 +55,8 @@ def run_filter(*, model=None, status=None, tag=None, since=None, ids=None, group
 
     if data is not None and not data.strip():
         raise ZooError("--data is empty: give a dataset name, a folder or a dataset fingerprint (zoo show lists it).")
+    if tag and len(tag) > MAX_TAG_FILTERS:
+        raise ZooError(f"{len(tag)} --tag filters given: at most {MAX_TAG_FILTERS} at once.")
     return RunFilter(
         model=model, status=check_choice("--status", status, STATUS_CHOICES), tags=parse_tags(tag),
         since=parse_since(since) if since else None, ids=ids, group=group, data=data,
@@ -117,6 +125,8 @@ def _echo(text: str) -> None:
 def _positive(option: str, value: Optional[int]) -> Optional[int]:
     if value is not None and value < 1:
         raise ZooError(f"{option} must be at least 1 (got {value}); use --all for no limit.")
+    if value is not None and value > MAX_COUNT:
+        raise ZooError(f"{option} must be at most {MAX_COUNT:,} (got {value}); use --all for no limit.")
     return value
 
 

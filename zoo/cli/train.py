@@ -92,6 +92,9 @@ def train(
     resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN", show_default=False,
                                          help="Go on with an interrupted or stale run, in its own row, from its "
                                               "last finished epoch."),
+    max_runs: Optional[int] = typer.Option(None, "--max-runs", min=1, metavar="N", show_default=False,
+                                           help=f"Allow a grid of up to N runs (default: {specs.MAX_RUNS:,}; "
+                                                f"more is refused before anything is decoded or queued)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings, errors and the final table."),
 ) -> None:
     """Train one or more models on one shared, stratified split and record every run in the registry."""
@@ -101,7 +104,7 @@ def train(
                  warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment)
     axes = {key: specs.parse_list(key, texts) for key, texts in lists.items() if texts}
     if resume is not None:
-        if models or from_run or grid or axes or data or weights or queue or dry_run:
+        if models or from_run or grid or axes or data or weights or queue or dry_run or max_runs:
             raise ZooError("--resume RUN goes on with the run's own options: give no models, --data or training "
                            "options with it.")
         return _train([], group=None, dry_run=False, fail_fast=False, quiet=quiet, resume=resume)
@@ -132,7 +135,8 @@ def train(
             raise ZooError(f"Run {source.id} recorded no --data; pass --data PATH|NAME.")
     run_specs = specs.build_specs(models=list(models or []), axes=axes,
                                   rows=specs.parse_grid(grid) if grid else None, base=base,
-                                  source_model=source_model, name=name, tags=tags, parent=parent, defaults=defaults)
+                                  source_model=source_model, name=name, tags=tags, parent=parent, defaults=defaults,
+                                  max_runs=max_runs)
     if per_model:
         run_specs = [specs.replace(s, weights=per_model.get(s.model, s.weights)) for s in run_specs]
     if queue and not dry_run:

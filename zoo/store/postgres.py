@@ -37,6 +37,20 @@ def lock_migrations(conn: Connection) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Whether a SQLAlchemy DBAPIError means the server connection went away or cannot be made now (a server
+    restart, a network cut), so the write may be retried: SQLAlchemy's own disconnect test, or a driver
+    OperationalError with no SQLSTATE (raised by the client) or of class 08 (connection) or 57P (shutdown)."""
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    orig = getattr(exc, "orig", None)
+    if orig is None or not is_driver_error(orig) or not any(
+            cls.__name__ == "OperationalError" for cls in type(orig).__mro__):
+        return False
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state is None or state.startswith("08") or state.startswith("57P")
+
+
 def is_driver_error(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in ("psycopg", "psycopg2", "pg8000", "asyncpg")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import time
@@ -41,6 +42,7 @@ BUSY_TIMEOUT_S = 30.0
 DEFER_WAIT_S = 2.0
 LOCK_GIVE_UP_S = 600.0
 SQLITE_HEADER = b"SQLite format 3\x00"
+MAX_RUN_ID = 2**63 - 1  # the largest id a database integer column holds
 DIGITS_PREFIX = 6  # a run reference of digits only is a run id; from this length on, also a uuid prefix
 STATUSES = tuple(s.value for s in Status)
 FINAL_STATUSES = tuple(s.value for s in FINAL)
@@ -75,6 +77,7 @@ class Registry:
         self.host = socket.gethostname()
         self._pending: list[Callable[[Connection], Any]] = []  # per-epoch writes waiting for the lock
         self._locked_since: Optional[float] = None  # time.monotonic() of the first write that found it locked
+        self.waiting_for = "lock"  # what the pending writes wait for: another process's 'lock', or the 'connection'
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -119,7 +122,7 @@ class Registry:
                 tables = set(inspect(conn).get_table_names())
                 version = max(migrations.applied_versions(conn), default=0) if "schema_migrations" in tables else 0
         except DBAPIError as exc:
-            raise ZooError(f"Cannot read registry {self.location}: {_db_message(exc)}") from exc
+            raise ZooError(self._open_problem(exc)) from exc
         if "schema_migrations" not in tables and tables:
             shown = ", ".join(sorted(tables)[:5])
             raise ZooError(
@@ -133,7 +136,10 @@ class Registry:
             )
         if version == latest:
             if not self.readonly and self.path is not None:
-                self._pragma("journal_mode", "wal")  # e.g. after compact(); a no-op check otherwise
+                try:
+                    self._pragma("journal_mode", "wal")  # e.g. after compact(); a no-op check otherwise
+                except sqlite3.OperationalError as exc:
+                    raise ZooError(self._open_problem(exc)) from exc
             return
         if self.readonly:
             if tables and version >= migrations.READABLE_FROM:
@@ -145,6 +151,15 @@ class Registry:
                 "commands never change the file: run `zoo migrate` to upgrade it in place."
             )
         self._migrate()
+
+    def _open_problem(self, exc: BaseException) -> str:
+        """Why the registry could not be opened, as one line: a writing open in a read-only folder or on a full
+        disk says so (SQLite only says 'unable to open database file')."""
+        orig = getattr(exc, "orig", exc)
+        reason = _db_message(exc) if isinstance(exc, DBAPIError) else str(exc)
+        if self.path is not None and not self.readonly and isinstance(orig, sqlite3.OperationalError):
+            return _write_problem(self.location, self.path, orig, reason)
+        return f"Cannot read registry {self.location}: {reason}"
 
     def _migrate(self) -> list[int]:
         try:
@@ -275,18 +290,24 @@ class Registry:
                 with self._write(DEFER_WAIT_S if defer else None) as conn:
                     results = [each(conn) for each in writes]
             except DBAPIError as exc:
-                if not _locked(exc.orig):
+                lost = postgres.connection_lost(exc)
+                if not lost and not _locked(exc.orig):
                     self._pending.clear()
                     if isinstance(exc.orig, sqlite3.OperationalError):  # disk full, I/O error, read-only file
-                        raise ZooError(f"Cannot write registry {self.location}: {_db_message(exc)}.") from exc
+                        raise ZooError(_write_problem(self.location, self.path, exc.orig,
+                                                      _db_message(exc))) from exc
                     raise
                 now = time.monotonic()
+                self.waiting_for = "connection" if lost else "lock"
                 if self._locked_since is None:
                     self._locked_since = started
                 deadline = max(self._locked_since + LOCK_GIVE_UP_S, started + BUSY_TIMEOUT_S)
                 if defer and now - self._locked_since < LOCK_GIVE_UP_S:
                     return None  # kept; written with the next write
                 if now >= deadline:
+                    if lost:
+                        raise RegistryUnreachable(self.location, now - self._locked_since,
+                                                  _db_message(exc)) from None
                     raise RegistryLocked(self.location, now - self._locked_since) from None
                 time.sleep(min(delay, max(0.0, deadline - now)))
                 delay = min(delay * 2, 30.0)
@@ -358,8 +379,12 @@ class Registry:
         if result.rowcount == 0:
             raise UnknownName(f"No run {run_id} in registry {self.location}.")
 
-    def log_epoch(self, run_id: int, epoch: int, values: dict[str, float]) -> None:
-        """Record one epoch's values (replacing any logged before for that epoch) and refresh the heartbeat."""
+    def log_epoch(self, run_id: int, epoch: int, values: dict[str, float], *, checkpoint: Optional[str] = None,
+                  best_epoch: Optional[int] = None) -> None:
+        """Record one epoch's values (replacing any logged before for that epoch) and refresh the heartbeat; with
+        ``checkpoint`` and ``best_epoch`` (the epoch was the best so far), in the same transaction: a run never
+        shows a best epoch whose history is missing."""
+        best = {"checkpoint": _opt_str(checkpoint), "best_epoch": int(best_epoch)} if best_epoch is not None else {}
         schema = _schema()
         r, h = schema.runs, schema.history
         epoch = int(epoch)
@@ -370,7 +395,7 @@ class Registry:
         def write(conn: Connection) -> None:
             self._touch(
                 conn, run_id, heartbeat=utcnow(),
-                epochs_run=case((func.coalesce(r.c.epochs_run, 0) < epoch, epoch), else_=r.c.epochs_run),
+                epochs_run=case((func.coalesce(r.c.epochs_run, 0) < epoch, epoch), else_=r.c.epochs_run), **best,
             )
             if rows:
                 conn.execute(delete(h).where(h.c.run_id == run_id, h.c.epoch == epoch,
@@ -425,6 +450,30 @@ class Registry:
             if value is not None:
                 values[key] = value
         self._commit(lambda conn: self._touch(conn, run_id, **values))
+
+    def reopen_run(self, run_id: int, seen: RunView) -> None:
+        """Claim an interrupted or stale run for ``zoo train --resume``: back to 'running' in this process's name,
+        only if its row still shows what ``seen`` was read as (status and owning pid/host). Of two processes
+        resuming one run at once, one wins; the other gets a ZooError and changes nothing."""
+        runs = _schema().runs
+
+        def same(column, value):
+            return column.is_(None) if value is None else column == value
+
+        def write(conn: Connection) -> int:
+            now = utcnow()
+            claimed = conn.execute(
+                update(runs).where(runs.c.id == run_id, runs.c.status == seen.status, same(runs.c.pid, seen.pid),
+                                   same(runs.c.host, seen.host))
+                .values(status=Status.RUNNING.value, finished=None, stop_reason=None, error=None, heartbeat=now,
+                        pid=os.getpid(), host=self.host))
+            return claimed.rowcount
+
+        if self._commit(write) != 1:
+            now = self.get_run(run_id)
+            owner = f" (pid {now.pid} on {now.host})" if now.pid is not None else ""
+            raise ZooError(f"Run {run_id} was resumed by another process meanwhile{owner}: it is "
+                           f"{now.display_status} now; let that process finish, or stop it first.")
 
     # ------------------------------------------------------------------ the queue (zoo train --queue, zoo worker)
     def queue_run(self, **row: Any) -> int:
@@ -498,7 +547,7 @@ class Registry:
         if conn is None:
             with self.connect() as conn:
                 return self.resolve(text, conn)
-        if text.isdigit():
+        if text.isdigit() and int(text) <= MAX_RUN_ID:  # larger: no such run (and no 64-bit integer either)
             found = conn.scalar(select(r.c.id).where(r.c.id == int(text)))
             if found is not None:
                 return int(found)
@@ -549,9 +598,12 @@ class Registry:
         a registry from someone else must not be able to delete the user's files."""
         ids = [int(i) for i in run_ids]
         r = _schema().runs
-        with self._write() as conn:
-            rows = conn.execute(select(r.c.id, r.c.checkpoint).where(r.c.id.in_(ids))).all()
+        def write(conn: Connection) -> list:
+            found = conn.execute(select(r.c.id, r.c.checkpoint).where(r.c.id.in_(ids))).all()
             conn.execute(delete(r).where(r.c.id.in_(ids)))
+            return found
+
+        rows = self._commit(write)
         done = Deleted()
         artifacts = self.artifacts_dir.resolve()
         for run_id, checkpoint in rows:
@@ -585,20 +637,27 @@ class Registry:
     def set_tags(self, run_id: int, tags: dict[str, str]) -> None:
         """Add tags to a run, replacing the values of keys it already has."""
         t, runs = _schema().tags, _schema().runs
-        with self._write() as conn:
+
+        def write(conn: Connection) -> None:
             if conn.scalar(select(runs.c.id).where(runs.c.id == run_id)) is None:
                 raise UnknownName(f"No run {run_id} in registry {self.location}.")
             if tags:
                 conn.execute(delete(t).where(t.c.run_id == run_id, t.c.key.in_(list(tags))))
                 conn.execute(insert(t), [{"run_id": run_id, "key": str(k), "value": str(v)} for k, v in tags.items()])
 
+        self._commit(write)  # waits out another process's lock as training does
+
     def remove_tags(self, run_id: int, keys: Iterable[str]) -> list[str]:
         """Remove these tags from a run; returns the keys it had."""
         t = _schema().tags
         keys = list(keys)
-        with self._write() as conn:
+
+        def write(conn: Connection) -> list[str]:
             had = list(conn.scalars(select(t.c.key).where(t.c.run_id == run_id, t.c.key.in_(keys))))
             conn.execute(delete(t).where(t.c.run_id == run_id, t.c.key.in_(keys)))
+            return had
+
+        had = self._commit(write)
         return [k for k in keys if k in had]
 
 
@@ -631,6 +690,37 @@ class RegistryLocked(ZooError):
             f"{f'{waited / 60:.0f} min' if waited >= 60 else f'{waited:.0f} s'} (zoo waits up to "
             f"{LOCK_GIVE_UP_S / 60:.0f} min, then gives up): finish or stop the process that holds it "
             f"(fuser {location}), then rerun."
+        )
+
+
+def _write_problem(location: str, path: Optional[Path], exc: sqlite3.OperationalError, reason: str) -> str:
+    """A SQLite file zoo could not write, as one line saying why: a read-only file or folder, a full disk."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    folder = path.resolve().parent if path is not None else None
+    if folder is not None and not os.access(folder, os.W_OK):
+        return (f"Registry {location} is in a read-only folder ({folder}): a writing command needs to create "
+                f"files beside it (-wal, -shm). Make the folder writable, or copy the registry to one that is; "
+                f"read commands work as they are.")
+    if code == 8 or (path is not None and path.exists() and not os.access(path, os.W_OK)):  # SQLITE_READONLY
+        return (f"Registry {location} is read-only ({reason}): zoo cannot change it. Check the file's permissions "
+                f"(or the mount), or copy it to a writable place; read commands work as they are.")
+    full = ""
+    try:
+        if folder is not None and shutil.disk_usage(folder).free < 1 << 20:
+            full = f" (the disk holding {folder} is full: free some space, then rerun)"
+    except OSError:
+        pass
+    return f"Cannot write registry {location}: {reason}{full}."
+
+
+class RegistryUnreachable(ZooError):
+    """The connection to a server registry has been lost for longer than zoo retries (LOCK_GIVE_UP_S)."""
+
+    def __init__(self, location: str, waited: float, reason: str):
+        super().__init__(
+            f"Lost the connection to registry {location} for "
+            f"{f'{waited / 60:.0f} min' if waited >= 60 else f'{waited:.0f} s'} (zoo retries for up to "
+            f"{LOCK_GIVE_UP_S / 60:.0f} min): {reason}. Check that the server is running, then rerun."
         )
 
 
@@ -812,6 +902,22 @@ def _sqlite_path(location: str) -> Optional[Path]:
     if "://" not in location:
         return Path(location).expanduser()
     return None
+
+
+def in_memory(location: str) -> bool:
+    """Whether a registry location is a SQLite database that lives only as long as its connection (``sqlite://``,
+    ``sqlite:///:memory:``, ``file::memory:``, ``?mode=memory``): nothing written there outlives the command."""
+    text = str(location).strip()
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme.split("+", 1)[0].lower() != "sqlite":
+            return False
+        database = rest[1:] if rest.startswith("/") else rest
+    else:
+        database = text
+    name, _, query = database.partition("?")
+    return (name in ("", ":memory:") or name.startswith("file::memory:")
+            or "mode=memory" in query.lower().replace(" ", ""))
 
 
 def _create_sqlite_file(path: Path) -> None:

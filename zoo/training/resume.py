@@ -13,7 +13,7 @@ from zoo.vocab import STALE, Status, SYSTEM_TAG_PREFIX
 def resume_point(registry: Any, ref: Any) -> tuple[RunSpec, ResumePoint]:
     """The spec the run was trained with and where it stopped; a one-line ZooError (nothing changed) when the run
     is not interrupted or stale, or has no last.pt."""
-    from zoo.checkpoint import load_last
+    from zoo.checkpoint import CorruptFile, load_last
 
     run = registry.get_run(ref)
     if run.display_status not in (Status.INTERRUPTED.value, STALE):
@@ -25,4 +25,9 @@ def resume_point(registry: Any, ref: Any) -> tuple[RunSpec, ResumePoint]:
                        f"was trained before zoo kept one); start a new run with zoo train --from {run.id}.")
     tags = tuple((k, v) for k, v in run.tags.items() if not k.startswith(SYSTEM_TAG_PREFIX))
     spec = RunSpec.from_params(run.params, run.model, name=run.name, tags=tags)
-    return spec, ResumePoint(run.id, load_last(last), run.dataset_fingerprint)
+    try:
+        state = load_last(last)
+    except CorruptFile as exc:
+        raise ZooError(f"Run {run.id} cannot be resumed: {exc.message.split(': delete it')[0]}; delete it and "
+                       f"start a new run with zoo train --from {run.id}.") from None
+    return spec, ResumePoint(run.id, state, run.dataset_fingerprint, seen=run)

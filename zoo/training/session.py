@@ -114,6 +114,7 @@ class ResumePoint:
     run_id: int
     state: dict
     fingerprint: Optional[str]
+    seen: Any = None  # the row as read before (RunView): claimed only if nobody else changed it meanwhile
 
 
 def train_run(ctx: RunContext) -> TrainResult:
@@ -136,6 +137,7 @@ class Recorder(Callbacks):
     def __init__(self, registry: Any, run_id: int, reporter: Reporter):
         self.registry, self.run_id, self.reporter = registry, run_id, reporter
         self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
+        self.saved_best: Optional[tuple[str, int]] = None  # best.pt written, its epoch not recorded yet
         self.warned_locked = False  # the "registry is locked" warning is given once per run
 
     def on_message(self, text: str) -> None:
@@ -153,19 +155,30 @@ class Recorder(Callbacks):
         self.reporter.on_batch(epoch, batch, batches, running_loss, images_per_sec)
 
     def on_epoch_end(self, epoch: int, values: EpochStats, improved: bool) -> None:
-        self.registry.log_epoch(self.run_id, epoch, values.as_row())
+        best = self.saved_best if self.saved_best is not None and self.saved_best[1] == epoch else None
+        self.registry.log_epoch(self.run_id, epoch, values.as_row(),
+                                **({"checkpoint": best[0], "best_epoch": best[1]} if best else {}))
         self.epochs_run = epoch
+        if best is not None:
+            self.checkpoint, self.best_epoch = best
+        self.saved_best = None
         if getattr(self.registry, "pending_writes", 0) and not self.warned_locked:
             self.warned_locked = True
-            self.reporter.on_warning(f"Registry {getattr(self.registry, 'location', '')} is locked by another process: "
-                                     f"training goes on, its epochs are recorded when it is free (zoo gives up "
-                                     f"after 10 min).")
+            where = getattr(self.registry, "location", "")
+            if getattr(self.registry, "waiting_for", "lock") == "connection":
+                what = f"Lost the connection to registry {where}: training goes on, its epochs are recorded when " \
+                       f"it is back (zoo gives up after 10 min)."
+            else:
+                what = f"Registry {where} is locked by another process: training goes on, its epochs are " \
+                       f"recorded when it is free (zoo gives up after 10 min)."
+            self.reporter.on_warning(what)
         self.reporter.on_epoch_end(epoch, values, improved)
         check_stop()
 
     def on_checkpoint(self, path: str, epoch: int) -> None:
-        self.checkpoint, self.best_epoch = path, epoch
-        self.registry.update_run(self.run_id, checkpoint=path, best_epoch=epoch)
+        """Recorded with the epoch's history (on_epoch_end), in one transaction: a stop in between (a signal, a
+        full disk writing last.pt) leaves the run at the previous best, with history for every epoch up to it."""
+        self.saved_best = (path, epoch)
         self.reporter.on_checkpoint(path, epoch)
 
     def on_test(self, metrics: dict[str, float], confusion: list[list[int]]) -> None:
@@ -284,7 +297,7 @@ class Session:
                 raise ZooError(f"Run {self.resume.run_id} trained on other files than {record.path} holds now "
                                f"(fingerprint {self.resume.fingerprint[:12]}, now {record.fingerprint[:12]}); it "
                                f"cannot be resumed. Start a new run with zoo train --from {self.resume.run_id}.")
-            start = partial(_reopen, self.registry, self.resume.run_id)
+            start = partial(_reopen, self.registry, self.resume)
         run_id = start(
             model=spec.model, plugin=planned.info.plugin, params=self._params(planned), name=spec.name,
             device=planned.resolved.device, dataset=record.as_row(), tags=tags)
@@ -350,15 +363,19 @@ class Session:
         self.reporter.on_run_end(outcome)
 
 
-def _reopen(registry: Any, run_id: int, **_row: Any) -> int:
-    """A resumed run goes back to 'running' in its own row (params, dataset, tags and history stay)."""
+def _reopen(registry: Any, point: ResumePoint, **_row: Any) -> int:
+    """A resumed run goes back to 'running' in its own row (params, dataset, tags and history stay), claimed
+    atomically: a second ``--resume`` of the same run started meanwhile is refused (ZooError)."""
+    if point.seen is not None:
+        registry.reopen_run(point.run_id, point.seen)
+        return point.run_id
     import os
 
     from zoo.store.views import utcnow
 
-    registry.update_run(run_id, status=Status.RUNNING.value, finished=None, stop_reason=None, error=None,
+    registry.update_run(point.run_id, status=Status.RUNNING.value, finished=None, stop_reason=None, error=None,
                         heartbeat=utcnow(), pid=os.getpid(), host=registry.host)
-    return run_id
+    return point.run_id
 
 
 class _Stop:

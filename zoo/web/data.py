@@ -20,6 +20,7 @@ r, m = tables.runs, tables.metrics
 
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
+MAX_PAGE = 10**9  # a page number past this is past the end of any registry
 # Sort keys of run columns; any other sort key is a recorded metric (test_accuracy, test_f1/cat, ...).
 RUN_SORTS = {"id": r.c.id, "name": r.c.name, "model": r.c.model, "status": r.c.status, "started": r.c.created,
              "epochs": r.c.epochs_run}
@@ -70,7 +71,7 @@ def run_page(conn: Connection, query: RunQuery, *, host: str) -> RunPage:
     flt = query.run_filter()
     clauses = flt.where(conn)
     per_page = max(1, min(int(query.per_page), max(PAGE_SIZES)))
-    page = max(1, int(query.page))
+    page = max(1, min(int(query.page), MAX_PAGE))  # beyond the last page: the last page (below)
     if flt.status in ("running", "stale"):
         # running runs are few, and stale is decided in Python: read them all, as list_runs does
         ids = list(conn.scalars(select(r.c.id).where(*clauses)))
