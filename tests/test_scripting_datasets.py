@@ -102,7 +102,7 @@ def test_plot_takes_compare_filters_and_the_curves_to_draw(cli, datasets, tmp_pa
 
     drawn = {}
 
-    def fake_plot(views, histories, output, keys=("train_loss", "val_loss")):
+    def fake_plot(views, histories, output, keys=("train_loss", "val_loss"), log_y=False):
         drawn.update(ids=[v.id for v in views], keys=keys, series=histories)
         output.write_bytes(b"png")
 

@@ -172,8 +172,7 @@ def list_runs(
     if not runs and _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data):
         raise ZooError("No runs match these filters; `zoo list-runs` alone lists every run.")  # like zoo models
     if total > len(runs):  # notes go to stderr, once, whatever the format
-        print_warning(f"{len(runs)} of {total} matching runs listed, newest first (--limit {limit}); --all lists "
-                      "every one.")
+        print_warning(f"{len(runs)} of {total} matching runs listed (--limit {limit}); --all lists every one.")
 
 
 @app.command("show")
