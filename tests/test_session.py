@@ -59,6 +59,18 @@ def test_an_exception_fails_that_run_and_the_session_goes_on(planned):
     assert reg.get_run(2).error == "RuntimeError: CUDA out of memory (test)" and reg.get_run(2).epochs_run == 1
 
 
+def test_a_pruned_run_is_recorded_pruned_with_its_history_and_the_session_goes_on(planned):
+    from zoo.training import Pruned
+
+    reg, plan = planned
+    result = Session(plan, reg, train_fn=fake_train(2, Pruned("lags the others")), fail_fast=True).run()
+    assert statuses(reg) == [("completed", "max_epochs"), ("pruned", "pruned"), ("completed", "max_epochs")]
+    assert result.exit_code == 0 and not result.failed
+    run = reg.get_run(2)
+    assert run.display_status == "pruned" and run.error == "lags the others" and run.epochs_run == 1
+    assert [epoch for epoch, _ in reg.history(2, ["val_loss"])["val_loss"]] == [1]
+
+
 def test_fail_fast_stops_after_the_first_failure(planned):
     reg, plan = planned
     result = Session(plan, reg, train_fn=fake_train(2, ValueError("bad")), fail_fast=True).run()

@@ -22,7 +22,7 @@ from zoo.errors import printable
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 STATUS_STYLES = {
     "completed": "green", "running": "cyan", "failed": "bold red", "interrupted": "yellow", "stale": "magenta",
-    "queued": "blue",
+    "queued": "blue", "pruned": "dim",
 }
 HISTORY_ORDER = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec")
 MACRO_ORDER = ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_loss")

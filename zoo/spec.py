@@ -37,10 +37,12 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def _opt(default: Any, *, minimum: Optional[float] = None, above: Optional[float] = None,
-         maximum: Optional[float] = None, choices: tuple = (), grid: bool = True, help: str = "") -> Any:
-    """A spec field: its default, the limits a value must respect, whether grids may vary it, its help."""
+         maximum: Optional[float] = None, choices: tuple = (), grid: bool = True, log: bool = False,
+         help: str = "") -> Any:
+    """A spec field: its default, the limits a value must respect, whether grids (and searches) may vary it,
+    whether a search range of it is sampled on a log scale, its help."""
     return field(default=default, metadata={"min": minimum, "above": above, "max": maximum, "choices": choices,
-                                            "grid": grid, "help": help})
+                                            "grid": grid, "log": log, "help": help})
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,10 @@ class RunSpec:
     data: str = field(metadata={"grid": False, "help": "Image folder (one sub-folder per class) or dataset name."})
     epochs: Optional[int] = _opt(None, minimum=1, maximum=100_000, help="Maximum epochs (early stopping may end sooner).")
     batch_size: Optional[int] = _opt(None, minimum=1, maximum=1_000_000, help="Images per optimizer step.")
-    lr: Optional[float] = _opt(None, above=0.0, maximum=10.0, help="Peak learning rate.")
+    lr: Optional[float] = _opt(None, above=0.0, maximum=10.0, log=True, help="Peak learning rate.")
     momentum: Optional[float] = _opt(None, minimum=0.0, help="SGD momentum (nesterov too; unused by adamw).")
-    weight_decay: Optional[float] = _opt(None, minimum=0.0, maximum=1.0, help="Weight decay (decoupled with adamw).")
+    weight_decay: Optional[float] = _opt(None, minimum=0.0, maximum=1.0, log=True,
+                                        help="Weight decay (decoupled with adamw).")
     patience: Optional[int] = _opt(None, minimum=0, maximum=100_000, help="Epochs without a better validation loss before stopping.")
     min_delta: float = _opt(0.0, minimum=0.0, maximum=1e6, help="Smallest decrease of validation loss that counts.")
     split: str = _opt("8:1:1", help="train:val:test ratios, stratified by class.")
@@ -157,6 +160,18 @@ def default(name: str) -> Any:
 
 def help_of(name: str) -> str:
     return _FIELDS[name].metadata.get("help", "")
+
+
+def log_scale(name: str) -> bool:
+    """Whether a search range of option ``name`` is sampled on a log scale (``zoo tune --lr 1e-4..1e-1``)."""
+    return bool(_FIELDS[name].metadata.get("log"))
+
+
+def option_text(value: Any) -> str:
+    """A value as typed on the command line (true/false, floats in full)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def option_flag(name: str) -> str:

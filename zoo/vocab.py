@@ -18,15 +18,16 @@ class Status(str, Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    PRUNED = "pruned"  # stopped early by `zoo tune`'s pruner: a hopeless trial; its history stays
 
     def __str__(self) -> str:
         return self.value
 
 
-FINAL_STATUSES = (Status.COMPLETED, Status.FAILED, Status.INTERRUPTED)
+FINAL_STATUSES = (Status.COMPLETED, Status.FAILED, Status.INTERRUPTED, Status.PRUNED)
 STALE = "stale"  # shown for a running run that is really gone (computed when read, never written)
 DISPLAY_STATUSES = (Status.QUEUED.value, Status.RUNNING.value, STALE, Status.COMPLETED.value, Status.FAILED.value,
-                    Status.INTERRUPTED.value)
+                    Status.INTERRUPTED.value, Status.PRUNED.value)
 
 
 class StopReason(str, Enum):
@@ -37,6 +38,7 @@ class StopReason(str, Enum):
     NAN_LOSS = "nan_loss"
     INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM, closed output
     ERROR = "error"  # an exception: the run's error says which
+    PRUNED = "pruned"  # `zoo tune`'s pruner stopped a trial whose validation metric lagged the others
 
     def __str__(self) -> str:
         return self.value
@@ -83,3 +85,5 @@ def lower_is_better(key: str) -> bool:
 SYSTEM_TAG_PREFIX = "zoo."  # tags zoo itself writes; --tag refuses them
 GROUP_TAG = "zoo.group"  # every run of one `zoo train` command (or grid) shares it
 FROM_TAG = "zoo.from"  # the run `--from RUN` replayed: lineage
+STUDY_TAG = "zoo.study"  # the `zoo tune` study a run is a trial of
+TRIAL_TAG = "zoo.trial"  # its trial number in that study (Optuna's, from 0)

@@ -8,7 +8,7 @@ from zoo.cli.app import app
 from zoo.errors import ZooError, debug_enabled, print_error, print_warning
 
 # Each module adds its commands to ``app`` when imported.
-from zoo.cli import annotate, catalog, lrfind, runs, train, use, web, worker  # noqa: E402,F401
+from zoo.cli import annotate, catalog, lrfind, runs, train, tune, use, web, worker  # noqa: E402,F401
 
 
 def _add_plugin_commands() -> None:

@@ -1,5 +1,5 @@
 """What ``zoo train`` shows while the training service works: the plan, a progress bar, one line per epoch and
-per run, and the final table. Imported only when a command trains.
+per run, and the final table; and ``zoo tune``'s line per trial. Imported only when a command trains.
 
 Paths, names and messages are user text: the consoles show them as given (no markup); colour comes from Text.
 """
@@ -14,9 +14,11 @@ from rich.text import Text
 
 from zoo.errors import console, print_warning
 from zoo.data import class_counts
-from zoo.render import fmt_duration, fmt_num, fmt_value
+from zoo.render import STATUS_STYLES, fmt_duration, fmt_num, fmt_value
 from zoo.spec import RunSpec
+from zoo.spec import option_text as spec_text
 from zoo.training import Reporter, RunOutcome
+from zoo.tune import TrialEnd, TuneReporter
 from zoo.vocab import Status, TEST
 
 
@@ -238,3 +240,80 @@ class Display(Reporter):
         elif outcome.status == Status.COMPLETED:
             self.line(f"{name}: {str(outcome.stop_reason).replace('_', ' ')} after {outcome.epochs_run} epoch(s), "
                       f"best epoch {outcome.best_epoch}, test accuracy {fmt_num(outcome.metrics.get(TEST + 'accuracy'))}")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else spec_text(value)
+
+
+class TuneDisplay(TuneReporter):
+    """``zoo tune``: one live line per trial (trial k/N, params, epoch, best so far) on a terminal's stderr, and one
+    plain line per finished trial on stdout (also in pipes); --quiet shows neither. The data's warnings come once."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.out = console()
+        self.err = console(stderr=True)
+        self.status = None
+        self.head = ""
+        self.best: Optional[float] = None
+        self.epochs: Optional[int] = None
+        self.warned: set[str] = set()
+
+    def line(self, text) -> None:
+        if not self.quiet:
+            self.out.print(text)
+
+    def live(self, text: str) -> None:
+        if self.quiet or not self.err.is_terminal:
+            return
+        if self.status is None:
+            self.status = self.err.status(Text(text))
+            self.status.start()
+        else:
+            self.status.update(Text(text))
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def _best(self) -> str:
+        return f"  best {fmt_num(self.best)}" if self.best is not None else ""
+
+    def on_warning(self, text: str) -> None:
+        if text not in self.warned:
+            self.warned.add(text)
+            self.stop()
+            print_warning(text)
+
+    def on_trial_start(self, trial, index, total, params, best) -> None:
+        shown = " ".join(f"{k} {_short(v)}" for k, v in params.items())
+        self.head = f"trial {index}/{total} (#{trial.number})  {shown}"
+        self.best = best
+        self.live(self.head + self._best())
+
+    def on_run_start(self, run_id, planned) -> None:
+        self.epochs = planned.spec.epochs
+        self.live(f"{self.head}  run {run_id}{self._best()}")
+
+    def on_batch(self, epoch, batch, batches, running_loss, images_per_sec) -> None:
+        self.live(f"{self.head}  epoch {epoch}/{self.epochs} batch {batch}/{batches} loss {running_loss:.4f}"
+                  f"{self._best()}")
+
+    def on_epoch_end(self, epoch, values, improved) -> None:
+        self.live(f"{self.head}  epoch {epoch}/{self.epochs} val loss {fmt_num(values.val_loss)} acc "
+                  f"{fmt_num(values.val_acc, 3)}{self._best()}")
+
+    def on_trial_end(self, end: TrialEnd) -> None:
+        self.stop()
+        shown = " ".join(f"{k} {_short(v)}" for k, v in end.params.items())
+        line = Text(f"trial {end.index}/{end.total} (#{end.number}) run {end.run_id}  {shown}  ")
+        styles = {"complete": "green", "pruned": STATUS_STYLES["pruned"], "failed": "red"}
+        line.append(end.state, style=styles[end.state])
+        if end.state == "failed":
+            line.append(f" ({end.error})")
+        else:
+            line.append(f" after {end.epochs} epoch(s)  value {fmt_num(end.value)}")
+        line.append(f"  best {fmt_num(end.best)}")
+        self.line(line)
