@@ -99,7 +99,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(tiny, tmp_path):
     from zoo.engine import Callbacks, build_model, train
 
     images, pipe, info = tiny
-    config = spec(epochs=10, patience=2, min_delta=1e9, lr=0.05)  # nothing after epoch 1 is "better"
+    config = spec(epochs=10, patience=2, min_delta=1e6, lr=0.05)  # nothing after epoch 1 is "better"
     model = build_model(info, 2, config, Callbacks())
     seen: dict[int, dict] = {}
 
@@ -128,7 +128,7 @@ def test_max_epochs_also_restores_the_best_epoch(tiny, tmp_path):
     from zoo.engine import train
 
     images, pipe, info = tiny
-    result = train(info, pipe, images.classes, spec(epochs=2, patience=5, min_delta=1e9), CPU, None,
+    result = train(info, pipe, images.classes, spec(epochs=2, patience=5, min_delta=1e6), CPU, None,
                    tmp_path / "best.pt")
     assert result.stop_reason == "max_epochs" and result.best_epoch == 1 and result.epochs_run == 2
 

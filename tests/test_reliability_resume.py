@@ -138,16 +138,15 @@ def test_a_stop_between_the_best_checkpoint_and_its_epoch_keeps_best_within_the_
                                                                                         stop):
     """The engine writes best.pt, then last.pt, then the epoch's history: a signal or a full disk in between
     must not leave 'best 2' on a run whose history ends at epoch 1."""
-    from zoo.engine import EpochStats
+    from zoo.engine import CallbackList, EpochStats
     from zoo.spec import RunSpec
     from zoo.training import Session, make_plan
 
-    def train_fn(ctx):
+    def train_fn(ctx):  # the checkpoint of an epoch reaches the recorder in that epoch's logs
         stats = EpochStats(1.0, 0.5, 1.0, 0.5, 0.1, 0.01, 100.0)
-        ctx.callbacks.on_checkpoint(str(tmp_path / "best.pt"), 1)
-        ctx.callbacks.on_epoch_end(1, stats, True)
-        ctx.callbacks.on_checkpoint(str(tmp_path / "best.pt"), 2)
-        raise stop  # before epoch 2 is recorded
+        logs = {**stats.as_row(), "improved": True, "checkpoint": str(tmp_path / "best.pt")}
+        CallbackList(ctx.callbacks).call("on_epoch_end", None, 1, logs)
+        raise stop  # epoch 2's best.pt written, then a stop before epoch 2 is recorded
 
     data = make_images({"cat": 4, "dog": 4}, size=16)
     with registry() as reg:

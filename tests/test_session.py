@@ -41,9 +41,10 @@ def fake_train(fail_on: int, error: BaseException):
     """A train function that logs one epoch, then raises ``error`` in the run of seed ``fail_on``."""
 
     def train_fn(ctx):
-        from zoo.engine import EpochStats
+        from zoo.engine import CallbackList, EpochStats
 
-        ctx.callbacks.on_epoch_end(1, EpochStats(1.0, 0.5, 1.0, 0.5, 0.1, 0.01, 100.0), True)
+        logs = EpochStats(1.0, 0.5, 1.0, 0.5, 0.1, 0.01, 100.0).as_row()
+        CallbackList(ctx.callbacks).call("on_epoch_end", None, 1, {**logs, "improved": True})
         if ctx.planned.spec.seed == fail_on:
             raise error
         return TrainResult(Status.COMPLETED, StopReason.MAX_EPOCHS, 1, 1, None, metrics={"test_accuracy": 0.5})
@@ -189,3 +190,30 @@ def test_a_failing_model_between_two_good_ones(cli, make_images, tmp_path, monke
     assert run.name == "trio" and run.parent == 1 and run.params["lr"] == 0.01 and run.params["seed"] == 1
     assert "from run 1" in cli("show", "4").output
     assert __import__("json").loads(cli("show", "4", "--format", "json").output)["from_run"] == 1
+
+
+def test_a_loader_worker_stopped_by_sigterm_is_a_typed_interruption(make_images, monkeypatch):
+    """The worker's exit code, not torch's message, tells a stop signal from a crash."""
+    import multiprocessing
+
+    from zoo.data import load_images, make_pipeline, split_samples
+    from zoo.errors import LoaderStopped
+    from zoo.training.session import Terminated, stopped_by_signal
+
+    monkeypatch.setenv("ZOO_CACHE_MEMORY", "0")  # stream from disk through a worker process
+    root = make_images({"cat": 12, "dog": 12}, size=24)
+    images = load_images(root, image_sizes=[16])
+    pipe = make_pipeline(images, split_samples(images, (4, 1, 1), 42), image_size=16, batch_size=2, device="cpu",
+                         workers=1)
+    assert pipe.streaming
+    import torch
+
+    batches = pipe.train_epoch(torch.Generator().manual_seed(0))
+    next(batches)
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGTERM)
+    with pytest.raises(LoaderStopped) as stopped:
+        for _ in batches:
+            pass
+    assert stopped.value.signum == signal.SIGTERM and isinstance(stopped_by_signal(stopped.value), Terminated)
+    assert stopped_by_signal(RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")) is None

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from zoo.distributed import World
-from zoo.errors import ZooError, printable
+from zoo.errors import LoaderStopped, ZooError, printable
 
 if TYPE_CHECKING:
     import torch
@@ -1084,12 +1084,34 @@ class Pipeline:
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
                             drop_last=False, persistent_workers=False, worker_init_fn=_leave_stop_signals_to_main,
                             prefetch_factor=4 if self.workers else None)
-        for x, y in loader:
+        batches = iter(loader)
+        while True:
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                return
+            except RuntimeError as exc:  # a worker died: stopped by a signal sent to the group, or a real failure
+                signum = _stopped_worker(batches)
+                if signum is None:
+                    raise
+                raise LoaderStopped(signum) from exc
             if shuffle and len(y) < 2:
                 continue
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             yield self._finish(x), y
+
+
+def _stopped_worker(batches: Any) -> Optional[int]:
+    """The stop signal (SIGTERM, SIGINT) that ended one of a DataLoader iterator's worker processes, read from
+    their exit codes (-signum); None when none was stopped that way."""
+    import signal
+
+    for worker in getattr(batches, "_workers", None) or ():
+        code = getattr(worker, "exitcode", None)
+        if code is not None and -code in (signal.SIGTERM, signal.SIGINT):
+            return -code
+    return None
 
 
 def make_pipeline(images: ImageSet, split: Split, *, image_size: int, batch_size: int, device,

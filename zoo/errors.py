@@ -103,3 +103,14 @@ class DuplicateName(ZooError):
 
 class PluginError(ZooError):
     """A plugin broke a rule of the hook it implements."""
+
+
+class LoaderStopped(RuntimeError):
+    """A data-loader worker process ended by a stop signal (SIGTERM or SIGINT sent to the whole process group, as
+    timeout, Slurm and Kubernetes do): raised by ``zoo.data`` from the workers' exit codes, so the session records
+    an interruption, not a failure. ``signum``: the signal that ended the worker."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"a data-loader worker was stopped by signal {signum}")
+        self.signum = signum
+

@@ -27,7 +27,7 @@ from zoo.errors import PluginError
 ENTRY_POINT_GROUP = "zoo"
 BUILTIN_PACKAGE = "zoo_builtin_plugins"
 # Module names inside the top-level plugins/ folder, loaded in this order.
-BUILTIN_PLUGINS = ("tinycnn", "alexnet", "resnet", "torchvision_models", "datasets")
+BUILTIN_PLUGINS = ("tinycnn", "alexnet", "resnet", "torchvision_models", "datasets", "training")
 SLOW_IMPORT_S = 0.1  # a plugin whose import takes longer is flagged by `zoo plugins`: every command pays it
 HEAVY_MODULES = ("torch", "torchvision", "tensorflow", "jax", "pandas", "matplotlib")
 
@@ -71,6 +71,7 @@ class Plugins:
     autoload: bool = True
     _models: object = None
     _datasets: object = None
+    _components: dict = field(default_factory=dict)
 
     @property
     def failures(self) -> list[PluginRecord]:
@@ -107,6 +108,30 @@ class Plugins:
             self._call_each("register_models", table)
             self._models = table
         return self._models
+
+    def components(self, kind: str):
+        """The registry of one kind of training part (optimizer, schedule, loss, metric, callback), filled on
+        first use; see ``zoo.components``."""
+        if kind not in self._components:
+            from zoo.components import KINDS, ComponentTable
+
+            table = ComponentTable(kind)
+            self._call_each(KINDS[kind][0], table)
+            self._components[kind] = table
+        return self._components[kind]
+
+    def registrations(self) -> dict[str, dict[str, list[str]]]:
+        """plugin -> hook -> the names it registered there (models, datasets and every training part)."""
+        from zoo.components import KINDS
+
+        out: dict[str, dict[str, list[str]]] = {}
+        tables = [("register_models", self.models()), ("register_datasets", self.datasets())]
+        tables += [(KINDS[kind][0], self.components(kind)) for kind in KINDS]
+        for hook, table in tables:
+            for name in table.names():
+                plugin = getattr(table.find(name), "plugin", "?")
+                out.setdefault(plugin, {}).setdefault(hook, []).append(name)
+        return out
 
     def datasets(self):
         if self._datasets is None:

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from zoo.errors import printable
+from zoo.vocab import METRIC_ORDER
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 STATUS_STYLES = {
@@ -25,7 +26,7 @@ STATUS_STYLES = {
     "queued": "blue", "pruned": "dim",
 }
 HISTORY_ORDER = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec")
-MACRO_ORDER = ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_loss")
+MACRO_ORDER = METRIC_ORDER  # zoo.vocab's, the one owner
 History = dict[str, list[tuple[int, Optional[float]]]]
 
 

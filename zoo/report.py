@@ -15,11 +15,12 @@ from typing import Any, Optional, Sequence
 
 from zoo import render
 from zoo.errors import ZooError
+from zoo.vocab import METRIC_ORDER, TEST, metric_order
 from zoo.web import data, figures
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
-RESULT_METRICS = (("accuracy", "test_accuracy"), ("F1", "test_f1"), ("precision", "test_precision"),
-                  ("recall", "test_recall"), ("test loss", "test_loss"))
+# Column heads of zoo.vocab's METRIC_ORDER (the one owner of the order); registered metrics follow, by name.
+RESULT_METRICS = tuple(zip(("accuracy", "F1", "precision", "recall", "test loss"), METRIC_ORDER))
 ENVIRONMENT = (("zoo", "zoo_version"), ("torch", "torch_version"), ("torchvision", "torchvision_version"),
                ("python", "python_version"), ("device", "device"), ("host", "host"))
 
@@ -86,6 +87,9 @@ def build(registry: Any, refs: Sequence[str], group: Optional[str]) -> Report:
         else:
             differing.append((key, values))
     metrics = [(head, key) for head, key in RESULT_METRICS if any(key in v.metrics for v in views)]
+    known = {key for _, key in RESULT_METRICS}
+    extra = metric_order({k for v in views for k in v.metrics if "/" not in k and k.startswith(TEST)} - known)
+    metrics += [(key[len(TEST):].replace("_", " "), key) for key in extra]  # registered metrics (top5 accuracy...)
     head = ["run", "model", "status", *[h for h, _ in metrics], "epochs (best)", "best val loss", "time"]
     rows = [[figures.run_label(v), v.model, v.status, *[render.fmt_num(v.metrics.get(k)) for _, k in metrics],
              render.epochs_cell(v), render.fmt_num(v.best_val_loss), render.fmt_duration(recorded_duration(v))]

@@ -73,9 +73,10 @@ class RunSpec:
     # The training recipe: None means "what --recipe gives" (see RECIPES); any value given wins.
     recipe: str = _opt("auto", choices=("auto",) + tuple(("seed", "scratch")),
                        help="auto (seed when fine-tuning with --pretrained/--weights, scratch otherwise), seed, scratch.")
-    optimizer: Optional[str] = _opt(None, choices=OPTIMIZERS, help="sgd, nesterov or adamw.")
-    schedule: Optional[str] = _opt(None, choices=SCHEDULES,
-                                   help="Learning-rate schedule, stepped per batch: constant, cosine, onecycle, step.")
+    # optimizer and schedule name registered components (plugins may add more): checked when the run is planned.
+    optimizer: Optional[str] = _opt(None, help="sgd, nesterov, adamw, or one a plugin registers.")
+    schedule: Optional[str] = _opt(None, help="Learning-rate schedule, stepped per batch: constant, cosine, onecycle, "
+                                              "step, or one a plugin registers.")
     warmup_epochs: Optional[float] = _opt(None, minimum=0.0, maximum=100_000, help="Epochs of linear warm-up from lr/25 to lr.")
     label_smoothing: Optional[float] = _opt(None, minimum=0.0, help="Label smoothing of the training loss (0-1).")
     augment: Optional[str] = _opt(None, choices=AUGMENTS,
@@ -88,11 +89,19 @@ class RunSpec:
     name: Optional[str] = None
     tags: tuple[tuple[str, str], ...] = ()
     parent: Optional[int] = None  # the run `--from` replayed
+    # What plugins add (registered names, checked when the run is planned): recorded as params only when used, so
+    # the rows of runs that do not use them stay as they were.
+    loss: Optional[str] = None  # --loss NAME; None: cross-entropy with the recipe's label smoothing
+    callbacks: tuple[str, ...] = ()  # --callback NAME, repeatable
+    opts: tuple[tuple[str, Any], ...] = ()  # --opt KEY=VALUE: (key, value) pairs, sorted by key
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name in OPTIONS:
                 check_value(f.name, getattr(self, f.name))
+        if isinstance(self.opts, Mapping):  # a dict is accepted and stored as sorted pairs (hashable)
+            object.__setattr__(self, "opts", tuple(sorted(self.opts.items())))
+        object.__setattr__(self, "callbacks", tuple(self.callbacks))
         recipe = RECIPES[self.recipe_name]
         optimizer = self.optimizer if self.optimizer is not None else recipe["optimizer"]
         momentum = self.momentum if self.momentum is not None else recipe["momentum"]
@@ -107,6 +116,17 @@ class RunSpec:
         params["image_size"] = resolved.image_size
         params["resolved_device"] = resolved.device
         params["resolved_precision"] = resolved.precision
+        params.update(self.plugin_params())
+        return params
+
+    def plugin_params(self) -> dict[str, Any]:
+        """The params of what plugins add, only when used: loss, callbacks (comma-joined), opt.KEY per --opt."""
+        params: dict[str, Any] = {}
+        if self.loss:
+            params[LOSS_PARAM] = self.loss
+        if self.callbacks:
+            params[CALLBACKS_PARAM] = ",".join(self.callbacks)
+        params.update({OPT_PREFIX + key: value for key, value in self.opts})
         return params
 
     @classmethod
@@ -126,7 +146,8 @@ class RunSpec:
         return (self.data, self.strict)
 
     def options(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in OPTIONS}
+        """Every option's value (the params rows' keys), plus what plugins add (loss, callbacks, opt.KEY)."""
+        return {**{name: getattr(self, name) for name in OPTIONS}, **self.plugin_params()}
 
     # ----------------------------------------------------------------------------------------- recipes
     @property
@@ -142,6 +163,8 @@ class RunSpec:
         filled = {key: value for key, value in RECIPES[name].items() if getattr(self, key) is None}
         return replace(self, recipe=name, **filled)
 
+
+LOSS_PARAM, CALLBACKS_PARAM, OPT_PREFIX = "loss", "callbacks", "opt."
 
 # The option fields: params keys, in the order of the first release's rows.
 OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata)
@@ -268,7 +291,50 @@ def replay_values(params: Mapping[str, Any], *, same_model: bool) -> dict[str, A
         if name in ("device", "precision") and legacy:
             continue
         values[name] = params[name]
+    values.update(plugin_values(params))
     return values
+
+
+def plugin_values(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``loss``, ``callbacks`` and ``opts`` of RunSpec from params rows (or a grid's keys: opt.KEY)."""
+    values: dict[str, Any] = {}
+    if params.get(LOSS_PARAM):
+        values["loss"] = str(params[LOSS_PARAM])
+    if params.get(CALLBACKS_PARAM):
+        raw = params[CALLBACKS_PARAM]
+        values["callbacks"] = tuple(raw.split(",") if isinstance(raw, str) else raw)
+    options = {k[len(OPT_PREFIX):]: v for k, v in params.items() if k.startswith(OPT_PREFIX)}
+    if options:
+        values["opts"] = tuple(sorted(options.items()))
+    return values
+
+
+def parse_opt_value(text: Any) -> Any:
+    """A ``--opt`` value: a bool, int or float when it reads as one, else the text."""
+    if not isinstance(text, str):
+        return text
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind_ in (int, float):
+        try:
+            return kind_(text.strip())
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_opts(texts: Iterable[str]) -> dict[str, list[Any]]:
+    """``--opt KEY=VALUE[,VALUE...]`` (repeatable) -> {"opt.KEY": values}; more than one value is a grid axis."""
+    axes: dict[str, list[Any]] = {}
+    for text in texts:
+        key, sep, value = str(text).partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise ZooError(f"--opt {text!r}: give KEY=VALUE (e.g. --opt beta1=0.95).")
+        values = axes.setdefault(OPT_PREFIX + key, [])
+        values.extend(v for v in map(parse_opt_value, value.split(",")) if v not in values)
+    return axes
 
 
 # ------------------------------------------------------------------------------------ resolved, dataset
@@ -328,21 +394,23 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ZooError(f"--grid file '{path}' is not valid TOML: {exc}.") from None
 
 
-GRID_KEYS = ("model",) + OPTIONS + ("name",)
+GRID_KEYS = ("model",) + OPTIONS + ("name", LOSS_PARAM, CALLBACKS_PARAM)
 MAX_RUNS = 1000  # runs one command makes without --max-runs
 
 
 def _typed(where: str, key: str, value: Any, *, many: bool) -> list[Any]:
     """A TOML value of ``key`` -> the list of typed values it stands for."""
     name = _name(key)
-    if name not in GRID_KEYS:
-        raise ZooError(f"{where}: unknown key '{key}'; use one of {', '.join(GRID_KEYS)}.")
+    if name not in GRID_KEYS and not name.startswith(OPT_PREFIX):
+        raise ZooError(f"{where}: unknown key '{key}'; use one of {', '.join(GRID_KEYS)} or opt.KEY.")
     values = value if isinstance(value, list) else [value]
     if isinstance(value, list) and not many:
         raise ZooError(f"{where}: '{key}' takes one value here, not a list; put lists in [grid].")
     if not values:
         raise ZooError(f"{where}: '{key}' is an empty list; give at least one value.")
-    if name in ("model", "name"):
+    if name.startswith(OPT_PREFIX):
+        return list(dict.fromkeys(parse_opt_value(v) for v in values))
+    if name in ("model", "name", LOSS_PARAM, CALLBACKS_PARAM):
         bad = [v for v in values if not isinstance(v, str) or not v.strip()]
         if bad:
             raise ZooError(f"{where}: '{key}' must be text, not {bad[0]!r}.")
@@ -362,6 +430,9 @@ def parse_grid(path: Path) -> list[dict[str, Any]]:
 
     ``model`` (or ``models``) may appear like any option; unknown keys and empty lists are one-line errors."""
     doc = _load_toml(path)
+    for table in [doc.get("base"), doc.get("grid"), *(doc.get("runs") or [])]:
+        if isinstance(table, dict) and isinstance(table.get("opt"), dict):  # opt.KEY = ... is a nested table
+            table.update({OPT_PREFIX + k: v for k, v in table.pop("opt").items()})
     unknown = set(doc) - {"base", "grid", "runs"}
     if unknown:
         raise ZooError(f"--grid {path}: unknown table '{sorted(unknown)[0]}'; use [base], [grid] or [[runs]].")
@@ -397,6 +468,8 @@ def config_defaults(table: Mapping[str, Any], sources: Mapping[str, Any]) -> dic
 
 
 def _name(key: str) -> str:
+    if key.startswith(OPT_PREFIX):
+        return key
     name = key.replace("-", "_")
     return "model" if name == "models" else name
 
@@ -421,7 +494,7 @@ def varied(specs: list[RunSpec]) -> list[str]:
     """The fields whose values differ between specs (model first), in field order: the columns of a plan."""
     if len(specs) < 2:
         return []
-    names = ["model"] + [n for n in OPTIONS]
+    names = ["model"] + [n for n in OPTIONS] + ["loss", "callbacks", "opts"]
     return [n for n in names if len({repr(getattr(s, n)) for s in specs}) > 1]
 
 
@@ -459,5 +532,10 @@ def build_specs(*, models: list[str], axes: Mapping[str, list[Any]], rows: Optio
             if values.get("image_size") is None and source_size is not None and values["model"] == source_model:
                 values["image_size"] = source_size
             run_name = values.pop("name", None) or name
+            plugin = plugin_values({k: values.pop(k) for k in list(values)
+                                    if k.startswith(OPT_PREFIX) or k == CALLBACKS_PARAM})
+            if "opts" in plugin:  # --opt on top of an earlier run's (--from) or the grid file's
+                plugin["opts"] = tuple(sorted({**dict(values.get("opts", ())), **dict(plugin["opts"])}.items()))
+            values.update(plugin)
             specs.append(RunSpec(**values, name=run_name, tags=tags, parent=parent))
     return specs

@@ -7,7 +7,8 @@ library only, so the read commands import it for free.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Optional
+from types import MappingProxyType
+from typing import Iterable, Mapping, Optional, Sequence
 
 
 class Status(str, Enum):
@@ -75,9 +76,27 @@ def is_per_class(key: str) -> bool:
     return CLASS_SEPARATOR in key
 
 
-def lower_is_better(key: str) -> bool:
-    name = split_metric_key(key)[0].lower()
+METRIC_ORDER = tuple(metric_key(m) for m in OVERALL)  # test_accuracy, test_f1, ...: the order tables show them in
+
+NO_DIRECTIONS: Mapping[str, bool] = MappingProxyType({})
+
+
+def lower_is_better(key: str, directions: Mapping[str, bool] = NO_DIRECTIONS) -> bool:
+    """Whether a smaller value of metric ``key`` ranks first. ``directions``: recorded keys of registered metrics
+    -> their ``higher_is_better`` (``zoo.components.metric_directions``); other keys go by their name."""
+    base = split_metric_key(key)[0]
+    if base in directions:
+        return not directions[base]
+    name = base.lower()
     return LOSS in name or "error" in name or name.endswith("_err")
+
+
+def metric_order(keys: Iterable[str], registered: Sequence[str] = ()) -> list[str]:
+    """Metric keys in display order: zoo's own (METRIC_ORDER), then registered metrics' in registration order,
+    then the rest by name."""
+    keys = set(keys)
+    preferred = list(dict.fromkeys((*METRIC_ORDER, *registered)))
+    return [k for k in preferred if k in keys] + sorted(keys - set(preferred))
 
 
 # ------------------------------------------------------------------------------------------ system tags

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from zoo.cli.app import app, check_choice
-from zoo.errors import ZooError, console
+from zoo.errors import ZooError, console, print_warning
 from zoo.models import ModelInfo
 from zoo.naming import suggest
 
@@ -57,10 +57,11 @@ def models_table(infos: Iterable[ModelInfo]) -> Table:
     return table
 
 
-def plugin_record(record) -> dict[str, Any]:
+def plugin_record(record, registered: Optional[dict] = None) -> dict[str, Any]:
     return {
         "name": record.name, "version": record.version, "source": record.source, "location": record.location,
-        "hooks": list(record.hooks), "error": record.error,
+        "hooks": list(record.hooks), "registers": dict((registered or {}).get(record.name, {})),
+        "error": record.error,
         "import_s": None if record.import_s is None else round(record.import_s, 4), "slow": record.slow,
         "imports": list(record.heavy), "unknown_hooks": list(record.unknown_hooks),
     }
@@ -89,8 +90,15 @@ def slow_note(records: list) -> str:
     return "; ".join(parts) + "."
 
 
-def plugins_table(records: Iterable) -> Table:
+def hook_line(hook: str, names: list[str], most: int = 8) -> str:
+    """'register_models: resnet18, resnet34, ... (+12)': what one plugin registers under one hook."""
+    shown = ", ".join(names[:most]) + (f", ... (+{len(names) - most})" if len(names) > most else "")
+    return f"{hook}: {shown}" if names else hook
+
+
+def plugins_table(records: Iterable, registered: Optional[dict] = None) -> Table:
     records = list(records)
+    registered = registered or {}
     failed = sum(1 for r in records if r.error)
     caption = plural(len(records), "plugin") + (f", {failed} failed to load" if failed else "")
     note = slow_note(records)
@@ -107,7 +115,8 @@ def plugins_table(records: Iterable) -> Table:
         if r.error:
             hooks = Text(f"failed: {r.error}", style="red")
         else:
-            hooks = Text("\n".join(r.hooks) or "-")
+            names = registered.get(r.name, {})
+            hooks = Text("\n".join(hook_line(h, names.get(h, [])) for h in r.hooks) or "-")
             for h in r.unknown_hooks:
                 hooks.append(f"\n{h} (not a zoo hook)", style="yellow")
         table.add_row(r.name, r.version or "-", hooks, import_cell(r), Text(f"{r.source}\n{r.location}"))
@@ -161,7 +170,11 @@ def plugins(
     from zoo.plugins import get_plugins
 
     fmt = check_choice("--format", fmt, FORMATS)
-    loaded = get_plugins()
-    loaded.models(), loaded.datasets()  # run the registration hooks: a plugin that fails in one is marked broken
-    records = loaded.records
-    _emit(fmt, [plugin_record(r) for r in records], plugins_table(records))
+    plugins_ = get_plugins()
+    records = plugins_.records
+    try:
+        registered = plugins_.registrations()
+    except ZooError as exc:  # a plugin broken in a register hook: list the plugins all the same, and say which
+        print_warning(exc.format_message())
+        registered = {}
+    _emit(fmt, [plugin_record(r, registered) for r in records], plugins_table(records, registered))

@@ -199,9 +199,12 @@ def _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs
     trained on several datasets, the one with most runs first (each ranked and limited to --top on its own)."""
     from dataclasses import replace
 
+    from zoo.components import metric_directions
+    from zoo.plugins import get_plugins
     from zoo.store import queries
 
     _positive("--top", top)
+    directions = metric_directions(get_plugins().components("metric"))  # registered metrics' higher_is_better
     with reg.connect() as conn:
         ids = [reg.resolve(ref, conn) for ref in runs] if runs else None
         flt = run_filter(model=model, status=status, tag=tag, since=since, ids=ids, group=group, data=data)
@@ -213,11 +216,11 @@ def _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs
             top = DEFAULT_TOP
         groups = queries.dataset_groups(conn, metric, flt)
         if len(groups) < 2:
-            return [(None, queries.compare(conn, metric, flt, by=by, top=top, host=reg.host))]
+            return [(None, queries.compare(conn, metric, flt, by=by, top=top, host=reg.host, directions=directions))]
         sections = []
         for g in groups:
             cmp = queries.compare(conn, metric, replace(flt, fingerprint=g.fingerprint or ""), by=by, top=top,
-                                  host=reg.host)
+                                  host=reg.host, directions=directions)
             sections.append((g, cmp if not sections else replace(cmp, missing=[])))  # runs lacking it: said once
         return sections
 

@@ -76,6 +76,14 @@ def train(
                                          help=_help("hflip", grid=False)),
     bias_decay: Optional[bool] = typer.Option(None, "--bias-decay/--no-bias-decay", show_default=False,
                                               help=_help("bias_decay", grid=False)),
+    loss: Optional[List[str]] = typer.Option(None, "--loss", metavar="NAME[,NAME...]", show_default=False,
+                                             help="Training loss: a registered one (default cross_entropy, with the "
+                                                  "recipe's label smoothing). Grid: comma list or repeat."),
+    callback: List[str] = typer.Option([], "--callback", metavar="NAME",
+                                       help="Turn on a callback a plugin registers (a logger...); repeatable."),
+    opt: List[str] = typer.Option([], "--opt", metavar="KEY=VALUE[,VALUE...]",
+                                  help="An option the chosen optimizer, schedule, loss or callbacks declare (an unknown "
+                                       "KEY lists them); recorded as param opt.KEY. Repeatable; a comma list is a grid."),
     grid: Optional[Path] = typer.Option(None, "--grid", metavar="FILE.toml", show_default=False,
                                         help="Runs from a TOML file: \\[base] + \\[grid] lists (a product), or \\[\\[runs]]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the options and print the plan; train nothing."),
@@ -103,6 +111,11 @@ def train(
                  device=device, precision=precision, recipe=recipe, optimizer=optimizer, schedule=schedule,
                  warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment)
     axes = {key: specs.parse_list(key, texts) for key, texts in lists.items() if texts}
+    if loss:
+        axes["loss"] = list(dict.fromkeys(n.strip().lower() for t in loss for n in t.split(",") if n.strip()))
+    if callback:
+        axes[specs.CALLBACKS_PARAM] = [tuple(dict.fromkeys(c.strip() for c in callback if c.strip()))]
+    axes.update(specs.parse_opts(opt))
     if resume is not None:
         if models or from_run or grid or axes or data or weights or queue or dry_run or max_runs:
             raise ZooError("--resume RUN goes on with the run's own options: give no models, --data or training "

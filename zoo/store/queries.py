@@ -9,13 +9,13 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from sqlalchemy import Connection, and_, exists, func, select
 
 from zoo.errors import UnknownName, ZooError
 from zoo.store import tables
-from zoo.vocab import GROUP_TAG, LOSS_KEYS, SYSTEM_TAG_PREFIX, lower_is_better  # noqa: F401 (LOSS_KEYS, lower_is_better: used as queries.*)
+from zoo.vocab import GROUP_TAG, LOSS_KEYS, NO_DIRECTIONS, SYSTEM_TAG_PREFIX, lower_is_better, metric_order  # noqa: F401 (LOSS_KEYS, lower_is_better: used as queries.*)
 from zoo.store.views import EvaluationView, RunView, decode_param, stale_reason, utcnow
 
 r, m, h, p, t, ev = tables.runs, tables.metrics, tables.history, tables.params, tables.tags, tables.evaluations
@@ -257,12 +257,14 @@ _MISSING = object()
 
 
 def compare(
-    conn: Connection, metric: str, flt: RunFilter, *, by: Optional[str] = None, top: Optional[int], host: str
+    conn: Connection, metric: str, flt: RunFilter, *, by: Optional[str] = None, top: Optional[int], host: str,
+    directions: Mapping[str, bool] = NO_DIRECTIONS,
 ) -> Comparison:
     """Runs ranked by ``metric``, best first. ``by``: keep the best run of each model ('model') or of each value
-    of a param ('lr', 'seed'...); runs without that param are left out."""
+    of a param ('lr', 'seed'...); runs without that param are left out. ``directions``: registered metrics'
+    higher_is_better (``zoo.vocab.lower_is_better``)."""
     key = resolve_metric(conn, metric)
-    lower = lower_is_better(key)
+    lower = lower_is_better(key, directions)
     order = m.c.value.asc() if lower else m.c.value.desc()
     clauses = flt.where(conn)
     if flt.status in ("running", "stale"):
@@ -308,7 +310,7 @@ def compare(
                                                        m.c.value.is_not(None))))
         missing = run_views(conn, [i for i in lacking if i not in have], host=host)
 
-    others = sorted({k for v in views for k in v.metrics if "/" not in k and k != key}, key=_metric_order)
+    others = metric_order({k for v in views for k in v.metrics if "/" not in k and k != key}, list(directions))
     params: dict[int, dict[str, str]] = {i: {} for i in ids}
     for run_id, pkey, pvalue in conn.execute(select(p.c.run_id, p.c.key, p.c.value).where(p.c.run_id.in_(ids))):
         params[run_id][pkey] = pvalue
@@ -327,8 +329,4 @@ def compare(
     )
 
 
-_PREFERRED = ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_loss")
 
-
-def _metric_order(key: str) -> tuple[int, str]:
-    return (_PREFERRED.index(key) if key in _PREFERRED else len(_PREFERRED), key)

@@ -76,6 +76,7 @@ def check_specs(specs: list[RunSpec], *, group: Optional[str] = None) -> Plan:
     for spec in specs:
         spec = spec.with_recipe()  # the recipe's values, recorded as params like any option
         info = models.get(spec.model)  # unknown names: an error with suggestions
+        check_parts(spec)
         size = int(spec.image_size or info.default_size)
         if size < info.min_size:
             raise ZooError(f"--image-size {size} is below {info.name}'s minimum of {info.min_size} px; "
@@ -95,6 +96,20 @@ def check_specs(specs: list[RunSpec], *, group: Optional[str] = None) -> Plan:
         resolved = replace(devices[(spec.device, spec.precision)], image_size=size)
         runs.append(PlannedRun(replace(spec, **changes), info, resolved, ratios))
     return Plan(runs, group or new_group())
+
+
+def check_parts(spec: RunSpec) -> None:
+    """The optimizer, schedule, loss and callbacks a run names are registered, and its --opt keys are read by
+    one of them with values of the right type: one red line otherwise, before any work."""
+    from zoo.components import check_options
+    from zoo.plugins import get_plugins
+
+    plugins = get_plugins()
+    parts = [plugins.components("optimizer").check(str(spec.optimizer)),
+             plugins.components("schedule").check(str(spec.schedule)),
+             plugins.components("loss").check(spec.loss or "cross_entropy")]
+    parts += [plugins.components("callback").check(name) for name in spec.callbacks]
+    check_options(dict(spec.opts), parts)
 
 
 def make_plan(specs: list[RunSpec], registry: Any, *, group: Optional[str] = None) -> Plan:

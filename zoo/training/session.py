@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from zoo.distributed import World, current
-from zoo.engine import Callbacks, EpochStats, TrainResult
-from zoo.errors import ZooError
+from zoo.engine import Callback, Callbacks, Progress, TrainResult
+from zoo.errors import LoaderStopped, ZooError
 from zoo.training.plan import Plan, PlannedRun
 from zoo.vocab import FROM_TAG, GROUP_TAG, Status, StopReason
 
@@ -106,9 +106,11 @@ class RunContext:
     planned: PlannedRun
     images: "ImageSet"
     split: "Split"
-    callbacks: Callbacks
+    callbacks: list  # the session's callbacks (recorder, progress, stop signal), called after the engine's own
     checkpoint: Optional[Path]  # None on torchrun ranks other than 0: rank 0 writes the checkpoints
     resume: Optional[dict] = None  # the run's last.pt when it goes on after an interruption (--resume)
+    run_id: Optional[int] = None
+    reporter: Callbacks = field(default_factory=Callbacks)  # messages while the model is built
 
 
 @dataclass(frozen=True)
@@ -125,48 +127,52 @@ class ResumePoint:
 def train_run(ctx: RunContext) -> TrainResult:
     """Build the model (one in memory at a time), make its pipeline, train and test it."""
     from zoo.data import augment_for, make_pipeline
-    from zoo.engine import build_model, train
+    from zoo.engine import build_model, resolve_config, train
+    from zoo.plugins import get_plugins
 
-    run, spec = ctx.planned, ctx.planned.spec.with_recipe()
-    model = build_model(run.info, len(ctx.images.classes), spec, ctx.callbacks)
-    pipeline = make_pipeline(ctx.images, ctx.split, image_size=run.resolved.image_size, batch_size=spec.batch_size,
-                             device=run.resolved.device, workers=spec.workers,
-                             augment=augment_for(spec.augment, spec.hflip), world=current())
-    return train(run.info, pipeline, ctx.images.classes, spec, run.resolved, ctx.callbacks, ctx.checkpoint,
-                 model=model, resume=ctx.resume)
+    run, plugins = ctx.planned, get_plugins()
+    config = resolve_config(run.spec, run.resolved, plugins)  # the recipe applied once, read by every step
+    model = build_model(run.info, len(ctx.images.classes), config, ctx.reporter)
+    pipeline = make_pipeline(ctx.images, ctx.split, image_size=config.image_size, batch_size=config.batch_size,
+                             device=config.device, workers=run.spec.workers,
+                             augment=augment_for(config.augment, config.hflip), world=current())
+    return train(run.info, pipeline, ctx.images.classes, config, None, ctx.callbacks, ctx.checkpoint,
+                 model=model, resume=ctx.resume, plugins=plugins, run_id=ctx.run_id, run_name=run.spec.name)
 
 
-class Recorder(Callbacks):
-    """Engine callbacks -> registry lifecycle calls for one run, passed on to the session's reporter."""
+class StopSignal(Callback):
+    """Built-in: a SIGTERM noted by the session is raised here, at the loop's next safe point (see ``_Stop``)."""
+
+    def on_epoch_start(self, run, epoch) -> None:
+        check_stop()
+
+    def on_batch_end(self, run, epoch, batch, logs) -> None:
+        check_stop()
+
+    def on_epoch_end(self, run, epoch, logs) -> None:
+        check_stop()
+
+
+class Recorder(Callback):
+    """Built-in: the run's epochs, best checkpoint and test metrics -> the registry; its end, once (``finish``)."""
 
     def __init__(self, registry: Any, run_id: int, reporter: Reporter):
         self.registry, self.run_id, self.reporter = registry, run_id, reporter
         self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
-        self.saved_best: Optional[tuple[str, int]] = None  # best.pt written, its epoch not recorded yet
         self.warned_locked = False  # the "registry is locked" warning is given once per run
 
-    def on_message(self, text: str) -> None:
-        self.reporter.on_message(text)
+    def on_epoch_end(self, run, epoch: int, logs: dict[str, Any]) -> None:
+        """The epoch's history, and the best checkpoint when this epoch wrote it, in one transaction: a stop
+        before (a signal, a full disk writing last.pt) leaves the run at the previous best, with history for every
+        epoch up to it."""
+        from zoo.engine import EpochStats
 
-    def on_warning(self, text: str) -> None:
-        self.reporter.on_warning(text)
-
-    def on_epoch_start(self, epoch: int, batches: int) -> None:
-        check_stop()
-        self.reporter.on_epoch_start(epoch, batches)
-
-    def on_batch(self, epoch, batch, batches, running_loss, images_per_sec) -> None:
-        check_stop()
-        self.reporter.on_batch(epoch, batch, batches, running_loss, images_per_sec)
-
-    def on_epoch_end(self, epoch: int, values: EpochStats, improved: bool) -> None:
-        best = self.saved_best if self.saved_best is not None and self.saved_best[1] == epoch else None
-        self.registry.log_epoch(self.run_id, epoch, values.as_row(),
+        best = (logs["checkpoint"], epoch) if logs.get("checkpoint") else None
+        self.registry.log_epoch(self.run_id, epoch, EpochStats.from_logs(logs).as_row(),
                                 **({"checkpoint": best[0], "best_epoch": best[1]} if best else {}))
         self.epochs_run = epoch
         if best is not None:
             self.checkpoint, self.best_epoch = best
-        self.saved_best = None
         if getattr(self.registry, "pending_writes", 0) and not self.warned_locked:
             self.warned_locked = True
             where = getattr(self.registry, "location", "")
@@ -177,20 +183,12 @@ class Recorder(Callbacks):
                 what = f"Registry {where} is locked by another process: training goes on, its epochs are " \
                        f"recorded when it is free (zoo gives up after 10 min)."
             self.reporter.on_warning(what)
-        self.reporter.on_epoch_end(epoch, values, improved)
-        check_stop()
 
-    def on_checkpoint(self, path: str, epoch: int) -> None:
-        """Recorded with the epoch's history (on_epoch_end), in one transaction: a stop in between (a signal, a
-        full disk writing last.pt) leaves the run at the previous best, with history for every epoch up to it."""
-        self.saved_best = (path, epoch)
-        self.reporter.on_checkpoint(path, epoch)
+    def on_train_end(self, run, result: TrainResult) -> None:
+        if result.confusion is not None:
+            self.registry.log_metrics(self.run_id, result.metrics, confusion=result.confusion)
 
-    def on_test(self, metrics: dict[str, float], confusion: list[list[int]]) -> None:
-        self.registry.log_metrics(self.run_id, metrics, confusion=confusion)
-        self.reporter.on_test(metrics, confusion)
-
-    def finish(self, outcome: RunOutcome, status: Status, stop_reason: StopReason, error: Optional[str] = None,
+    def finish(self, outcome: RunOutcome, status: Status, stop_reason: Any, error: Optional[str] = None,
                result: Optional[TrainResult] = None) -> None:
         """Record the run's end (once) and fill ``outcome``."""
         if result is not None:
@@ -199,7 +197,7 @@ class Recorder(Callbacks):
         outcome.status, outcome.stop_reason, outcome.error = status, stop_reason, error
         outcome.best_epoch, outcome.epochs_run = self.best_epoch, self.epochs_run
         try:
-            self.registry.finish_run(self.run_id, status.value, stop_reason=stop_reason.value,
+            self.registry.finish_run(self.run_id, status.value, stop_reason=str(stop_reason),
                                      best_epoch=self.best_epoch, epochs_run=self.epochs_run,
                                      checkpoint=self.checkpoint, error=error)
         except ZooError as exc:  # the registry itself is unwritable: say how the run ended all the same
@@ -318,9 +316,10 @@ class Session:
         started = time.perf_counter()
         try:
             self.reporter.on_run_start(run_id, planned)
-            ctx = RunContext(planned, images, split, recorder,
+            ctx = RunContext(planned, images, split, [recorder, Progress(self.reporter), StopSignal()],
                              (self.registry.run_artifacts_dir(run_id) / "best.pt").resolve() if self.world.is_main
-                             else None, self.resume.state if self.resume is not None else None)
+                             else None, self.resume.state if self.resume is not None else None, run_id,
+                             self.reporter)
             _Stop.defer = True  # inside the training, SIGTERM is raised at the next batch (a safe point)
             try:
                 result = self.train_fn(ctx)
@@ -371,7 +370,7 @@ class Session:
             self.reporter.on_run_end(outcome)
             raise
         outcome.seconds = time.perf_counter() - started
-        recorder.finish(outcome, Status(result.status), StopReason(result.stop_reason), result.error, result)
+        recorder.finish(outcome, Status(result.status), result.stop_reason, result.error, result)
         self.reporter.on_run_end(outcome)
 
 
@@ -428,13 +427,18 @@ def check_stop() -> None:
 
 def stopped_by_signal(exc: BaseException) -> Optional[KeyboardInterrupt]:
     """The interruption behind an error, when SIGTERM or Ctrl-C (sent to the whole process group, as timeout,
-    Slurm and Kubernetes do) killed a DataLoader worker before the main process raised its own: a Terminated or
-    KeyboardInterrupt to raise instead of recording the run 'failed'; None for a real failure."""
-    text = str(exc)
-    if _Stop.seen == signal.SIGTERM or "killed by signal: Terminated" in text:
+    Slurm and Kubernetes do) stopped a DataLoader worker before the main process raised its own: a Terminated or
+    KeyboardInterrupt to raise instead of recording the run 'failed'; None for a real failure. Decided by types
+    alone: the signal this process saw (``_Stop.seen``), or a ``LoaderStopped`` (a worker's exit code) in the
+    exception's chain."""
+    if _Stop.seen == signal.SIGTERM:
         return Terminated()
-    if "killed by signal: Interrupt" in text:
-        return KeyboardInterrupt()
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, LoaderStopped):
+            return Terminated() if exc.signum == signal.SIGTERM else KeyboardInterrupt()
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
     return None
 
 

@@ -130,7 +130,7 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
             return page("compare.html", runs=None, refs="", group="", metric=metric)
         with registry.connect() as conn:
             ids = data.resolve_runs(registry, conn, refs, group or None)
-            runs = data.run_set(conn, ids, host=registry.host, metric=metric)
+            runs = data.run_set(conn, ids, host=registry.host, metric=metric, directions=directions())
         data.rank(runs)
         return page(
             "compare.html", runs=runs, refs=" ".join(str(i) for i in ids if not group), group=group, metric=metric,
@@ -162,6 +162,14 @@ def warm_up(env: Environment, registry: Any) -> None:
     with registry.connect() as conn:
         data.run_page(conn, data.RunQuery(per_page=1), host=registry.host)
         data.filter_choices(conn)
+
+
+def directions() -> dict[str, bool]:
+    """Registered metrics' higher_is_better (their plugins' metadata; no torch is imported)."""
+    from zoo.components import metric_directions
+    from zoo.plugins import get_plugins
+
+    return metric_directions(get_plugins().components("metric"))
 
 
 def _int(text: Any, default: int) -> int:

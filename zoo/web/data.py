@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 from sqlalchemy import Connection, and_, func, select
 
 from zoo.errors import ZooError
+from zoo.vocab import METRIC_ORDER, metric_order
 from zoo.store import queries, tables
 from zoo.store.queries import RunFilter
 from zoo.store.registry import RunView
@@ -131,7 +132,7 @@ class RunSet:
     metrics: list[str]  # overall test metrics any run has, preferred first
 
 
-PREFERRED_METRICS = ("test_accuracy", "test_f1", "test_precision", "test_recall", "test_loss")
+PREFERRED_METRICS = METRIC_ORDER  # zoo.vocab's
 
 
 def resolve_runs(registry, conn: Connection, refs: Sequence[str] = (), group: Optional[str] = None,
@@ -150,7 +151,10 @@ def resolve_runs(registry, conn: Connection, refs: Sequence[str] = (), group: Op
     return ids
 
 
-def run_set(conn: Connection, ids: Sequence[int], *, host: str, metric: str = "accuracy") -> RunSet:
+def run_set(conn: Connection, ids: Sequence[int], *, host: str, metric: str = "accuracy",
+            directions: Optional[dict[str, bool]] = None) -> RunSet:
+    """The runs' views, histories, shared and differing params; ``directions``: registered metrics'
+    higher_is_better (``zoo.components.metric_directions``), so their ranking goes the right way."""
     views = queries.run_views(conn, ids, host=host, full=True)
     hist = queries.histories(conn, [v.id for v in views])
     all_keys = sorted({k for v in views for k in v.params})
@@ -163,13 +167,12 @@ def run_set(conn: Connection, ids: Sequence[int], *, host: str, metric: str = "a
             shared[key] = next(iter(values.values()))
         else:
             differing[key] = values
-    metrics = [k for k in PREFERRED_METRICS if any(k in v.metrics for v in views)]
-    metrics += sorted({k for v in views for k in v.metrics if "/" not in k} - set(metrics))
+    metrics = metric_order({k for v in views for k in v.metrics if "/" not in k}, list(directions or ()))
     data_fps = sorted({v.dataset_fingerprint for v in views if v.dataset_fingerprint})
     split_fps = sorted({v.split_fingerprint for v in views if v.split_fingerprint})
     key = queries.METRIC_ALIASES.get(metric, metric)
     comparison = queries.Comparison(
-        metric=key, lower_is_better=queries.lower_is_better(key), runs=views, total=len(views),
+        metric=key, lower_is_better=queries.lower_is_better(key, directions or {}), runs=views, total=len(views),
         other_metrics=[k for k in metrics if k != key], differing_params=differing,
         missing=[],  # unlike `zoo compare`, the pages keep runs without the metric (shown as —)
         dataset_fingerprints=data_fps if len(data_fps) > 1 else [],
