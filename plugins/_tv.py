@@ -29,6 +29,7 @@ class Arch(NamedTuple):
         register(
             self.name, builder, family=self.family, description=self.description, min_size=self.min_size,
             default_size=self.default_size, pretrained=self.weights is not None, params=self.params,
+            source="torchvision",
             weights_file=(lambda: weights_file(self.name, self.weights)) if self.weights else None,
         )
 

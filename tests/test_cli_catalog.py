@@ -30,7 +30,7 @@ def test_models_json_lists_the_builtins(cli):
     alexnet = next(row for row in rows if row["name"] == "alexnet")
     assert alexnet == {"name": "alexnet", "family": "alexnet", "params": 61100840, "min_size": 63,
                        "default_size": 224, "pretrained": True, "plugin": "alexnet",
-                       "description": alexnet["description"]}
+                       "description": alexnet["description"], "source": "torchvision"}
     assert names.index("resnet18") < names.index("resnet101")  # natural order
 
 
@@ -38,12 +38,12 @@ def test_models_table(cli):
     result = cli("models")
     assert result.exit_code == 0, result.output
     header = next(line for line in result.stdout.splitlines() if "name" in line)
-    assert header.split() == ["name", "family", "params", "min", "default", "weights", "plugin"]
+    assert header.split() == ["name", "family", "params", "min", "default", "weights", "source"]
     listed = names_in_table(result.stdout)
     assert len(listed) >= 40 and listed[0] == "alexnet"
     assert listed.index("resnet18") < listed.index("resnet34") < listed.index("resnet101")
     alexnet_row = next(line for line in result.stdout.splitlines() if line.split()[:1] == ["alexnet"])
-    assert alexnet_row.split() == ["alexnet", "alexnet", "61.1M", "63", "224", "yes", "alexnet"]
+    assert alexnet_row.split() == ["alexnet", "alexnet", "61.1M", "63", "224", "yes", "torchvision"]
     assert f"{len(listed)} models" in result.stdout
 
 

@@ -3,7 +3,8 @@
 A zoo checkpoint is ``torch.save`` of a plain dict (loadable with ``torch.load(path, weights_only=True)``)::
 
     {"format": "zoo-checkpoint", "version": 1, "model": name, "plugin": plugin, "num_classes": n,
-     "classes": [...], "image_size": px, "state_dict": {...}, "epoch": best_epoch, "mean": [...], "std": [...]}
+     "classes": [...], "image_size": px, "state_dict": {...}, "epoch": best_epoch, "mean": [...], "std": [...],
+     "interpolation": "bilinear" | "bicubic", "crop_fraction": 0.875}   (the last two: zoo.preprocess.Preprocess)
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ _PREFIXES = ("module.", "_orig_mod.")  # DataParallel / torch.compile wrappers
 
 
 def save_checkpoint(path: Path, *, model: str, plugin: str, classes: list[str], image_size: int,
-                    state_dict: dict, epoch: int, mean, std) -> Path:
+                    state_dict: dict, epoch: int, mean, std, interpolation: str = "bilinear",
+                    crop_fraction: float = 0.875) -> Path:
     """Write atomically (temporary file, then rename), so a crash never leaves half a checkpoint."""
     payload = {"format": FORMAT, "version": VERSION, "model": model, "plugin": plugin, "num_classes": len(classes),
                "classes": list(classes), "image_size": int(image_size),
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "epoch": int(epoch),
-               "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+               "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+               "interpolation": interpolation, "crop_fraction": float(crop_fraction)}
     return atomic_save(payload, path)
 
 

@@ -13,6 +13,7 @@ Imports only the standard library (and typer's click for the folder), so read co
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,17 @@ from typing import Any, Optional
 from zoo.errors import ZooError
 
 FILE_NAME = "zoo.toml"
+
+
+def cache_root() -> Path:
+    """Where generated and downloaded datasets (and the timm plugin's catalog) live: $ZOO_CACHE, default
+    ~/.cache/zoo."""
+    root = Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo").expanduser()
+    if root.exists() and not root.is_dir():
+        raise ZooError(f"ZOO_CACHE={root} is not a folder: point it at a folder zoo may write (default "
+                       f"~/.cache/zoo).")
+    return root
+
 PATH_KEYS = ("registry", "artifacts")  # top-level keys: strings, paths relative to their file
 TABLES = ("train",)  # top-level tables whose keys the commands that use them check
 

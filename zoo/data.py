@@ -31,17 +31,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
+from zoo.config import cache_root  # noqa: F401 (re-exported)
 from zoo.distributed import World
 from zoo.errors import LoaderStopped, ZooError, printable
+from zoo.preprocess import EVAL_CROP, IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Preprocess  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     import torch
 
     from zoo.spec import DatasetRecord
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-EVAL_CROP = 0.875  # val/test: resize the shorter side to size / 0.875, then take the central size x size
 MAX_CACHE_SIDE = 512  # the in-memory copy never keeps more than 512 x 512 px per image
 CROP_SCALE = (0.08, 1.0)  # random resized crop: area fraction and aspect ratio range (torchvision's defaults)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -49,15 +48,6 @@ PARTS = ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------------------------- finding data
-
-
-def cache_root() -> Path:
-    """Where generated and downloaded datasets live: $ZOO_CACHE, default ~/.cache/zoo."""
-    root = Path(os.environ.get("ZOO_CACHE") or Path.home() / ".cache" / "zoo").expanduser()
-    if root.exists() and not root.is_dir():
-        raise ZooError(f"ZOO_CACHE={root} is not a folder: point it at a folder zoo may write (default "
-                       f"~/.cache/zoo).")
-    return root
 
 
 def resolve_data(data: str) -> tuple[Path, Optional[str]]:
@@ -778,31 +768,35 @@ def cpu_resized_crops(cache: "torch.Tensor", indices: "torch.Tensor", boxes: "to
     return torch.cat(out)
 
 
-def center_crops(images: "torch.Tensor", size: int, chunk: int = 256) -> "torch.Tensor":
-    """Deterministic eval transform on cached squares: the central 0.875 of each side, resized to size."""
+def center_crops(images: "torch.Tensor", size: int, chunk: int = 256,
+                 prep: Preprocess = IMAGENET) -> "torch.Tensor":
+    """Deterministic eval transform on cached squares: the central ``prep.crop_fraction`` of each side (0.875
+    unless the model declares its own), resized to size with ``prep.interpolation``."""
     import torch
     import torch.nn.functional as F
 
     side = images.shape[-1]
-    crop = max(1, round(side * EVAL_CROP))
+    crop = max(1, round(side * prep.crop_fraction))
     start = (side - crop) // 2
     outs = []
     for i in range(0, len(images), chunk):
         part = images[i:i + chunk, :, start:start + crop, start:start + crop]
         if part.device.type != "cpu":
             part = part.float()
-        out = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out = F.interpolate(part, size=(size, size), mode=prep.interpolation, antialias=True, align_corners=False)
         outs.append(out.round().clamp(0, 255).to(torch.uint8) if out.is_floating_point() else out)
     if not outs:
         return torch.empty((0, 3, size, size), dtype=torch.uint8)
     return torch.cat(outs).contiguous(memory_format=torch.channels_last)
 
 
-def pil_eval_transform(size: int):
-    """The same eval transform for images read from disk: resize shorter side to size / 0.875, centre crop."""
-    from torchvision.transforms import v2
+def pil_eval_transform(size: int, prep: Preprocess = IMAGENET):
+    """The same eval transform for images read from disk: resize shorter side to size / crop fraction (0.875
+    unless the model declares its own) with the model's interpolation, centre crop."""
+    from torchvision.transforms import InterpolationMode, v2
 
-    return v2.Compose([v2.PILToTensor(), v2.Resize(round(size / EVAL_CROP), antialias=True), v2.CenterCrop(size)])
+    resize = v2.Resize(prep.resize_to(size), interpolation=InterpolationMode(prep.interpolation), antialias=True)
+    return v2.Compose([v2.PILToTensor(), resize, v2.CenterCrop(size)])
 
 
 def pil_train_transform(size: int, augment: Optional[Augment] = None):
@@ -938,6 +932,7 @@ class Pipeline:
     channels_last: bool = False
     prefetch: bool = False  # make the next batches in a background thread
     augment: Augment = AUGMENT_PRESETS["seed"]
+    prep: Preprocess = IMAGENET  # normalisation and eval transform (the model's own when it declares one)
     _train_x: Any = None  # cached uint8 train squares (device or pinned CPU)
     _train_y: Any = None
     _eval: dict = field(default_factory=dict)
@@ -962,7 +957,7 @@ class Pipeline:
     def _finish(self, x: "torch.Tensor") -> "torch.Tensor":
         import torch
 
-        x = normalise(x)
+        x = normalise(x, self.prep.mean, self.prep.std)
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def setup(self) -> "Pipeline":
@@ -983,7 +978,7 @@ class Pipeline:
         self._train_x, self._train_y = train_x, labels[idx].to(self.device)
         for part in ("val", "test"):
             pidx = torch.tensor(self.split.part(part), dtype=torch.long)
-            self._eval[part] = (center_crops(cache[pidx], self.image_size), labels[pidx])
+            self._eval[part] = (center_crops(cache[pidx], self.image_size, prep=self.prep), labels[pidx])
         return self
 
     def train_epoch(self, generator: "torch.Generator") -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
@@ -1005,7 +1000,8 @@ class Pipeline:
         aug = self.augment
         if aug.scale is None:  # no random crop: the eval transform's centre crop, made once
             if self._train_center is None:
-                self._train_center = center_crops(self._train_x.cpu(), self.image_size).to(self._train_x.device)
+                self._train_center = center_crops(self._train_x.cpu(), self.image_size,
+                                                  prep=self.prep).to(self._train_x.device)
             all_boxes = None
         else:  # the epoch's crops and flips, drawn at once
             all_boxes = crop_boxes(n, side, side, generator, aug.scale, aug.ratio)
@@ -1058,7 +1054,8 @@ class Pipeline:
         bs = batch_size or self.batch_size * 2
         share = self.world.eval_share(len(self.split.part(part)))
         if self.streaming:
-            yield from self._stream(self.split.part(part)[share], pil_eval_transform(self.image_size), False, None, bs)
+            yield from self._stream(self.split.part(part)[share], pil_eval_transform(self.image_size, self.prep), False,
+                                    None, bs)
             return
         x_all, y_all = self._eval[part]
         x_all, y_all = x_all[share], y_all[share]
@@ -1075,7 +1072,7 @@ class Pipeline:
         from torch.utils.data import DataLoader
 
         # random crops keep down to 8% of the area, so training reads images at 4x the size; eval needs size/0.875
-        min_side = 4 * self.image_size if shuffle else math.ceil(self.image_size / EVAL_CROP)
+        min_side = 4 * self.image_size if shuffle else math.ceil(self.image_size / self.prep.crop_fraction)
         dataset = _DiskImages(self.images.root, self.images.samples, indices, transform, min_side)
         if generator is not None:  # seed the workers' own augmentation from the epoch's generator
             seed = int(torch.randint(2**62, (1,), generator=generator))
@@ -1116,8 +1113,10 @@ def _stopped_worker(batches: Any) -> Optional[int]:
 
 def make_pipeline(images: ImageSet, split: Split, *, image_size: int, batch_size: int, device,
                   workers: Optional[int] = None, channels_last: Optional[bool] = None,
-                  augment: Optional[Augment] = None, world: Optional[World] = None) -> Pipeline:
-    """``world``: under torchrun, the rank whose share of the data the pipeline yields (zoo.distributed)."""
+                  augment: Optional[Augment] = None, world: Optional[World] = None,
+                  prep: Preprocess = IMAGENET) -> Pipeline:
+    """``world``: under torchrun, the rank whose share of the data the pipeline yields (zoo.distributed);
+    ``prep``: the model's normalisation and eval transform."""
     import torch
 
     device = torch.device(device)
@@ -1130,4 +1129,4 @@ def make_pipeline(images: ImageSet, split: Split, *, image_size: int, batch_size
     # A background thread overlaps augmentation with the step on GPUs; on a CPU it only competes for the cores.
     return Pipeline(images, split, image_size, batch_size, device, workers, channels_last,
                     prefetch=device.type == "cuda", augment=augment or AUGMENT_PRESETS["seed"],
-                    world=world or World()).setup()
+                    prep=prep, world=world or World()).setup()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from zoo.errors import ZooError
+from zoo.preprocess import IMAGENET, Preprocess
 
 if TYPE_CHECKING:
     import torch
@@ -90,7 +91,8 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
                        f"({', '.join(classes)}); pass a folder with one sub-folder per class of the run (or some of "
                        "them).")
     dev = resolve_device(device)
-    pipeline = make_pipeline(images, split, image_size=size, batch_size=batch_size, device=dev)
+    pipeline = make_pipeline(images, split, image_size=size, batch_size=batch_size, device=dev,
+                             prep=Preprocess.from_record(ckpt))
     loss, _, confusion = evaluate(model.to(dev), pipeline.eval_batches("test", batch_size), len(classes), dev,
                                   resolve_precision("auto", dev))
     metrics = {**metrics_from_confusion(confusion, classes, loss), "images": float(len(split.test))}
@@ -154,14 +156,15 @@ def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64,
     from zoo.engine import resolve_device
 
     from zoo.checkpoint import build_from_checkpoint
-    from zoo.data import EVAL_CROP, error_line, normalise, open_rgb, pil_eval_transform, pillow_size_warnings_off
+    from zoo.data import error_line, normalise, open_rgb, pil_eval_transform, pillow_size_warnings_off
 
     files = image_files(paths)
     dev = resolve_device(device)
     model, ckpt = build_from_checkpoint(checkpoint_of(run))
     model = model.to(dev)
     classes, size = list(ckpt["classes"]), int(ckpt["image_size"])
-    transform = pil_eval_transform(size)
+    prep = Preprocess.from_record(ckpt)
+    transform = pil_eval_transform(size, prep)
     k = max(1, min(top_k, len(classes)))
     results: list[dict[str, Any]] = [{"file": str(f)} for f in files]
     good: list[int] = []
@@ -169,13 +172,13 @@ def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64,
     with pillow_size_warnings_off():
         for i, f in enumerate(files):
             try:
-                tensors.append(transform(open_rgb(f, math.ceil(size / EVAL_CROP))))
+                tensors.append(transform(open_rgb(f, math.ceil(size / prep.crop_fraction))))
                 good.append(i)
             except Exception as exc:  # each bad file is reported, the others still predicted
                 results[i]["error"] = error_line(exc)
     with torch.inference_mode():
         for start in range(0, len(good), batch_size):
-            x = normalise(torch.stack(tensors[start:start + batch_size]).to(dev), ckpt["mean"], ckpt["std"])
+            x = normalise(torch.stack(tensors[start:start + batch_size]).to(dev), prep.mean, prep.std)
             probs = model(x).float().softmax(1)
             top = probs.topk(k, dim=1)
             for row, (values, indices) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
@@ -218,29 +221,29 @@ def export_format(fmt: Optional[str], output: Optional[Path]) -> str:
     return fmt.lower()
 
 
-def preprocessing(image_size: int, mean, std) -> dict[str, Any]:
+def preprocessing(image_size: int, prep: Preprocess) -> dict[str, Any]:
     """How an image becomes the exported model's input, exactly as ``zoo predict`` does it."""
-    from zoo.data import EVAL_CROP
-
+    side = prep.resize_to(image_size)
     return {
-        "steps": ["open as RGB, EXIF orientation applied", f"resize the shorter side to {round(image_size / EVAL_CROP)}"
-                  " px (bilinear, antialiased, on the uint8 tensor as torchvision's v2.Resize)",
+        "steps": ["open as RGB, EXIF orientation applied", f"resize the shorter side to {side}"
+                  f" px ({prep.interpolation}, antialiased, on the uint8 tensor as torchvision's v2.Resize)",
                   f"centre-crop {image_size} x {image_size}", "divide by 255 (float32 in [0, 1])"],
-        "resize_shorter_side": round(image_size / EVAL_CROP), "interpolation": "bilinear", "antialias": True,
-        "center_crop": image_size, "crop_fraction": EVAL_CROP, "input_range": [0.0, 1.0],
-        "mean": [float(m) for m in mean], "std": [float(s) for s in std],
+        "resize_shorter_side": side, "interpolation": prep.interpolation, "antialias": True,
+        "center_crop": image_size, "crop_fraction": prep.crop_fraction, "input_range": [0.0, 1.0],
+        "mean": [float(m) for m in prep.mean], "std": [float(s) for s in prep.std],
         "normalisation": "inside the model: (x - mean) / std per channel; give it x in [0, 1]",
     }
 
 
-def example_code(fmt: str, file: str, classes: list[str], image_size: int) -> list[str]:
+def example_code(fmt: str, file: str, classes: list[str], image_size: int,
+                 preprocess: Preprocess = IMAGENET) -> list[str]:
     """Three lines of Python that load ``file`` without zoo and print each class's probability for one image,
     the same numbers as ``zoo predict``."""
-    from zoo.data import EVAL_CROP
-
     q = json.dumps
     imports = "import torch; from PIL import Image, ImageOps; from torchvision.transforms import v2"
-    prep = (f"prep = v2.Compose([v2.PILToTensor(), v2.Resize({round(image_size / EVAL_CROP)}, antialias=True), "
+    how = ("" if preprocess.interpolation == "bilinear"
+           else f", interpolation=v2.InterpolationMode.{preprocess.interpolation.upper()}")
+    prep = (f"prep = v2.Compose([v2.PILToTensor(), v2.Resize({preprocess.resize_to(image_size)}{how}, antialias=True), "
             f"v2.CenterCrop({image_size}), v2.ToDtype(torch.float32, scale=True)])")
     image = f"prep(ImageOps.exif_transpose(Image.open({q(EXAMPLE_IMAGE)}).convert('RGB')))[None]"
     if fmt == "onnx":
@@ -316,7 +319,7 @@ def export(run: Any, fmt: str, output: Path, *, force: bool = False) -> dict[str
                   "range": [0.0, 1.0]},
         "output": {"name": "logits", "shape": ["N", len(classes)],
                    "meaning": "one logit per class, in the order of classes; softmax gives the probabilities"},
-        "preprocessing": preprocessing(size, ckpt["mean"], ckpt["std"]),
+        "preprocessing": preprocessing(size, Preprocess.from_record(ckpt)),
     }
     wrapped = _exportable(model, ckpt["mean"], ckpt["std"])
     example = torch.rand(2, 3, size, size)
@@ -342,9 +345,10 @@ def export(run: Any, fmt: str, output: Path, *, force: bool = False) -> dict[str
             output.with_name(output.name + ".data").unlink(missing_ok=True)  # an older large export's weights
         os.replace(staged, output)
         described = dict(previous or {}) if previous and previous.get("run_uuid") == run.uuid else {}
-        lines = example_code(fmt, str(output), classes, size)
+        lines = example_code(fmt, str(output), classes, size, Preprocess.from_record(ckpt))
         files = {**described.get("files", {}), fmt: output.name}  # examples there: run from the file's folder
-        examples = {**described.get("examples", {}), fmt: example_code(fmt, output.name, classes, size)}
+        examples = {**described.get("examples", {}),
+                    fmt: example_code(fmt, output.name, classes, size, Preprocess.from_record(ckpt))}
         _write_json(sidecar, {**info, "files": files, "examples": examples}, work)
         done = True
     except OSError as exc:

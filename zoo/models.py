@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from zoo.errors import PluginError
 from zoo.naming import NameTable
+from zoo.preprocess import IMAGENET, Preprocess
 
 if TYPE_CHECKING:  # torch is imported only by builders
     from torch import nn
@@ -25,6 +26,9 @@ class ModelInfo:
     default_size: int = 224  # input size it was designed for
     pretrained: bool = False  # whether pretrained weights exist
     params: Optional[int] = None  # parameter count at 1000 classes, when known without building
+    preprocess: Preprocess = IMAGENET  # normalisation and eval transform the model expects
+    source: str = ""  # where the architecture comes from (torchvision, timm, ...); the plugin's name by default
+    tags: tuple[str, ...] = ()  # names of the pretrained weights that exist (timm: 'a1_in1k', ...)
     # () -> (path, url) of the pretrained weights file (called without building the model), so --dry-run and an
     # offline --pretrained can list every missing file with its destination; None: the plugin does not say
     weights_file: Optional[Callable[[], tuple[str, str]]] = None
@@ -44,6 +48,9 @@ class ModelInfo:
         return self.builder(num_classes=num_classes, pretrained=pretrained)
 
 
+METADATA = frozenset(ModelInfo.__dataclass_fields__) - {"plugin", "name", "builder"}  # what register() takes
+
+
 class ModelRegistry(NameTable[ModelInfo]):
     def __init__(self) -> None:
         super().__init__("model", "Run 'zoo models' to see them all.")
@@ -54,12 +61,16 @@ class ModelRegistry(NameTable[ModelInfo]):
         def register(name: str, builder: Callable[..., Any], **metadata: Any) -> None:
             if not isinstance(name, str) or not name or not callable(builder):
                 raise PluginError(f"Plugin '{plugin}' called register() without a name and a callable builder.")
-            unknown = set(metadata) - (set(ModelInfo.__dataclass_fields__) - {"plugin", "name", "builder"})
+            unknown = set(metadata) - METADATA
             if unknown:
                 raise PluginError(
                     f"Plugin '{plugin}' registered model '{name}' with unknown metadata: {', '.join(sorted(unknown))}."
                 )
             metadata.setdefault("family", name.rstrip("0123456789_").split("_")[0] or name)
+            metadata["source"] = metadata.get("source") or plugin
+            if not isinstance(metadata.get("preprocess", IMAGENET), Preprocess):
+                raise PluginError(f"Model '{name}' of plugin '{plugin}': preprocess is not a "
+                                  f"zoo.preprocess.Preprocess.")
             info = ModelInfo(name=name, builder=builder, plugin=plugin, **metadata)
             if info.min_size > info.default_size:
                 raise PluginError(f"Model '{name}' of plugin '{plugin}': min_size is above default_size.")

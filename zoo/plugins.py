@@ -27,7 +27,7 @@ from zoo.errors import PluginError
 ENTRY_POINT_GROUP = "zoo"
 BUILTIN_PACKAGE = "zoo_builtin_plugins"
 # Module names inside the top-level plugins/ folder, loaded in this order.
-BUILTIN_PLUGINS = ("tinycnn", "alexnet", "resnet", "torchvision_models", "datasets", "training")
+BUILTIN_PLUGINS = ("tinycnn", "alexnet", "resnet", "torchvision_models", "timm_models", "datasets", "training")
 SLOW_IMPORT_S = 0.1  # a plugin whose import takes longer is flagged by `zoo plugins`: every command pays it
 HEAVY_MODULES = ("torch", "torchvision", "tensorflow", "jax", "pandas", "matplotlib")
 

@@ -16,7 +16,9 @@ from zoo.models import ModelInfo
 from zoo.naming import suggest
 
 FORMATS = ("table", "json")
+SORTS = ("name", "params")
 WILDCARDS = set("*?[")
+COUNT_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}
 
 
 def plural(n: int, word: str) -> str:
@@ -33,27 +35,87 @@ def human_count(n: Optional[int]) -> str:
     return str(n)
 
 
+def parse_count(text: str, option: str = "--max-params") -> int:
+    """'5M' -> 5000000, '500k' -> 500000, '1.5G', '1200000'; anything else is a one-line error."""
+    raw = text.strip().upper()
+    unit = raw[-1:] if raw[-1:] in COUNT_UNITS else ""
+    try:
+        value = float(raw[:len(raw) - len(unit)]) * COUNT_UNITS[unit]
+    except ValueError:
+        value = -1
+    if not value >= 0:
+        raise ZooError(f"{option} '{text}' is not a count; use e.g. 5M, 500K or 1200000.")
+    return int(value)
+
+
 def model_record(info: ModelInfo) -> dict[str, Any]:
     return {
         "name": info.name, "family": info.family, "params": info.params, "min_size": info.min_size,
         "default_size": info.default_size, "pretrained": info.pretrained, "plugin": info.plugin,
-        "description": info.description,
+        "description": info.description, "source": info.source,
     }
+
+
+def model_detail(info: ModelInfo) -> dict[str, Any]:
+    """Everything zoo knows of one architecture: the list's fields, its preprocessing, its pretrained tags."""
+    return {**model_record(info), **info.preprocess.params(), "tags": list(info.tags)}
+
+
+def detail_table(info: ModelInfo) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, title=info.name, title_style="bold cyan")
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    p = info.preprocess
+    rows = [("family", info.family), ("source", f"{info.source} (plugin {info.plugin})"),
+            ("params", f"{human_count(info.params)} at 1000 classes" if info.params else "unknown"),
+            ("input size", f"{info.default_size} px (min {info.min_size})"),
+            ("mean", ", ".join(f"{m:.4g}" for m in p.mean)), ("std", ", ".join(f"{s:.4g}" for s in p.std)),
+            ("eval resize", f"{p.interpolation}, centre crop {p.crop_fraction:g} of the resized side"),
+            ("pretrained", ", ".join(info.tags) if info.tags else ("yes" if info.pretrained else "no")),
+            ("description", info.description)]
+    for field, value in rows:
+        table.add_row(field, value)
+    return table
+
+
+def select_models(registry, pattern: Optional[str], *, source: Optional[str] = None,
+                  max_params: Optional[int] = None, sort: str = "name",
+                  counted: Optional[dict[str, int]] = None) -> tuple[list[ModelInfo], int]:
+    """The models ``zoo models`` lists and how many of the matching ones were left out for an unknown size. A
+    pattern without wildcards matches as a substring; ``source`` is a model's source or plugin; ``counted``:
+    parameter counts found since the registry was filled."""
+    from dataclasses import replace
+
+    names = registry.names(pattern if not pattern or WILDCARDS & set(pattern) else f"*{pattern}*")
+    infos = [registry.get(n) for n in names]
+    if source:
+        infos = [i for i in infos if source.lower() in (i.source.lower(), i.plugin.lower())]
+    if counted:
+        infos = [replace(i, params=counted[i.name]) if i.params is None and i.name in counted else i for i in infos]
+    unknown = 0
+    if max_params is not None:
+        unknown = sum(1 for i in infos if i.params is None)
+        infos = [i for i in infos if i.params is not None and i.params <= max_params]
+    if sort == "params":  # smallest first, unknown sizes last, natural order among equals
+        infos = sorted(infos, key=lambda i: (i.params is None, i.params or 0))
+    return infos, unknown
 
 
 def models_table(infos: Iterable[ModelInfo]) -> Table:
     infos = list(infos)
-    table = Table(caption=f"{plural(len(infos), 'model')}; min/default: square input size in pixels", box=box.SIMPLE_HEAD)
-    table.add_column("name", style="bold cyan", no_wrap=True)
-    table.add_column("family", overflow="ellipsis")
-    table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("min", justify="right", no_wrap=True)
-    table.add_column("default", justify="right", no_wrap=True)
-    table.add_column("weights", no_wrap=True)
-    table.add_column("plugin", overflow="ellipsis")
+    table = Table(caption=f"{plural(len(infos), 'model')}; min/default: square input size in pixels",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    # At 80 columns a long timm name folds onto a second line; the figures and their headers stay whole.
+    table.add_column("name", style="bold cyan", overflow="fold", min_width=22)
+    table.add_column("family", overflow="ellipsis", max_width=8)
+    table.add_column("params", justify="right", no_wrap=True, min_width=6)
+    table.add_column("min", justify="right", no_wrap=True, min_width=3)
+    table.add_column("default", justify="right", no_wrap=True, min_width=7)
+    table.add_column("weights", no_wrap=True, min_width=7)
+    table.add_column("source", overflow="ellipsis", max_width=11)  # shorter than the plugin's name
     for info in infos:
         table.add_row(info.name, info.family, human_count(info.params), str(info.min_size), str(info.default_size),
-                      "yes" if info.pretrained else "no", info.plugin)
+                      "yes" if info.pretrained else "no", info.source)
     return table
 
 
@@ -136,24 +198,72 @@ def models(
         None, help="Shell-style pattern, case-insensitive, e.g. 'resnet*' or '*vit*' (default: all)."
     ),
     fmt: str = typer.Option("table", "--format", "-f", help="table or json (a list of objects with 'name')."),
+    source: Optional[str] = typer.Option(None, "--source", "-s",
+                                         help="Only models from this source or plugin: timm, torchvision, tinycnn..."),
+    max_params: Optional[str] = typer.Option(None, "--max-params", help="Only models this small, e.g. 5M or 500K."),
+    sort: str = typer.Option("name", "--sort", help="name (natural order) or params (smallest first)."),
+    count: bool = typer.Option(False, "--count", help="Count the parameters timm models do not declare (builds "
+                               "each once on torch's meta device, in a child process; cached)."),
 ) -> None:
     """List the architectures the loaded plugins register (natural order: resnet18 before resnet101).
 
-    A pattern that matches nothing is an error (exit code 1), so scripts can tell.
+    A pattern without wildcards matches anywhere in the name ('convnext'); an exact model name shows that
+    model's details (input size, normalisation, eval resize, pretrained weights). A pattern that matches
+    nothing is an error (exit code 1), so scripts can tell.
     """
     from zoo.plugins import get_plugins
 
     fmt = check_choice("--format", fmt, FORMATS)
+    sort = check_choice("--sort", sort, SORTS)
+    limit = parse_count(max_params) if max_params is not None else None
     registry = get_plugins().models()
-    names = registry.names(pattern)
+    exact = registry.find(pattern) if pattern and not WILDCARDS & set(pattern) else None
+    if exact is not None and source is None and limit is None:
+        exact = with_counted_params(exact)
+        _emit(fmt, [model_detail(exact)], detail_table(exact))
+        return
+    sources = sorted({i for n in registry.names() for i in (registry.get(n).source, registry.get(n).plugin)})
+    if source is not None and source.lower() not in {s.lower() for s in sources}:
+        raise ZooError(f"Unknown --source '{source}': choose one of {', '.join(sources)}.")
+    counted = count_unknown_sizes(select_models(registry, pattern, source=source)[0]) if count else None
+    infos, unknown = select_models(registry, pattern, source=source, max_params=limit, sort=sort, counted=counted)
+    if not infos:
+        matched = select_models(registry, pattern)[0]
+        if not matched:
+            hint = ""
+            if pattern and not WILDCARDS & set(pattern):
+                close = suggest(pattern, registry.names())
+                hint = f" Did you mean: {', '.join(close)}?" if close else f" Try '{pattern}*'."
+            raise ZooError(f"No model matches '{pattern}'.{hint} Run 'zoo models' to see them all.")
+        filters = ([f"--source {source}"] if source else []) + ([f"--max-params {max_params}"] if limit is not None
+                                                                 else [])
+        left = f"; {plural(unknown, 'model')} of unknown size left out" if unknown else ""
+        raise ZooError(f"None of the {plural(len(matched), 'model')} matching '{pattern or '*'}' passes "
+                       f"{' and '.join(filters)}{left}. Loosen the filters.")
+    table = models_table(infos)
+    if unknown:
+        table.caption += f"\n{plural(unknown, 'model')} of unknown size left out by --max-params (--count counts them)"
+    _emit(fmt, [model_record(i) for i in infos], table)
+
+
+def count_unknown_sizes(infos: list[ModelInfo]) -> dict[str, int]:
+    """Parameter counts of the timm models among ``infos`` whose size is not known yet (counted once, cached)."""
+    names = [i.name for i in infos if i.params is None and i.source == "timm"]
     if not names:
-        hint = ""
-        if pattern and not WILDCARDS & set(pattern):
-            close = suggest(pattern, registry.names())
-            hint = f" Did you mean: {', '.join(close)}?" if close else f" Try '{pattern}*'."
-        raise ZooError(f"No model matches '{pattern}'.{hint} Run 'zoo models' to see them all.")
-    infos = [registry.get(n) for n in names]
-    _emit(fmt, [model_record(i) for i in infos], models_table(infos))
+        return {}
+    from zoo_builtin_plugins.timm_models import count_params
+
+    if len(names) > 20:
+        console(stderr=True).print(f"Counting the parameters of {len(names)} timm models (once; cached)...")
+    return count_params(names)
+
+
+def with_counted_params(info: ModelInfo) -> ModelInfo:
+    """A timm model whose size is not known yet is counted once (a child process, cached) for its details."""
+    from dataclasses import replace
+
+    counted = count_unknown_sizes([info])
+    return replace(info, params=counted[info.name]) if info.name in counted else info
 
 
 @app.command("plugins")

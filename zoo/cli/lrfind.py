@@ -48,7 +48,8 @@ def lr_find(
     images = load_images(root, image_sizes=[resolved.image_size], split=planned.ratios)
     split = split_samples(images, planned.ratios, spec.seed)
     pipeline = make_pipeline(images, split, image_size=resolved.image_size, batch_size=spec.batch_size,
-                             device=resolved.device, augment=augment_for(spec.augment, spec.hflip))
+                             device=resolved.device, augment=augment_for(spec.augment, spec.hflip),
+                             prep=planned.info.preprocess)
     net = build_model(planned.info, len(images.classes), spec)
     points = lr_range_test(net, pipeline, spec, resolved, start=start, end=end, steps=steps)
     suggestion = suggest_lr(points)

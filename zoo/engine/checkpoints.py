@@ -38,11 +38,10 @@ class BestCheckpoint(Callback):
         if self.path is None or self.best_state is None:
             return False
         from zoo.checkpoint import save_checkpoint
-        from zoo.data import IMAGENET_MEAN, IMAGENET_STD
 
         save_checkpoint(self.path, model=self.info.name, plugin=self.info.plugin, classes=self.classes,
                         image_size=self.image_size, state_dict=self.best_state, epoch=self.best_epoch,
-                        mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                        **self.info.preprocess.params())  # the normalisation and eval resize it trained with
         return True
 
     def resume(self, state: dict) -> None:

@@ -135,7 +135,8 @@ def train_run(ctx: RunContext) -> TrainResult:
     model = build_model(run.info, len(ctx.images.classes), config, ctx.reporter)
     pipeline = make_pipeline(ctx.images, ctx.split, image_size=config.image_size, batch_size=config.batch_size,
                              device=config.device, workers=run.spec.workers,
-                             augment=augment_for(config.augment, config.hflip), world=current())
+                             augment=augment_for(config.augment, config.hflip), world=current(),
+                             prep=run.info.preprocess)
     return train(run.info, pipeline, ctx.images.classes, config, None, ctx.callbacks, ctx.checkpoint,
                  model=model, resume=ctx.resume, plugins=plugins, run_id=ctx.run_id, run_name=run.spec.name)
 
@@ -281,6 +282,7 @@ class Session:
     def _params(self, planned: PlannedRun) -> dict[str, Any]:
         """The run's options as recorded, plus world size and per-rank and global batch size under torchrun."""
         params = planned.spec.to_params(planned.resolved)
+        params.update(planned.info.preprocess.params())  # the model's normalisation and eval transform
         params.update(self.world.params(planned.spec.batch_size, planned.resolved.device))
         return params
 
