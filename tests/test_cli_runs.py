@@ -242,8 +242,8 @@ def test_compare_ranks_by_metric_best_first(cli, runs):
     assert [r["id"] for r in ranked(cli, "--metric", "recall")][0] == runs["a"]
     assert ranked(cli, "--metric", "precision")[0]["metric"] == "test_precision"
     assert len(ranked(cli, "--metric", "f1/cat")) == 3
-    assert [r["id"] for r in ranked(cli, "--by", "model")] == [runs["a"], runs["b"]]
-    assert [r["id"] for r in ranked(cli, "--by", "model", "--metric", "loss")] == [runs["c"], runs["b"]]
+    assert [r["id"] for r in ranked(cli, "--by", "model", "--best")] == [runs["a"], runs["b"]]
+    assert [r["id"] for r in ranked(cli, "--by", "model", "--best", "--metric", "loss")] == [runs["c"], runs["b"]]
     assert [r["id"] for r in ranked(cli, "--model", "resnet*")] == [runs["a"], runs["c"]]
     assert [r["id"] for r in ranked(cli, "--top", "1")] == [runs["a"]]
     assert [r["id"] for r in ranked(cli, "--tag", "exp=base")] == [runs["a"], runs["b"]]

@@ -68,7 +68,9 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
             raise ZooError(f"Run {run.id}'s dataset '{root}' no longer exists; pass --data DIR with the same classes.")
         ratios = _ratios(run.params.get("split", "8:1:1"))
         images = load_images(root, image_sizes=[size], split=ratios, warn=warn)
-        split = split_samples(images, ratios, int(run.params.get("seed", 42)))
+        from zoo.spec import split_seed_of
+
+        split = split_samples(images, ratios, split_seed_of(run.params))
         if run.split_fingerprint and split.fingerprint != run.split_fingerprint and warn:
             warn(f"The files in '{root}' changed since run {run.id} was trained: its test split is not the same.")
         label = f"{root} (test split)"

@@ -576,7 +576,8 @@ def compare_warnings(cmp: Any) -> list[str]:
     if cmp.split_fingerprints:
         lines.append(
             f"These runs used {len(cmp.split_fingerprints)} different train/val/test splits (fingerprints "
-            f"{', '.join(f[:12] for f in cmp.split_fingerprints)}): their test sets differ, the comparison is not fair."
+            f"{', '.join(f[:12] for f in cmp.split_fingerprints)}): their test sets differ, the comparison is not fair "
+            f"(runs of one --split-seed share their split; --seed does not change it)."
         )
     for run in cmp.missing:
         lines.append(f"Run {run.id} ({run.model}, {run.display_status}) has no {cmp.metric}: left out.")

@@ -8,12 +8,12 @@ time of writing, so the same runs always give the same bytes. Reads the registry
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from zoo import render
+from zoo import render, render_compare
 from zoo.errors import ZooError
 from zoo.vocab import METRIC_ORDER, TEST, metric_order
 from zoo.web import data, figures
@@ -56,6 +56,8 @@ class Report:
     warnings: list[str]
     environment: list[tuple[str, str]]
     notes: list[tuple[str, str]]  # run label -> its note (zoo note)
+    by_model: list[list[str]] = field(default_factory=list)  # model, n, mean ± std, interval, vs leader
+    verdicts: list[str] = field(default_factory=list)  # the leader against each other model, one sentence each
 
     @property
     def run_heads(self) -> list[str]:
@@ -72,9 +74,12 @@ def _settings(run: Any) -> dict[str, str]:
 
 
 def build(registry: Any, refs: Sequence[str], group: Optional[str]) -> Report:
+    from zoo.store import comparisons
+
     with registry.connect() as conn:
         ids = data.resolve_runs(registry, conn, refs, group)
         runs = data.run_set(conn, ids, host=registry.host)
+        summary = comparisons.by_model(conn, runs.runs)
     views = runs.runs
     settings = [_settings(v) for v in views]
     keys = list(dict.fromkeys(k for s in settings for k in s))
@@ -107,7 +112,9 @@ def build(registry: Any, refs: Sequence[str], group: Optional[str]) -> Report:
     notes = [(figures.run_label(v), getattr(v, "system_tags", {}).get(render.NOTE_TAG)) for v in views]
     return Report(title=title, runs=views, histories=runs.histories, shared=shared, differing=differing,
                   results_head=head, results=rows, warnings=warnings, environment=environment,
-                  notes=[(label, note) for label, note in notes if note])
+                  notes=[(label, note) for label, note in notes if note],
+                  by_model=render_compare.summary_rows(summary.groups) if summary else [],
+                  verdicts=[v.sentence() for v in summary.verdicts] if summary else [])
 
 
 def write(registry: Any, refs: Sequence[str], group: Optional[str], output: Path, fmt: str) -> list[Path]:
@@ -165,6 +172,11 @@ def to_markdown(report: Report, figure: Optional[str]) -> str:
     parts.append("## Results\n")
     numeric = [False, False, False] + [True] * (len(report.results_head) - 3)
     parts.append(_table(report.results_head, report.results, numeric))
+    if report.by_model:
+        parts.append("### Accuracy by model\n")
+        parts.append(_table(render_compare.SUMMARY_HEAD, report.by_model, [False, True, True, True, False]))
+        parts.append(render_compare.BY_MODEL_NOTE + "\n")
+        parts += [f"- {_md(sentence)}" for sentence in report.verdicts] + ([""] if report.verdicts else [])
     if report.notes:
         parts.append("## Notes\n")
         parts += [f"- **{_md(label)}**: {_md(note)}" for label, note in report.notes]
@@ -203,5 +215,5 @@ def to_html(report: Report) -> str:
                 for run in report.runs if run.confusion and run.classes]
     return templates().get_template("report.html").render(
         report=report, css=css, curves=figures.overlay_curves(report.runs, report.histories),
-        matrices=matrices,
+        matrices=matrices, by_model_note=render_compare.BY_MODEL_NOTE,
     )

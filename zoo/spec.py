@@ -61,7 +61,8 @@ class RunSpec:
     min_delta: float = _opt(0.0, minimum=0.0, maximum=1e6, help="Smallest decrease of validation loss that counts.")
     split: str = _opt("8:1:1", help="train:val:test ratios, stratified by class.")
     image_size: Optional[int] = _opt(None, minimum=1, maximum=8192, help="Square input size in px (default: each model's own).")
-    seed: int = _opt(42, minimum=-(2**63), maximum=2**63 - 1, help="Seed of the split, the initial weights and the augmentation.")
+    seed: int = _opt(42, minimum=-(2**63), maximum=2**63 - 1,
+                     help="Seed of the initial weights, the augmentation and the batch order (not the split).")
     pretrained: bool = _opt(False, help="Start from the plugin's weights.")
     weights: Optional[str] = _opt(None, grid=False, help="Start from a local state_dict or zoo checkpoint.")
     device: str = _opt("auto", help="auto, cpu, cuda, cuda:N or mps.")
@@ -85,6 +86,9 @@ class RunSpec:
     hflip: Optional[bool] = _opt(None, help="Mirror training images left-right at random (off for text, digits, "
                                            "symbols).")
     bias_decay: Optional[bool] = _opt(None, help="Apply weight decay to biases and norm layers too.")
+    split_seed: int = _opt(42, minimum=-(2**63), maximum=2**63 - 1,
+                           help="Seed of the train/val/test split: runs with the same one share their test images, "
+                                "so they can be compared pairwise.")
     # Who the run is, not how it trains: recorded as the run's name and tags, never as params.
     name: Optional[str] = None
     tags: tuple[tuple[str, str], ...] = ()
@@ -144,6 +148,12 @@ class RunSpec:
     def data_key(self) -> tuple[str, bool]:
         """Runs with the same key decode their images once, together (the split is cheap and made per run)."""
         return (self.data, self.strict)
+
+    @property
+    def split_key(self) -> tuple[str, bool, str, int]:
+        """Runs with the same key share one train/val/test split, whatever their --seed: their test predictions
+        pair image by image (``zoo compare A B``)."""
+        return (self.data, self.strict, self.split, self.split_seed)
 
     def options(self) -> dict[str, Any]:
         """Every option's value (the params rows' keys), plus what plugins add (loss, callbacks, opt.KEY)."""
@@ -275,6 +285,16 @@ def parse_list(name: str, texts: Iterable[str]) -> list[Any]:
     return list(dict.fromkeys(convert(name, part) for part in raw))
 
 
+def seed_series(given: Optional[list[int]], count: int) -> list[int]:
+    """``--seeds N``: N seeds counted up from the one --seed gives (42 by default): 42, 43, 44 for --seeds 3."""
+    if count < 1:
+        raise ZooError(f"--seeds {count}: must be at least 1 (3 or more give a mean with an interval).")
+    if given and len(given) > 1:
+        raise ZooError("--seeds N counts up from one --seed; give either --seed A,B,C or --seeds N, not both.")
+    start = given[0] if given else default("seed")
+    return [start + i for i in range(count)]
+
+
 def replay_values(params: Mapping[str, Any], *, same_model: bool) -> dict[str, Any]:
     """Option values of an earlier run's params, to start a new run from (``--from RUN``).
 
@@ -283,6 +303,7 @@ def replay_values(params: Mapping[str, Any], *, same_model: bool) -> dict[str, A
     values (cuda:0, bf16), which must not be replayed on another machine."""
     legacy = not any(key in params for key in RESOLVED_KEYS)
     values: dict[str, Any] = {} if "recipe" in params else {"recipe": "seed"}  # before recipes: the seed one
+    values["split_seed"] = split_seed_of(params)  # before --split-seed, --seed chose the split too
     for name in OPTIONS:
         if name not in params:
             continue
@@ -293,6 +314,13 @@ def replay_values(params: Mapping[str, Any], *, same_model: bool) -> dict[str, A
         values[name] = params[name]
     values.update(plugin_values(params))
     return values
+
+
+def split_seed_of(params: Mapping[str, Any]) -> int:
+    """The seed that chose a recorded run's split: ``split_seed``, or for runs recorded before it existed their
+    ``seed`` (which then chose the split too), so their split stays what it was."""
+    value = params.get("split_seed", params.get("seed"))
+    return default("split_seed") if value is None else int(value)
 
 
 def plugin_values(params: Mapping[str, Any]) -> dict[str, Any]:

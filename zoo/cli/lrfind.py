@@ -46,7 +46,7 @@ def lr_find(
     spec, resolved = planned.spec, planned.resolved
     root, _ = resolve_data(spec.data)
     images = load_images(root, image_sizes=[resolved.image_size], split=planned.ratios)
-    split = split_samples(images, planned.ratios, spec.seed)
+    split = split_samples(images, planned.ratios, spec.split_seed)
     pipeline = make_pipeline(images, split, image_size=resolved.image_size, batch_size=spec.batch_size,
                              device=resolved.device, augment=augment_for(spec.augment, spec.hflip),
                              prep=planned.info.preprocess)

@@ -210,7 +210,7 @@ class Display(Reporter):
         counts = ", ".join(f"{c} {n}" for c, n in images.counts().items())
         where = f"in memory at {images.cache_side} px" if images.cache is not None else "streamed from disk"
         self.line(f"Data {images.root}: {len(images.samples)} images, {len(images.classes)} classes ({counts}); "
-                  f"split {len(split.train)}/{len(split.val)}/{len(split.test)} (seed {planned.spec.seed}), {where}")
+                  f"split {len(split.train)}/{len(split.val)}/{len(split.test)} (split seed {planned.spec.split_seed}), {where}")
 
     def on_run_start(self, run_id: int, planned) -> None:
         self.run = planned

@@ -297,7 +297,9 @@ def compare(
     runs: Optional[List[str]] = typer.Argument(None, help="Runs to compare (default: all runs with the metric)."),
     metric: str = typer.Option("accuracy", "--metric", "-M", help=METRIC_HELP),
     by: Optional[str] = typer.Option(None, "--by", metavar="model|PARAM",
-                                     help="Keep only the best run of each model, or of each value of a param (lr)."),
+                                     help="Group runs by model, or by the value of a param (lr): n, mean ± std, "
+                                          "min, max and 95% interval of each, best mean first."),
+    best: bool = typer.Option(False, "--best", help="With --by: the best run of each group instead of the mean."),
     group: Optional[str] = typer.Option(None, "--group", "-g", help=GROUP_HELP),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only models matching this pattern."),
     status: Optional[str] = typer.Option(None, "--status", help="Only runs with this status."),
@@ -310,15 +312,29 @@ def compare(
 ) -> None:
     """Rank runs by a test metric, best first, with the params that differ (each dataset on its own).
 
-    Runs of different datasets are never ranked together; --data picks one dataset."""
+    Runs of different datasets are never ranked together; --data picks one dataset. `compare A B` (two models,
+    PARAM=VALUE groups or runs) says whether their difference is real: the paired accuracy gap and McNemar's test."""
     fmt = check_choice("--format", fmt, ("table", "json", "csv", "markdown"))
     from zoo import render
+    from zoo.cli import honest
     from zoo.errors import print_warning
 
     with open_registry(readonly=True) as reg:
         nothing = _nothing_to_compare(reg, runs)
         if nothing:
             _echo("[]" if fmt == "json" else "" if fmt == "csv" else nothing)
+            return
+        if honest.wants_verdict(reg, runs):
+            flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data)
+            grouped, found = honest.versus(reg, runs, metric, flt)
+            honest.print_versus(grouped, found, fmt, _echo, _console)
+            return
+        if by is not None and not best:
+            _positive("--top", top)
+            flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data)
+            by = "model" if by.lower() == "model" else by
+            sections = honest.grouped_sections(reg, metric, flt, by, None if all_runs else top)
+            honest.print_grouped(sections, fmt, _echo, _console, _dataset_label)
             return
         sections = _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs, group, data)
         if len(sections) > 1:
@@ -353,6 +369,10 @@ def compare(
                     return queries.histories(conn, [r.id for r in cmp.runs], queries.LOSS_KEYS)
 
             console.print(render.compare_table(cmp, width=console.width, losses=losses))
+        if runs and len(runs) == 2 and len(cmp.runs) == 2 and fmt in ("table", "markdown"):
+            found = honest.run_pair_verdict(reg, [r.id for r in cmp.runs])
+            if found is not None and found.gap is not None:
+                _echo(("\n" if fmt == "markdown" else "") + found.sentence())
 
 
 def _filtered_args(model, status, tag, since) -> bool:

@@ -51,6 +51,10 @@ def train(
     split: Optional[List[str]] = _grid_option("split", "T:V:T[,...]"),
     image_size: Optional[List[str]] = _grid_option("image_size", "PX[,PX...]"),
     seed: Optional[List[str]] = _grid_option("seed"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N", show_default=False,
+                                        help="Train each run N times, with seeds --seed, --seed+1, ... (one shared "
+                                             "split): `zoo compare --by model` then shows mean and interval."),
+    split_seed: Optional[List[str]] = _grid_option("split_seed"),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", show_default=False,
                                               help=_help("pretrained", grid=False)),
     weights: Optional[List[str]] = typer.Option(None, "--weights", metavar="[MODEL=]FILE", show_default=False,
@@ -108,9 +112,11 @@ def train(
     """Train one or more models on one shared, stratified split and record every run in the registry."""
     lists = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                  patience=patience, min_delta=min_delta, split=split, image_size=image_size, seed=seed,
-                 device=device, precision=precision, recipe=recipe, optimizer=optimizer, schedule=schedule,
-                 warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment)
+                 split_seed=split_seed, device=device, precision=precision, recipe=recipe, optimizer=optimizer,
+                 schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment)
     axes = {key: specs.parse_list(key, texts) for key, texts in lists.items() if texts}
+    if seeds is not None:
+        axes["seed"] = specs.seed_series(axes.get("seed"), seeds)
     if loss:
         axes["loss"] = list(dict.fromkeys(n.strip().lower() for t in loss for n in t.split(",") if n.strip()))
     if callback:

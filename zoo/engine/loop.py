@@ -57,6 +57,8 @@ class TrainResult:
     confusion: Optional[list[list[int]]] = None
     error: Optional[str] = None
     history: list[EpochStats] = field(default_factory=list)
+    # Each test image's (predicted class, top probability), in the test split's order (every rank under torchrun).
+    predictions: Optional[list[tuple[int, float]]] = None
 
 
 # ------------------------------------------------------------------------------------------------- the model
@@ -188,8 +190,10 @@ def evaluate(model: "torch.nn.Module", batches, num_classes: int, device: "torch
     return float(loss_sum) / seen, correct / seen, matrix
 
 
-def test_run(run: Run, parts: Parts, metrics: Any) -> tuple[dict[str, float], list[list[int]]]:
-    """The test split through the (restored) model: confusion-based metrics plus every registered metric."""
+def test_run(run: Run, parts: Parts, metrics: Any
+             ) -> tuple[dict[str, float], list[list[int]], list[tuple[int, float]]]:
+    """The test split through the (restored) model: confusion-based metrics plus every registered metric, and
+    each test image's (predicted class, top probability) in the split's order."""
     from zoo.engine.metrics import gather_outputs, test_metrics
 
     outputs: list = []
@@ -197,7 +201,9 @@ def test_run(run: Run, parts: Parts, metrics: Any) -> tuple[dict[str, float], li
                                        parts.device, parts.precision, parts.world, outputs)
     y_true, probs = gather_outputs(outputs, len(parts.pipeline.split.test), len(run.classes), parts.world,
                                     parts.device)
-    return test_metrics(confusion, run.classes, test_loss, y_true, probs, metrics), confusion
+    top, label = probs.max(1)
+    predictions = list(zip(label.tolist(), top.tolist()))
+    return test_metrics(confusion, run.classes, test_loss, y_true, probs, metrics), confusion, predictions
 
 
 # ------------------------------------------------------------------------------------------------- a run
@@ -300,7 +306,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Uni
                          error=stop.error if stop is not None else None, history=run.history)
     if status == Status.COMPLETED:
         best.restore(run.model)
-        result.metrics, result.confusion = test_run(run, parts, plugins.components("metric"))
+        result.metrics, result.confusion, result.predictions = test_run(run, parts, plugins.components("metric"))
     run.callbacks.call("on_train_end", run, result)
     return result
 

@@ -48,15 +48,24 @@ def run_id_counter(conn: Connection) -> None:
         conn.execute(insert(schema.counters).values(name="runs", value=highest))
 
 
+def predictions_table(conn: Connection) -> None:
+    """Version 3: each run's test predictions, one compressed blob a run (runs recorded before have none)."""
+    from zoo.store import schema
+
+    schema.predictions.create(conn, checkfirst=True)
+
+
 # (version, name, function), in the order they are applied. Append only; never renumber.
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create_tables", create_tables),
     (2, "run_id_counter", run_id_counter),
+    (3, "predictions_table", predictions_table),
 ]
 
 
 # The oldest schema version the read-only commands can read as it is (version 2 only adds the run-id counter,
-# which only writers use), so a read-only open of such a registry works without `zoo migrate`.
+# which only writers use; version 3 the predictions table, which readers treat as empty when it is missing), so a
+# read-only open of such a registry works without `zoo migrate`.
 READABLE_FROM = 1
 
 

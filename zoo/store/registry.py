@@ -34,6 +34,7 @@ from zoo.store.views import (  # noqa: F401  (re-exported: the registry's public
 
 if TYPE_CHECKING:
     from zoo.store.queue import ClaimedRun
+    from zoo.predictions import Predictions
 
 BUSY_TIMEOUT_S = 30.0
 # Another process holding the write lock (see Registry._commit): a per-epoch write waits DEFER_WAIT_S, then is kept
@@ -416,6 +417,19 @@ class Registry:
             if rows:
                 conn.execute(delete(m).where(m.c.run_id == run_id, m.c.key.in_([row["key"] for row in rows])))
                 conn.execute(insert(m), rows)
+
+        self._commit(write)
+
+    def log_predictions(self, run_id: int, predictions: "Predictions") -> None:
+        """The run's test predictions (zoo.predictions), replacing any recorded before."""
+        from zoo.predictions import FORMAT
+
+        table = _schema().predictions
+        row = {"run_id": run_id, "format": FORMAT, "count": len(predictions), "data": predictions.pack()}
+
+        def write(conn: Connection) -> None:
+            conn.execute(delete(table).where(table.c.run_id == run_id))
+            conn.execute(insert(table), [row])
 
         self._commit(write)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # JSON columns store SQL NULL for None, so "no confusion matrix" reads back as None.
@@ -115,6 +115,18 @@ class Evaluation(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(Json)
 
 
+class Prediction(Base):
+    """A run's test predictions, one compressed blob (zoo.predictions: image index, true and predicted class, top
+    probability of each test image): a few KB a run, where one row an image would multiply the registry."""
+
+    __tablename__ = "predictions"
+
+    run_id: Mapped[int] = mapped_column(_run_fk(), primary_key=True)
+    format: Mapped[int] = mapped_column(Integer)
+    count: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class Counter(Base):
     """A named counter; 'runs' holds the highest run id ever issued, so a deleted run's id is never reused."""
 
@@ -141,6 +153,7 @@ metrics = Metric.__table__
 tags = Tag.__table__
 evaluations = Evaluation.__table__
 counters = Counter.__table__
+predictions = Prediction.__table__
 schema_migrations = SchemaMigration.__table__
 
 RUN_COLUMNS = tuple(c.name for c in runs.columns)

@@ -7,7 +7,7 @@ classes in schema.py; tests/test_store.py checks that both describe the same col
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, column, table
+from sqlalchemy import JSON, DateTime, Float, Integer, LargeBinary, String, Text, column, table
 
 Json = JSON(none_as_null=True)
 
@@ -34,9 +34,11 @@ evaluations = table(
     column("dataset_fingerprint", String), column("classes", Json), column("confusion", Json),
     column("metrics", Json),
 )
+predictions = table("predictions", column("run_id", Integer), column("format", Integer), column("count", Integer),
+                    column("data", LargeBinary))
 counters = table("counters", column("name", String), column("value", Integer))
 schema_migrations = table("schema_migrations", column("version", Integer), column("name", String),
                           column("applied", DateTime))
 
-ALL = (runs, params, history, metrics, tags, evaluations, counters, schema_migrations)
+ALL = (runs, params, history, metrics, tags, evaluations, predictions, counters, schema_migrations)
 RUN_COLUMNS = tuple(c.name for c in runs.columns)

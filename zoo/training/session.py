@@ -232,6 +232,7 @@ class Session:
         self.train_fn, self.fail_fast = train_fn, fail_fast
         self._decode = decode
         self._images: dict[tuple, "ImageSet"] = {}
+        self._splits: dict[tuple, "Split"] = {}
         self.decodes = 0  # how many times a data source was decoded (once each, whatever the number of runs)
 
     def run(self) -> SessionResult:
@@ -274,7 +275,10 @@ class Session:
             thin = split_warning(images.counts(), planned.ratios)  # once per data source, as it is decoded
             if thin:
                 self.reporter.on_warning(thin)
-        split = split_samples(images, planned.ratios, planned.spec.seed)
+        split = self._splits.get(planned.spec.split_key)  # runs differing only in --seed share one split
+        if split is None:
+            split = self._splits[planned.spec.split_key] = split_samples(images, planned.ratios,
+                                                                         planned.spec.split_seed)
         self.reporter.on_data(images, split, planned)
         return images, split
 
@@ -372,8 +376,23 @@ class Session:
             self.reporter.on_run_end(outcome)
             raise
         outcome.seconds = time.perf_counter() - started
+        self._record_predictions(run_id, images, split, result)
         recorder.finish(outcome, Status(result.status), result.stop_reason, result.error, result)
         self.reporter.on_run_end(outcome)
+
+    def _record_predictions(self, run_id: int, images: "ImageSet", split: "Split", result: TrainResult) -> None:
+        """The test predictions beside the metrics (``zoo compare A B`` pairs runs on them); a run without them
+        (a train function of a test) is recorded all the same; under torchrun rank 0 records them."""
+        from zoo.predictions import Predictions
+
+        made = getattr(result, "predictions", None)
+        if made is None or not self.world.is_main or len(made) != len(split.test):
+            return
+        truth = [images.samples[i].label for i in split.test]
+        try:
+            self.registry.log_predictions(run_id, Predictions.of(split.test, truth, made))
+        except ZooError as exc:
+            self.reporter.on_warning(f"Run {run_id}'s test predictions could not be recorded: {error_text(exc)}")
 
 
 def _reopen(registry: Any, point: ResumePoint, **_row: Any) -> int:

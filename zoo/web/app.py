@@ -128,13 +128,19 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
         metric = params.get("metric", "accuracy").strip() or "accuracy"
         if not refs and not group:
             return page("compare.html", runs=None, refs="", group="", metric=metric)
+        from zoo import render_compare
+        from zoo.store import comparisons
+
         with registry.connect() as conn:
             ids = data.resolve_runs(registry, conn, refs, group or None)
             runs = data.run_set(conn, ids, host=registry.host, metric=metric, directions=directions())
+            summary = comparisons.by_model(conn, runs.runs)
         data.rank(runs)
         return page(
             "compare.html", runs=runs, refs=" ".join(str(i) for i in ids if not group), group=group, metric=metric,
             warnings=render.compare_warnings(runs.comparison),
+            by_model_rows=render_compare.summary_rows(summary.groups) if summary else [],
+            verdicts=[v.sentence() for v in summary.verdicts] if summary else [], by_model_note=render_compare.BY_MODEL_NOTE,
             curves=figures.overlay_curves(runs.runs, runs.histories), bars=figures.metric_bars(runs.runs, runs.metrics),
             refresh=REFRESH_S if any(v.display_status == "running" for v in runs.runs) else None,
         )
