@@ -30,6 +30,7 @@ class Arch(NamedTuple):
             self.name, builder, family=self.family, description=self.description, min_size=self.min_size,
             default_size=self.default_size, pretrained=self.weights is not None, params=self.params,
             source="torchvision",
+            weights_file=(lambda: weights_file(self.name, self.weights)) if self.weights else None,
         )
 
 
@@ -58,6 +59,14 @@ def weights_cache_path(url: str) -> str:
     import torch.hub
 
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url.split("?")[0]))
+
+
+def weights_file(name: str, weights: str) -> tuple[str, str]:
+    """(path, url) of the file ``pretrained=True`` loads: where torch hub keeps it, and where it comes from."""
+    import torchvision.models as tvm
+
+    url = tvm.get_model_weights(name)[weights].url
+    return weights_cache_path(url), url
 
 
 def load_pretrained(name: str, weights: Optional[str], num_classes: int, **kwargs: Any) -> "nn.Module":

@@ -138,7 +138,10 @@ def test_list_runs_json_and_csv(cli, runs):
 
 
 def ids_of(cli, *args) -> list[int]:
-    return [r["id"] for r in as_json(cli("list-runs", "--format", "json", *args))]
+    result = cli("list-runs", "--format", "json", *args)
+    rows = json.loads(result.stdout)
+    assert result.exit_code == (0 if rows else 1), result.output  # filters that match nothing: exit 1
+    return [r["id"] for r in rows]
 
 
 def test_list_runs_filters(cli, runs):
@@ -154,14 +157,15 @@ def test_list_runs_filters(cli, runs):
     assert ids_of(cli, "--limit", "2") == [runs["running"], runs["stale"]]
     assert len(ids_of(cli, "--limit", "2", "--all")) == len(runs)
     assert len(ids_of(cli, "--since", "1h")) == len(runs)
-    assert ids_of(cli, "--since", "2999-01-01") == []
+    future = cli("list-runs", "--format", "json", "--since", "2999-01-01")
+    assert future.exit_code == 1 and json.loads(future.stdout) == []  # nothing matched: exit 1, like zoo models
     con = sqlite3.connect(registry_path())  # pretend run a was made three days ago
     con.execute("UPDATE runs SET created = datetime('now', '-3 days') WHERE id = ?", (runs["a"],))
     con.commit()
     con.close()
     assert runs["a"] not in ids_of(cli, "--since", "2d") and runs["a"] in ids_of(cli, "--since", "4d")
     table = cli("list-runs", "--limit", "2")
-    assert "2 of 7 runs shown" in table.stdout
+    assert "2 of 7 matching runs listed" in table.stderr and "2 of 7" not in table.stdout  # said once
 
 
 def test_list_runs_on_an_empty_registry(cli, tmp_path):
@@ -221,7 +225,10 @@ def test_show_json_keeps_types(cli, runs):
 
 # ----------------------------------------------------------------------------- compare
 def ranked(cli, *args) -> list[dict]:
-    return as_json(cli("compare", "--format", "json", *args))
+    result = cli("compare", "--format", "json", *args)
+    rows = json.loads(result.stdout) if result.stdout.strip() else []
+    assert result.exit_code == 0 or (rows == [] and result.exit_code == 1), result.output  # 1: nothing matched
+    return rows
 
 
 def test_compare_ranks_by_metric_best_first(cli, runs):

@@ -43,7 +43,8 @@ def test_train_queue_records_runs_that_rebuild_their_specs(cli, make_images, tmp
     assert "Queued runs 1-2 (group grid1)" in result.output and "zoo worker" in result.output
     listed = as_json(cli("list-runs", "--status", "queued", "--format", "json"))
     assert [r["id"] for r in listed] == [2, 1] and {r["status"] for r in listed} == {"queued"}
-    assert as_json(cli("list-runs", "--status", "running", "--format", "json")) == []
+    running = cli("list-runs", "--status", "running", "--format", "json")
+    assert running.exit_code == 1 and json.loads(running.stdout) == []  # nothing matched: exit 1
     assert "queued" in cli("list-runs").stdout
 
     from zoo.training.queue import spec_of
@@ -147,7 +148,8 @@ def test_two_workers_drain_six_queued_runs_each_trained_once(cli, pg_url, make_i
         assert sorted((r.params["seed"], r.params["lr"]) for r in runs) == sorted(
             (s, lr) for s in (1, 2, 3) for lr in (0.1, 0.05))
         assert len({r.split_fingerprint for r in runs}) == 3  # one split per seed
-    assert as_json(cli("--registry", pg_url, "list-runs", "--status", "queued", "--format", "json")) == []
+    left = cli("--registry", pg_url, "list-runs", "--status", "queued", "--format", "json")
+    assert left.exit_code == 1 and json.loads(left.stdout) == []  # nothing matched: exit 1
     empty = cli("--registry", pg_url, "worker")
     assert empty.exit_code == 0 and "No queued runs" in empty.output
 

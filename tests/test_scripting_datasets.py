@@ -54,8 +54,10 @@ def test_list_runs_data_by_name_path_or_fingerprint(cli, datasets, tmp_path, mon
     assert set(ids(cli("list-runs", "--data", "photos", "-f", "json"))) == photos  # a relative folder
     assert set(ids(cli("list-runs", "--data", "./photos/", "-f", "json"))) == photos
     assert set(ids(cli("list-runs", "-d", "bbbb2222", "-f", "json"))) == photos  # a fingerprint prefix
-    assert ids(cli("list-runs", "--data", "nothing-like-it", "-f", "json")) == []
-    assert "No runs match these filters" in cli("list-runs", "--data", "nothing-like-it").stdout
+    none = cli("list-runs", "--data", "nothing-like-it", "-f", "json")
+    assert none.exit_code == 1 and json.loads(none.stdout) == []  # nothing matched: exit 1, still valid JSON
+    nothing = cli("list-runs", "--data", "nothing-like-it")
+    assert nothing.exit_code == 1 and "No runs match these filters" in nothing.stderr
 
 
 def test_compare_ranks_each_dataset_on_its_own(cli, datasets):
@@ -84,7 +86,8 @@ def test_compare_with_data_is_one_ranking_without_a_warning(cli, datasets):
     assert "different datasets" not in result.stderr
     table = cli("compare", "--data", "aaaa1111")
     assert "Dataset " not in table.stdout and "Ranked by" in table.stdout
-    assert "No runs with test_accuracy match" in cli("compare", "--data", "elsewhere").stdout
+    nothing = cli("compare", "--data", "elsewhere")
+    assert nothing.exit_code == 1 and "No runs with test_accuracy match" in nothing.stderr
 
 
 def test_compare_of_runs_named_on_two_datasets_is_grouped_too(cli, datasets):
@@ -99,7 +102,7 @@ def test_plot_takes_compare_filters_and_the_curves_to_draw(cli, datasets, tmp_pa
 
     drawn = {}
 
-    def fake_plot(views, histories, output, keys=("train_loss", "val_loss")):
+    def fake_plot(views, histories, output, keys=("train_loss", "val_loss"), log_y=False):
         drawn.update(ids=[v.id for v in views], keys=keys, series=histories)
         output.write_bytes(b"png")
 

@@ -107,6 +107,25 @@ def test_runs_page_lists_sorts_and_filters(browser, site, tmp_path):
     shot(browser, tmp_path, "runs-filtered")
 
 
+def test_the_runs_page_fits_a_1280_px_window(browser, site, tmp_path):
+    """No horizontal scrollbar and the last column (tags) whole inside the window: long names and tags wrap."""
+    server, ids = site
+    browser.set_window_size(1280, 1000)
+    try:
+        browser.get(server.url + "/")
+        assert sorted(listed(browser)) == sorted(ids.values())
+        inner = browser.execute_script("return window.innerWidth")
+        assert inner <= 1280
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= inner
+        right = browser.execute_script(
+            "return Math.max(...[...document.querySelectorAll('#runs td.tags, #runs th')]"
+            ".map(e => e.getBoundingClientRect().right))")
+        assert right <= inner
+        browser.save_screenshot(str(tmp_path / "runs-1280.png"))
+    finally:
+        browser.set_window_size(1400, 1100)
+
+
 def test_clicking_a_run_shows_its_charts(browser, site, tmp_path):
     server, ids = site
     browser.get(server.url + "/")

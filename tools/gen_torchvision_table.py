@@ -20,6 +20,12 @@ OWNED_ELSEWHERE = {"alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "
 # Weights whose DEFAULT needs another architecture configuration than a model built without weights:
 # vit_h_14's DEFAULT (SWAG end-to-end) changes image_size to 518; the linear-probe weights keep 224.
 WEIGHTS_OVERRIDE = {"vit_h_14": "IMAGENET1K_SWAG_LINEAR_V1"}
+# How many times each family's feature extractor halves its input (known from the architectures). torchvision's
+# weights metadata says min_size 1 for ResNets and others: padding lets a 1-pixel image through, but below the
+# output stride the deepest layers see nothing but padding. The table's min_size is the larger of the two.
+OUTPUT_STRIDE = {"resnet": 32, "resnext": 32, "wide_resnet": 32, "efficientnet": 32, "mnasnet": 32, "mobilenet": 32,
+                 "regnet": 32, "shufflenet": 32, "densenet": 32, "googlenet": 32, "squeezenet": 16, "vgg": 32,
+                 "convnext": 32}
 # (name prefix, family, display name), first match wins.
 FAMILIES = [
     ("wide_resnet", "wide_resnet", "Wide ResNet"), ("resnext", "resnext", "ResNeXt"), ("resnet", "resnet", "ResNet"),
@@ -52,7 +58,8 @@ def rows() -> list[tuple]:
         family, display = family_of(name)
         top1 = meta["_metrics"]["ImageNet-1K"]["acc@1"]
         crop = weights.transforms().crop_size[0]
-        out.append((name, family, meta["num_params"], meta["min_size"][0], crop, weights.name,
+        min_size = max(meta["min_size"][0], OUTPUT_STRIDE.get(family, 1))
+        out.append((name, family, meta["num_params"], min_size, crop, weights.name,
                     f"{display}, ImageNet top-1 {top1:.1f}%"))
     return out
 

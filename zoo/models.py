@@ -29,6 +29,9 @@ class ModelInfo:
     preprocess: Preprocess = IMAGENET  # normalisation and eval transform the model expects
     source: str = ""  # where the architecture comes from (torchvision, timm, ...); the plugin's name by default
     tags: tuple[str, ...] = ()  # names of the pretrained weights that exist (timm: 'a1_in1k', ...)
+    # () -> (path, url) of the pretrained weights file (called without building the model), so --dry-run and an
+    # offline --pretrained can list every missing file with its destination; None: the plugin does not say
+    weights_file: Optional[Callable[[], tuple[str, str]]] = None
 
     def check_pretrained(self, pretrained: bool) -> None:
         """Refuse pretrained=True for an architecture without weights, in the words the CLI shows."""

@@ -61,6 +61,10 @@ class NameTable(Generic[T]):
             )
         self._items[name] = item
 
+    def remove_plugin(self, plugin: str) -> None:
+        """Forget every entry ``plugin`` registered (a plugin that failed half-way is skipped whole)."""
+        self._items = {k: v for k, v in self._items.items() if getattr(v, "plugin", None) != plugin}
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

@@ -22,7 +22,7 @@ from typing import Optional
 import pluggy
 
 from zoo import hookspecs
-from zoo.errors import PluginError, ZooError
+from zoo.errors import PluginError
 
 ENTRY_POINT_GROUP = "zoo"
 BUILTIN_PACKAGE = "zoo_builtin_plugins"
@@ -79,18 +79,26 @@ class Plugins:
         return [r for r in self.records if r.error]
 
     def _call_each(self, hook_name: str, table) -> None:
+        """Each plugin's ``hook_name(register)``. A plugin that fails in it (a bug, bad metadata) is skipped: what
+        it registered is removed, its record marked broken, one warning names it, and the others work."""
+        from zoo.errors import DuplicateName, print_warning
+
         hook = getattr(self.pm.hook, hook_name)
         for impl in hook.get_hookimpls():  # registration order: built-ins, entry points, directories
             kwargs = {"register": table.register_for(impl.plugin_name)}
             try:
                 impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-            except ZooError:
+            except DuplicateName:  # two plugins claim a name: the user must choose, zoo cannot
                 raise
             except (Exception, SystemExit) as exc:  # a plugin bug: name the plugin instead of showing a traceback
-                raise PluginError(
-                    f"Plugin '{impl.plugin_name}' failed in {hook_name}: {describe_failure(exc)}. "
-                    f"Fix it or skip it with ZOO_BLOCK_PLUGINS={impl.plugin_name}."
-                ) from exc
+                why = str(exc) if isinstance(exc, PluginError) else (
+                    f"Plugin '{impl.plugin_name}' failed in {hook_name}: {describe_failure(exc)}.")
+                table.remove_plugin(impl.plugin_name)
+                record = next((r for r in self.records if r.name == impl.plugin_name), None)
+                if record is not None:
+                    record.error = f"{hook_name}: {why}"
+                print_warning(f"{why} Skipped it; fix it, or silence this with "
+                              f"ZOO_BLOCK_PLUGINS={impl.plugin_name}.")
 
     def models(self):
         """The architecture registry, filled on first use (plugin imports stay cheap until then)."""

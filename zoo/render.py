@@ -311,12 +311,8 @@ def runs_table(runs: Sequence[Any], total: int, width: Optional[int] = None) -> 
     ]
     if not any(r.name for r in runs):
         cols.pop(1)
-    table = fitted_table(cols, width)
-    notes = []
-    if total > len(runs):
-        notes.append(f"{len(runs)} of {total} runs shown, newest first (--limit N or --all for more).")
-    notes.append(hidden_caption(table.hidden, "csv/json"))
-    table.caption = " ".join(n for n in notes if n) or None
+    table = fitted_table(cols, width)  # how many rows were left out: list-runs says so on stderr, once
+    table.caption = hidden_caption(table.hidden, "csv/json") or None
     return table
 
 
@@ -588,7 +584,8 @@ def compare_warnings(cmp: Any) -> list[str]:
     return lines
 
 
-def compare_table(cmp: Any, width: Optional[int] = None, losses: Callable[[], dict] = dict) -> Table:
+def compare_table(cmp: Any, width: Optional[int] = None, losses: Callable[[], dict] = dict,
+                  say_hidden: bool = True) -> Table:
     """The compare table. A narrow terminal loses the loss sparklines, then params beyond the first three, then
     switches to a compact layout; only then do the other metrics (last first), the first params, duration and
     epochs go (rank, run, model and the metric always stay). The params that differ come right after the metric
@@ -637,7 +634,7 @@ def compare_table(cmp: Any, width: Optional[int] = None, losses: Callable[[], di
         caption += f" Params that differ: {', '.join(cmp.differing_params)}."
     if cmp.total > len(cmp.runs):
         caption += f" {len(cmp.runs)} of {cmp.total} runs shown (--top N or --all for more)."
-    hidden = hidden_caption(table.hidden, "markdown/csv")
+    hidden = hidden_caption(table.hidden, "markdown/csv") if say_hidden else ""
     table.caption = caption + (f" {hidden}" if hidden else "")
     return table
 
@@ -646,20 +643,37 @@ FIRST_PARAMS = 3  # differing params kept as long as the required columns; the o
 
 
 # ----------------------------------------------------------------------------- plot
+DWARF_RATIO = 30.0  # a curve whose peak is this many times the median of all points flattens the others
+
+
+def dwarfing_run(runs: Sequence[Any], losses: dict[int, History], keys: tuple[str, str]) -> Optional[tuple[Any, float]]:
+    """(run, its peak) when one run's curve reaches over DWARF_RATIO times the median of every point plotted, so
+    that on a linear axis every other curve lies flat along the bottom; None otherwise (or with values <= 0,
+    which a log axis cannot show)."""
+    values = [(run, v) for run in runs for key in keys for _, v in losses.get(run.id, {}).get(key, []) if v is not None]
+    if len(values) < 3 or any(v <= 0 for _, v in values):
+        return None
+    ordered = sorted(v for _, v in values)
+    median = ordered[len(ordered) // 2]
+    run, peak = max(values, key=lambda item: item[1])
+    return (run, peak) if peak > DWARF_RATIO * median else None
+
+
 def plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any,
-                keys: tuple[str, str] = ("train_loss", "val_loss")) -> None:
+                keys: tuple[str, str] = ("train_loss", "val_loss"), log_y: bool = False) -> None:
     """Train and validation loss (or the two history ``keys`` given, e.g. train_acc and val_acc) per run in two
-    side-by-side panels, best epoch starred; writes ``output``.
+    side-by-side panels, best epoch starred, on a log y axis with ``log_y``; writes ``output``.
 
     Run names and model names are user text: shown literally ('$' starts no mathtext)."""
     import matplotlib
 
     matplotlib.use("Agg")
     with matplotlib.rc_context({"text.parse_math": False}):
-        _plot_losses(runs, losses, output, keys)
+        _plot_losses(runs, losses, output, keys, log_y)
 
 
-def _plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any, keys: tuple[str, str]) -> None:
+def _plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any, keys: tuple[str, str],
+                 log_y: bool = False) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True, constrained_layout=True)
@@ -683,7 +697,9 @@ def _plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any, k
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0].set_ylabel(quantity)
+    axes[0].set_ylabel(quantity + (" (log scale)" if log_y else ""))
+    if log_y:
+        axes[0].set_yscale("log")  # the panels share y
     if runs:
         axes[1].legend(title="run (★ best epoch)", fontsize="small", title_fontsize="small", loc="best")
     try:

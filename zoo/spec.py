@@ -27,10 +27,10 @@ AUGMENTS = ("seed", "light", "strong", "none")
 # What a recipe sets when the option is not given. `seed` is the seed report's fine-tuning recipe, bit for bit;
 # `scratch` trains a network from random weights (measured in BENCHMARKS.md, "Recipes").
 RECIPES: dict[str, dict[str, Any]] = {
-    "seed": dict(epochs=30, lr=0.001, momentum=0.9, weight_decay=0.0, patience=7, optimizer="sgd",
+    "seed": dict(epochs=30, batch_size=4, lr=0.001, momentum=0.9, weight_decay=0.0, patience=7, optimizer="sgd",
                  schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, augment="seed", hflip=True,
                  bias_decay=True),
-    "scratch": dict(epochs=60, lr=0.05, momentum=0.9, weight_decay=5e-4, patience=15, optimizer="nesterov",
+    "scratch": dict(epochs=60, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4, patience=15, optimizer="nesterov",
                     schedule="cosine", warmup_epochs=2.0, label_smoothing=0.1, augment="light", hflip=False,
                     bias_decay=False),
 }
@@ -52,7 +52,7 @@ class RunSpec:
     model: str
     data: str = field(metadata={"grid": False, "help": "Image folder (one sub-folder per class) or dataset name."})
     epochs: Optional[int] = _opt(None, minimum=1, maximum=100_000, help="Maximum epochs (early stopping may end sooner).")
-    batch_size: int = _opt(32, minimum=1, maximum=1_000_000, help="Images per optimizer step.")
+    batch_size: Optional[int] = _opt(None, minimum=1, maximum=1_000_000, help="Images per optimizer step.")
     lr: Optional[float] = _opt(None, above=0.0, maximum=10.0, log=True, help="Peak learning rate.")
     momentum: Optional[float] = _opt(None, minimum=0.0, help="SGD momentum (nesterov too; unused by adamw).")
     weight_decay: Optional[float] = _opt(None, minimum=0.0, maximum=1.0, log=True,

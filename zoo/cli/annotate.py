@@ -13,7 +13,7 @@ import typer
 from zoo.cli.app import app, check_choice, open_registry, parse_tags
 from zoo.errors import ZooError, print_warning, printable
 
-RUN_HELP = "Run id (from list-runs) or a uuid prefix."
+RUN_HELP = "Run id (from list-runs), its name or a uuid prefix."
 SYSTEM_PREFIX = "zoo."
 MAX_NAME = 200  # the width of runs.name
 
@@ -104,7 +104,7 @@ def note(
 
 @app.command("diff")
 def diff(
-    runs: List[str] = typer.Argument(..., help="Two runs (or more), ids or uuid prefixes.", metavar="RUN"),
+    runs: List[str] = typer.Argument(..., help="Two runs (or more): ids, names or uuid prefixes.", metavar="RUN"),
     only_differences: bool = typer.Option(False, "--only-differences", "-d", help="Show only what differs."),
     fmt: str = typer.Option("table", "--format", "-f", help="Output format: table, json."),
 ) -> None:

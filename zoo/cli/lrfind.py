@@ -30,7 +30,8 @@ def lr_find(
                                           help="Save the loss-vs-lr plot (needs matplotlib)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
-    """Train for a few batches with a growing learning rate and suggest one (where the loss falls fastest)."""
+    """Train for a few batches with a growing learning rate and suggest one: a tenth of the lr where the smoothed
+    loss was lowest. Records nothing."""
     if not 0 < start < end:
         raise ZooError(f"--start {start:g} and --end {end:g}: need 0 < start < end, e.g. --start 1e-6 --end 10.")
     from zoo import spec as specs

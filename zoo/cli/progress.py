@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from zoo.errors import console, print_warning
+from zoo.data import class_counts
 from zoo.render import STATUS_STYLES, fmt_duration, fmt_num, fmt_value
 from zoo.spec import RunSpec
 from zoo.spec import option_text as spec_text
@@ -32,16 +33,71 @@ def epoch_line(model: str, epoch: int, epochs: int, values: Any, improved: bool)
     return line
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 'es' if word.endswith('s') else 's'}"
+
+
 def plan_table(specs: Sequence[RunSpec], varied: Sequence[str], group: str) -> Table:
     """The runs a command will train: one row each, the options that differ between them as columns."""
-    table = Table(title=f"Plan: {len(specs)} runs, group {group}", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
+    table = Table(title=f"Plan: {plural(len(specs), 'run')}, group {group}", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right")
     for name in varied:
         table.add_column(name, no_wrap=True)
     for i, spec in enumerate(specs, 1):
         table.add_row(str(i), *(fmt_value(getattr(spec, name)) for name in varied))
     return table
+
+
+def dry_run_report(checked: Any) -> list:
+    """What ``zoo train --dry-run`` checked, as printable lines: each run with its image size, device and starting
+    weights, every resolved option the runs share (the recipe's values included), each data source, each weights
+    file. ``checked``: a ``zoo.training.plan.DryRun``."""
+    from zoo.spec import OPTIONS
+
+    plan = checked.plan
+    runs = plan.runs
+    varied = [n for n in (plan.varied or ["model"]) if n not in ("image_size", "device", "precision", "weights")]
+    files = {w.model: w for w in checked.weights}
+    table = Table(title=f"Plan: {plural(len(runs), 'run')}, group {plan.group} (dry run: nothing is trained or "
+                        f"recorded)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right")
+    for name in varied:
+        table.add_column(name, overflow="fold")
+    for header in ("image size", "device", "starts from"):
+        table.add_column(header, overflow="fold")
+    for i, run in enumerate(runs, 1):
+        spec, res = run.spec, run.resolved
+        start = "random weights"
+        if spec.weights:
+            start = f"--weights {spec.weights}"
+        elif spec.pretrained:
+            found = files.get(spec.model)
+            start = "pretrained" + ("" if found is None else f" ({'found' if found.present else 'missing'})")
+        table.add_row(str(i), *(fmt_value(getattr(spec, n)) for n in varied),
+                      f"{res.image_size} px", f"{res.device} ({res.precision})", start)
+    lines: list = [table]
+    skip = set(varied) | {"model", "data", "image_size", "device", "precision", "weights", "pretrained", "workers"}
+    shared = [f"{name} {fmt_value(getattr(runs[0].spec, name))}" for name in OPTIONS if name not in skip
+              and len({repr(getattr(r.spec, name)) for r in runs}) == 1 and getattr(runs[0].spec, name) is not None]
+    lines.append(Text(("Every run: " if len(runs) > 1 else "Options: ") + ", ".join(shared)))
+    for data, source, problem in checked.data:
+        if problem:
+            lines.append(Text(f"Data {data}: {problem}", style="red"))
+            continue
+        scan = source.scan
+        counts = class_counts(scan.classes, [label for _, label, _ in scan.files])
+        text = (f"Data {data}: {source.root}, {plural(len(scan.files), 'image')} in {plural(len(scan.classes), 'class')}"
+                f" ({', '.join(f'{c} {n}' for c, n in counts.items())}); split checked")
+        if scan.skipped:
+            text += f"; {plural(len(scan.skipped), 'file')} skipped (not images)"
+        lines.append(Text(text))
+    for w in checked.weights:
+        if w.present:
+            lines.append(Text(f"Weights {w.model}: {w.path} found"))
+        else:
+            lines.append(Text(f"Weights {w.model}: {w.path} missing (from {w.url})", style="yellow"))
+    return lines
 
 
 def summary_table(outcomes: Sequence[RunOutcome], varied: Sequence[str] = (), width: Optional[int] = None) -> Table:

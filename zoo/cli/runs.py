@@ -175,25 +175,21 @@ def list_runs(
         _echo(render.runs_csv(runs))
     elif not runs and deleted and not flt.query:
         typer.echo("The trash is empty.")
-    elif not runs:
-        typer.echo("No runs match these filters." if total or _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data or flt.query) else "No runs recorded yet.")
-    else:
+    elif not runs and not _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data or flt.query):
+        typer.echo("No runs recorded yet.")
+    elif runs:
         console = _console()
         console.print(render.runs_table(runs, total, width=console.width))
-    if total > len(runs) and (fmt != "table" or not _stdout_is_terminal()):  # a terminal has the table's caption
+    if not runs and _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data or flt.query):
+        raise ZooError("No runs match these filters; `zoo list-runs` alone lists every run.")  # like zoo models
+    if total > len(runs):  # notes go to stderr, once, whatever the format
         print_warning(f"{len(runs)} of {total} matching runs listed (--limit {limit}); --all lists every one.")
-
-
-def _stdout_is_terminal() -> bool:
-    import sys
-
-    return sys.stdout.isatty()
 
 
 @app.command("show")
 @read_command
 def show(
-    run: str = typer.Argument(..., help="Run id (from list-runs) or a uuid prefix."),
+    run: str = typer.Argument(..., help="Run id (from list-runs), its name or a uuid prefix."),
     fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP.format("table, json")),
 ) -> None:
     """Show one run: params, per-epoch history, test metrics, per-class table, confusion matrix, evaluations."""
@@ -279,6 +275,7 @@ def _print_sections(reg, sections, fmt: str) -> None:
         _echo(render.to_csv(columns, [[row.get(c) for c in columns] for row in rows]))
         return
     console = _console() if fmt == "table" else None
+    said: set = set()  # the columns a narrow terminal hides are the same in every section: said once
     for index, (g, cmp) in enumerate(sections):
         if fmt == "markdown":
             _echo(("\n" if index else "") + f"### Dataset {_dataset_label(g)}\n\n" + render.compare_markdown(cmp))
@@ -295,7 +292,12 @@ def _print_sections(reg, sections, fmt: str) -> None:
             with reg.connect() as conn:
                 return queries.histories(conn, [r.id for r in cmp.runs], queries.LOSS_KEYS)
 
-        console.print(render.compare_table(cmp, width=console.width, losses=losses))
+        table = render.compare_table(cmp, width=console.width, losses=losses, say_hidden=False)
+        hidden = render.hidden_caption(table.hidden, "markdown/csv")
+        if hidden and hidden not in said:
+            said.add(hidden)
+            table.caption = f"{table.caption} {hidden}"
+        console.print(table)
 
 
 METRIC_HELP = "Metric to rank by: accuracy, f1, precision, recall, loss or any recorded key (test_f1/cat)."
@@ -352,6 +354,11 @@ def compare(
             _print_sections(reg, sections, fmt)
             return
         cmp = sections[0][1]
+        if not cmp.runs and not runs and _filtered_args(model, status, tag, since or data or group or where):
+            if fmt == "json":
+                _echo("[]")
+            raise ZooError(f"No runs with {cmp.metric} match these filters; `zoo compare` alone ranks every run "
+                           "with it.")  # nothing matched: exit 1, like zoo models and zoo list-runs
         if fmt == "table" and not cmp.runs and cmp.missing and len(cmp.missing) == len(runs or ()):
             _echo(_lacking(cmp.missing, cmp.metric))  # every run asked for lacks the metric: say so once
             return
@@ -363,9 +370,8 @@ def compare(
             _echo(render.to_csv(render.compare_columns(cmp), render.compare_rows(cmp, numbers=True)))
         elif fmt == "markdown":
             _echo(render.compare_markdown(cmp))
-        elif not cmp.runs:
-            _echo(f"No runs with {cmp.metric} match these filters." if _filtered_args(model, status, tag, since or data or where)
-                       else f"No run has {cmp.metric} yet.")
+        elif not cmp.runs and not _filtered_args(model, status, tag, since or data or group or where):
+            _echo(f"No run has {cmp.metric} yet.")
         else:
             console = _console()
 
@@ -428,6 +434,9 @@ def plot(
     where: Optional[str] = where_option(),
     top: Optional[int] = typer.Option(None, "--top", "-n", help=f"Plot the best N (default {DEFAULT_TOP})."),
     all_runs: bool = typer.Option(False, "--all", "-a", help="Plot every ranked run."),
+    log_y: Optional[bool] = typer.Option(None, "--log-y/--linear-y", show_default=False,
+                                         help="Log or linear y axis (default: log when one curve peaks over "
+                                              "30 times the median point, which would flatten the others)."),
 ) -> None:
     """Plot train and validation curves (loss or accuracy) of runs side by side, best epoch starred."""
     curves = check_choice("--metric", metric, tuple(CURVES))
@@ -478,16 +487,24 @@ def plot(
         print_warning(f"Left out of the plot, no finite {curves} recorded: "
                       + ", ".join(f"run {v.id} ({v.model}, {v.display_status})" for v in empty) + ".")
         views = [v for v in views if has_curve(v.id)]
+    if log_y is None:
+        dwarf = render.dwarfing_run(views, losses, keys)
+        log_y = dwarf is not None
+        if dwarf:
+            run, peak = dwarf
+            print_warning(f"Log y axis: run {run.id} ({run.model}) reaches {peak:.4g}, over "
+                          f"{render.DWARF_RATIO:g} times the median point; --linear-y keeps it linear.")
     output = _plot_path(output.expanduser())
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        render.plot_losses(views, losses, output, keys=keys)
+        render.plot_losses(views, losses, output, keys=keys, log_y=log_y)
     except ValueError as exc:  # e.g. an image format matplotlib does not know
         raise ZooError(f"Cannot write {output}: {exc}") from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ZooError(f"Cannot write {output}: {reason}. Give -o a writable file path such as losses.png.") from None
-    _echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}).")
+    _echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}"
+          f"{', log y axis' if log_y else ''}).")
 
 
 CURVES = {"loss": ("train_loss", "val_loss"), "accuracy": ("train_acc", "val_acc")}  # plot --metric -> history keys

@@ -57,9 +57,10 @@ def train(
     split_seed: Optional[List[str]] = _grid_option("split_seed"),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", show_default=False,
                                               help=_help("pretrained", grid=False)),
-    weights: Optional[Path] = typer.Option(None, "--weights", metavar="FILE", show_default=False,
-                                           help="Start from a local state_dict or zoo checkpoint (mismatched "
-                                                "classifier tensors are skipped)."),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", metavar="[MODEL=]FILE", show_default=False,
+                                                help="Start from a local state_dict or zoo checkpoint (mismatched "
+                                                     "classifier tensors are skipped): FILE for every model, or "
+                                                     "MODEL=FILE per model (repeat)."),
     device: Optional[List[str]] = _grid_option("device"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, show_default=False,
                                           help="Threads that decode images, and loader processes when images are "
@@ -126,7 +127,8 @@ def train(
             raise ZooError("--resume RUN goes on with the run's own options: give no models, --data or training "
                            "options with it.")
         return _train([], group=None, dry_run=False, fail_fast=False, quiet=quiet, resume=resume)
-    singles = dict(data=data, pretrained=pretrained, weights=str(weights) if weights else None, workers=workers,
+    every_model, per_model = parse_weights(weights or [], models or [])
+    singles = dict(data=data, pretrained=pretrained, weights=every_model, workers=workers,
                    compile=compile, strict=strict, hflip=hflip, bias_decay=bias_decay)
     axes.update({key: [specs.convert(key, value) if key != "data" else value]
                  for key, value in singles.items() if value is not None})
@@ -154,6 +156,8 @@ def train(
                                   rows=specs.parse_grid(grid) if grid else None, base=base,
                                   source_model=source_model, name=name, tags=tags, parent=parent, defaults=defaults,
                                   max_runs=max_runs)
+    if per_model:
+        run_specs = [specs.replace(s, weights=per_model.get(s.model, s.weights)) for s in run_specs]
     if queue and not dry_run:
         from zoo.cli.worker import queue_specs
         from zoo.distributed import from_env
@@ -164,11 +168,33 @@ def train(
     _train(run_specs, group=group, dry_run=dry_run, fail_fast=fail_fast, quiet=quiet)
 
 
+def parse_weights(texts: List[str], models: List[str]) -> tuple[Optional[str], dict[str, str]]:
+    """``--weights FILE`` (every model) and ``--weights MODEL=FILE`` (one model each, repeatable). A value is
+    MODEL=FILE when the text before its first '=' names a model of the command and is not an existing file."""
+    every, per_model = None, {}
+    for text in texts:
+        model, sep, path = text.partition("=")
+        if sep and model in models and not Path(text).exists():
+            if model in per_model:
+                raise ZooError(f"--weights {text}: {model} already has --weights {model}={per_model[model]}; "
+                               "give one file per model.")
+            if not path:
+                raise ZooError(f"--weights {text}: give a file after '='.")
+            per_model[model] = path
+        elif every is not None:
+            raise ZooError(f"--weights {text}: only one --weights FILE for every model; give one file per model "
+                           f"as --weights MODEL=FILE ({', '.join(models) or 'the models of the command'}).")
+        else:
+            every = text
+    return every, per_model
+
+
 def _train(run_specs: list, *, group: Optional[str], dry_run: bool, fail_fast: bool, quiet: bool,
            resume: Optional[str] = None) -> None:
     from zoo import distributed
     from zoo.cli.progress import Display, plan_table, summary_table
-    from zoo.training import Session, check_specs, make_plan
+    from zoo.training import Session, make_plan
+    from zoo.training.plan import check_artifacts
 
     world = distributed.from_env()  # under torchrun: rank 0 records and prints, the other ranks follow
     if resume is not None and world.size > 1:
@@ -177,23 +203,38 @@ def _train(run_specs: list, *, group: Optional[str], dry_run: bool, fail_fast: b
         return _follow(run_specs, world, dry_run=dry_run, fail_fast=fail_fast)
     display = Display(quiet)
     if dry_run:
-        plan = check_specs(run_specs, group=group)
-        display.out.print(plan_table([r.spec for r in plan.runs], plan.varied or ["model"], plan.group))
+        from zoo.cli.progress import dry_run_report
+        from zoo.training.plan import dry_run as check_all
+
+        checked = check_all(run_specs, group=group)
+        for line in dry_run_report(checked):
+            display.out.print(line)
+        missing = [w for w in checked.weights if not w.present]
+        if missing:
+            print_warning(f"{len(missing)} pretrained weights file(s) not in the cache (listed above): zoo train "
+                          "downloads them when online; offline, copy each from its URL to its path.")
+        if checked.problems:
+            raise ZooError(f"The dry run found {len(checked.problems)} problem(s): " + "; ".join(checked.problems))
         return
     if len(set(run_specs)) < len(run_specs):
         print_warning("Some runs of this command have identical options: each is trained (same seed, same result).")
-    with distributed.process_group(world), open_registry() as reg:
-        point = None
-        if resume is not None:
-            from zoo.training.resume import resume_point
+    with distributed.process_group(world):
+        # every check that can fail runs before the registry is opened: a refused command creates nothing
+        plan = make_plan(run_specs, None, group=group) if resume is None else None
+        with open_registry() as reg:
+            point = None
+            if resume is not None:
+                from zoo.training.resume import resume_point
 
-            spec, point = resume_point(reg, resume)
-            run_specs = [spec]
-            display.line(f"Resuming run {point.run_id} after epoch {point.state['epoch']}.")
-        plan = make_plan(run_specs, reg, group=group)
-        if len(plan.runs) > 1:
-            display.line(plan_table([r.spec for r in plan.runs], plan.varied, plan.group))
-        result = Session(plan, reg, display, fail_fast=fail_fast, world=world, resume=point).run()
+                spec, point = resume_point(reg, resume)
+                run_specs = [spec]
+                display.line(f"Resuming run {point.run_id} after epoch {point.state['epoch']}.")
+                plan = make_plan(run_specs, reg, group=group)
+            else:
+                check_artifacts(reg)
+            if len(plan.runs) > 1:
+                display.line(plan_table([r.spec for r in plan.runs], plan.varied, plan.group))
+            result = Session(plan, reg, display, fail_fast=fail_fast, world=world, resume=point).run()
     display.stop()
     if result.outcomes:
         display.out.print(summary_table(result.outcomes, plan.varied))

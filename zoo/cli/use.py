@@ -52,7 +52,7 @@ def predictions_table(results: list[dict], title: str, width: Optional[int] = No
 
 @app.command()
 def evaluate(
-    run: str = typer.Argument(..., help="Run id."),
+    run: str = typer.Argument(..., help="Run id or name."),
     data: Optional[str] = typer.Option(None, "--data", help="Image folder or dataset name with the run's classes "
                                        "(default: the run's own test split)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
@@ -87,7 +87,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    run: str = typer.Argument(..., help="Run id."),
+    run: str = typer.Argument(..., help="Run id or name."),
     images: List[str] = typer.Argument(..., help="Image files or folders."),
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many classes to show per image."),
     device: str = typer.Option("cpu", "--device", help="cpu (the same numbers on every machine and in exported "
@@ -116,7 +116,7 @@ def predict(
 
 @app.command()
 def export(
-    run: str = typer.Argument(..., help="Run id.", metavar="RUN"),
+    run: str = typer.Argument(..., help="Run id or name.", metavar="RUN"),
     fmt: Optional[str] = typer.Option(None, "--format", "-f", metavar="FORMAT",
                                       help="pt2 (torch.export, the default), onnx or torchscript; "
                                            "default: the one --output's suffix names (.onnx, .pt2), else pt2."),

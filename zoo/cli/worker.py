@@ -17,11 +17,12 @@ from zoo.errors import ZooError
 def queue_specs(run_specs: list, *, group: Optional[str]) -> None:
     """``zoo train ... --queue``: check the runs, record them as queued, say how to drain them."""
     from zoo.cli.progress import Display, plan_table
-    from zoo.training.queue import enqueue
+    from zoo.training.queue import check_queue, enqueue
 
     display = Display(False)
+    checked = check_queue(run_specs, group=group)  # before the registry opens: a refused command creates nothing
     with open_registry() as reg:
-        queued = enqueue(run_specs, reg, group=group)
+        queued = enqueue(run_specs, reg, group=group, checked=checked)
     if len(queued.run_ids) > 1:
         display.out.print(plan_table([r.spec for r in queued.plan.runs], queued.plan.varied, queued.plan.group))
     ids = queued.run_ids
@@ -84,8 +85,12 @@ def worker(
                                                        if last else "") + ".")
         raise typer.Exit(result.exit_code)
     if result.failed:
+        from zoo.vocab import Status
+
+        ids = [run_id for run_id, _ in result.failed_to_start] + [o.run_id for o in result.outcomes
+                                                                    if o.status == Status.FAILED]
         raise ZooError(f"{result.failed} of {len(result.outcomes) + len(result.failed_to_start)} claimed run(s) "
-                       "failed; `zoo list-runs --status failed` shows why.")
+                       f"failed ({', '.join(map(str, ids))}); `zoo show {ids[0]}` shows why.")
 
 
 @app.command("requeue")

@@ -576,8 +576,9 @@ class Registry:
         return self.engine.connect()
 
     def resolve(self, ref: Any, conn: Optional[Connection] = None, *, deleted: bool = False) -> int:
-        """The integer id of a run given as its id (``12`` or ``#12``) or a unique prefix of its uuid; a run in
-        the trash only when ``deleted`` (else an error saying how to restore it)."""
+        """The integer id of a run given as its id (``12`` or ``#12``), its name (unique; an ambiguous one lists the
+        runs that have it) or a unique prefix of its uuid; a run in the trash only when ``deleted`` (else an error
+        saying how to restore it)."""
         if conn is None:
             with self.connect() as conn:
                 return self.resolve(ref, conn, deleted=deleted)
@@ -598,6 +599,13 @@ class Registry:
             found = conn.scalar(select(r.c.id).where(r.c.id == int(text)))
             if found is not None:
                 return int(found)
+        named = list(conn.execute(select(r.c.id, r.c.model).where(r.c.name == text).order_by(r.c.id).limit(11)))
+        if len(named) == 1:
+            return int(named[0].id)
+        if len(named) > 1:
+            shown = ", ".join(f"{row.id} ({row.model})" for row in named[:10]) + (", ..." if len(named) > 10 else "")
+            raise UnknownName(f"Run name '{text}' is ambiguous: runs {shown} have it. Use the run id, or give each "
+                              f"run its own name with `zoo rename`.")
         prefix = text.lower().replace("-", "")
         # 2 hex characters make a uuid prefix ('2f'); digits alone are a run id, and a uuid prefix only from
         # DIGITS_PREFIX on, so that `zoo delete 99` never picks a run whose uuid happens to start with 99
@@ -612,7 +620,7 @@ class Registry:
         elif not text.isdigit():
             raise UnknownName(
                 f"'{text}' is not a run id: give the number shown by `zoo list-runs` (or a uuid prefix of 2 hex "
-                f"characters or more)."
+                f"characters or more). No run is named '{text}' either."
             )
         raise UnknownName(f"No run '{text}' in registry {self.location}. `zoo list-runs` shows the runs.")
 

@@ -140,12 +140,44 @@ def make_plan(specs: list[RunSpec], registry: Any, *, group: Optional[str] = Non
     return plan
 
 
+@dataclass(frozen=True)
+class WeightsFile:
+    """The pretrained weights file one model of the command loads, and whether it is there."""
+
+    model: str
+    path: str
+    url: str
+    present: bool
+
+    def advice(self) -> str:
+        return f"copy {os.path.basename(self.path)} from {self.url} to {self.path}"
+
+
+def weight_files(runs: list[PlannedRun]) -> list[WeightsFile]:
+    """Every pretrained file the runs load (once per model), from each plugin's ``weights_file``; nothing is
+    built or downloaded."""
+    out: dict[str, WeightsFile] = {}
+    for run in runs:
+        if run.spec.pretrained and run.info.weights_file is not None and run.info.name not in out:
+            path, url = run.info.weights_file()
+            out[run.info.name] = WeightsFile(run.info.name, path, url, os.path.isfile(path))
+    return list(out.values())
+
+
+def missing_weights_error(missing: list[WeightsFile]) -> ZooError:
+    files = "; ".join(f"'{w.model}': {w.advice()}" for w in missing)
+    return ZooError(f"Cannot download {len(missing)} pretrained weights file(s) (offline?): {files}. Or pass "
+                    f"local files: --weights FILE (every model) or --weights MODEL=FILE (one each).")
+
+
 def _check_starting_weights(plan: Plan) -> None:
-    """Build each architecture that starts from weights once (then drop it): a missing pretrained file or a
-    --weights file that fits nothing is a one-line error before any image is decoded."""
+    """Build each architecture that starts from weights once (then drop it): missing pretrained files (all of
+    them, with their destinations) or a --weights file that fits nothing is a one-line error before any image is
+    decoded."""
     from zoo.engine import Callbacks, build_model
 
-    seen = set()
+    missing = {w.model: w for w in weight_files(plan.runs) if not w.present}
+    seen, errors = set(), []
     for run in plan.runs:
         spec = run.spec
         key = (spec.model, spec.pretrained, spec.weights, len(plan.source(run).scan.classes))
@@ -153,11 +185,54 @@ def _check_starting_weights(plan: Plan) -> None:
             continue
         seen.add(key)
         try:
-            build_model(run.info, key[3], spec, Callbacks())
-        except ZooError:
-            raise
+            build_model(run.info, key[3], spec, Callbacks())  # online, a missing pretrained file downloads here
+            missing.pop(spec.model, None)
+        except ZooError as exc:
+            if spec.model not in missing:
+                errors.append(exc)
         except Exception:  # a plugin bug: the run itself fails and is recorded, the others go on
-            pass
+            missing.pop(spec.model, None)
+    if missing:
+        raise missing_weights_error(list(missing.values()))
+    if errors:
+        raise errors[0]
+
+
+@dataclass
+class DryRun:
+    """What ``--dry-run`` checked: the plan, each data source found (or its problem), each weights file."""
+
+    plan: Plan
+    data: list[tuple[str, Optional["DataSource"], Optional[str]]]  # (--data, source, problem)
+    weights: list[WeightsFile]
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"--data {data}: {problem}" for data, _, problem in self.data if problem]
+
+
+def dry_run(specs: list[RunSpec], *, group: Optional[str] = None) -> DryRun:
+    """Every check of ``make_plan`` that needs no registry and decodes nothing, each result kept instead of
+    stopping at the first problem: the resolved runs, the data each reads (listed, split counts checked), and
+    the pretrained files."""
+    from zoo.data import check_split_counts, class_counts, resolve_data, scan_images
+
+    plan = check_specs(specs, group=group)
+    data: list[tuple[str, Optional[DataSource], Optional[str]]] = []
+    seen: dict[str, int] = {}
+    for run in plan.runs:
+        if run.spec.data in seen:
+            continue
+        seen[run.spec.data] = len(data)
+        try:
+            root, name = resolve_data(run.spec.data)
+            source = DataSource((run.spec.data, run.spec.strict), root, name, scan_images(root, split=run.ratios))
+            check_split_counts(class_counts(source.scan.classes, [label for _, label, _ in source.scan.files]),
+                               run.ratios)
+            data.append((run.spec.data, source, None))
+        except ZooError as exc:
+            data.append((run.spec.data, None, str(exc)))
+    return DryRun(plan, data, weight_files(plan.runs))
 
 
 def check_artifacts(registry: Any) -> Path:

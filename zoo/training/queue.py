@@ -24,15 +24,13 @@ class Queued:
     run_ids: list[int]
 
 
-def enqueue(specs: list[RunSpec], registry: Any, *, group: Optional[str] = None) -> Queued:
+def check_queue(specs: list[RunSpec], *, group: Optional[str] = None) -> Plan:
     """Every check that does not depend on the machine that will train (models, sizes, split, --weights, data
-    found), then one 'queued' row per run. Device and precision are resolved by the worker that claims it."""
+    found); opens no registry, so a refused command creates nothing."""
     from zoo.data import resolve_data
-    from zoo.training.plan import check_artifacts
 
     # This machine may have no GPU: check the rest with the device left to the worker.
     checked = check_specs([replace(s, device="cpu", precision="fp32") for s in specs], group=group)
-    check_artifacts(registry)
     located: dict[str, str] = {}
     runs = []
     for given, planned in zip(specs, checked.runs):
@@ -42,8 +40,19 @@ def enqueue(specs: list[RunSpec], registry: Any, *, group: Optional[str] = None)
         runs.append(replace(planned, spec=replace(planned.spec, data=located[planned.spec.data],
                                                   device=given.device, precision=given.precision)))
     checked.runs = runs
+    return checked
+
+
+def enqueue(specs: list[RunSpec], registry: Any, *, group: Optional[str] = None,
+            checked: Optional[Plan] = None) -> Queued:
+    """``check_queue`` (unless ``checked`` holds its result), then one 'queued' row per run. Device and precision
+    are resolved by the worker that claims it."""
+    from zoo.training.plan import check_artifacts
+
+    checked = checked or check_queue(specs, group=group)
+    check_artifacts(registry)
     ids = []
-    for planned in runs:
+    for planned in checked.runs:
         spec = planned.spec
         tags = dict(spec.tags)
         tags[GROUP_TAG] = checked.group
