@@ -144,7 +144,7 @@ def test_a_plugin_adds_all_five_parts_and_they_work_in_a_grid(plugged, cli, make
 def test_unknown_parts_and_options_are_one_line_before_any_work(plugged, cli, make_images):
     data = make_images({"cat": 6, "dog": 6}, size=16)
     for args, message in [(("--loss", "nope"), "--loss 'nope' is not one of cross_entropy, focal"),
-                          (("--callback", "nope"), "--callback 'nope' is not one of epochlog"),
+                          (("--callback", "nope"), "--callback 'nope' is not one of mlflow, tensorboard, epochlog"),
                           (("--optimizer", "rmsprop", "--opt", "beta=1"), "--opt beta: no part of this run reads it"),
                           (("--optimizer", "rmsprop", "--opt", "alpha=high"), "--opt alpha='high': must be float")]:
         result = cli("train", "tinycnn", "--data", data, "--epochs", "1", *args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -137,7 +138,7 @@ def test_pretrained_offline_is_one_line_saying_where_to_put_the_weights(cli, mon
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "not in the local Hugging Face cache" in lines[0], result.output
     assert "timm/resnet10t.c3_in1k" in lines[0] and str(tmp_path / "hub") in lines[0]
-    assert json.loads(cli("list-runs", "--format", "json").stdout) == []  # refused before any run was recorded
+    assert not Path(os.environ["ZOO_REGISTRY"]).exists()  # refused before any work: no registry, no run
 
 
 def test_pretrained_loads_from_the_local_cache_with_a_fresh_classifier(monkeypatch, tmp_path):

@@ -168,9 +168,9 @@ def plugins_table(records: Iterable, registered: Optional[dict] = None) -> Table
     table = Table(caption=caption, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("version", no_wrap=True)
-    longest = max((len(h) for r in records for h in r.hooks + r.unknown_hooks), default=5)
-    # one hook a line, each whole; a name longer than the terminal allows folds onto the next line, never cut
-    table.add_column("hooks", overflow="fold", min_width=longest)
+    # one hook a line; what the terminal cannot hold folds onto the next line, never cut (a minimum width here
+    # would make rich crop the last column instead)
+    table.add_column("hooks", overflow="fold", ratio=1)
     table.add_column("import", justify="right", no_wrap=True)
     table.add_column("source", overflow="fold", ratio=1)  # its kind, then where: a module, a distribution, a file
     for r in records:

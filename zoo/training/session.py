@@ -354,9 +354,15 @@ class Session:
 
             outcome.seconds = time.perf_counter() - started
             stop = stopped_by_signal(exc)
-            if stop is not None:  # the stop signal reached a loader worker first (sent to the whole group)
-                recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED,
-                                "Terminated (SIGTERM)." if isinstance(stop, Terminated) else None)
+            if stop is not None:  # the stop signal reached a loader worker (or a collective) first
+                said = "Terminated (SIGTERM)." if isinstance(stop, Terminated) else None
+                # under torchrun the signal may be torchrun's answer to another rank's crash: that rank's ending wins
+                status, error = self.world.settle(key, Status.INTERRUPTED, said, stop)
+                if status == Status.FAILED:
+                    recorder.finish(outcome, status, StopReason.ERROR, error)
+                    self.reporter.on_run_end(outcome)
+                    return
+                recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED, error)
                 self.reporter.on_run_end(outcome)
                 raise stop from exc
             status, error = self.world.settle(key, Status.FAILED, error_text(exc), exc)
