@@ -10,8 +10,11 @@ A zoo checkpoint is ``torch.save`` of a plain dict (loadable with ``torch.load(p
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from zoo.errors import ZooError
 
@@ -35,6 +38,30 @@ def save_checkpoint(path: Path, *, model: str, plugin: str, classes: list[str], 
     return atomic_save(payload, path)
 
 
+@contextmanager
+def _signals_after() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are noted while a checkpoint is written and handled once it is whole: raised inside
+    torch's zip writer, a KeyboardInterrupt comes out as a RuntimeError ('unexpected pos'), which would record an
+    interrupted run as failed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers run in the main thread only
+        return
+    caught: list[tuple[int, Any]] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: caught.append((signum, frame))) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    for signum, frame in caught[:1]:  # the file is whole: now the signal does what it would have done
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler in (signal.SIG_DFL, None):
+            signal.raise_signal(signum)
+
+
 def atomic_save(payload: Any, path: Path) -> Path:
     """``torch.save`` to a temporary file, fsync, then rename: a crash never leaves half a file."""
     import torch
@@ -45,11 +72,12 @@ def atomic_save(payload: Any, path: Path) -> Path:
     try:
         # zoo opens (and always closes) the file itself: a file still open when unlinked keeps its space, which
         # on a full disk is the space the registry needs to record why the run failed.
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with _signals_after():
+            with open(tmp, "wb") as handle:
+                torch.save(payload, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         cause = _os_error(exc)
