@@ -374,10 +374,10 @@ def test_the_readme_main_job_is_the_one_benchmarked_and_plans_8_epochs(cli, make
 
     line = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("pip install -e"))
     job = next(part.strip() for part in line.split("&&") if part.strip().startswith("zoo train"))
-    assert job == "zoo train tinycnn --data demo --epochs 8"
+    assert job == "zoo train tinycnn --data demo --epochs 8 --image-size 32"
     assert f"`{job}`" in (ROOT / "BENCHMARKS.md").read_text()  # its measured time is recorded there
     assert (ROOT / "bench" / "main_job.py").is_file()
     images = make_images({"a": 10, "b": 10}, size=16)  # its plan on a small folder instead of generating demo
     args = [str(images) if a == "demo" else a for a in shlex.split(job)[1:]]
     planned = " ".join(cli(*args, "--dry-run").stdout.split())
-    assert "epochs 8," in planned and "recipe scratch" in planned
+    assert "epochs 8," in planned and "recipe scratch" in planned and "tinycnn 32 px" in planned
