@@ -92,16 +92,17 @@ def measure(commands: dict[str, list[str]], repeat: int, env: dict[str, str]) ->
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in commands}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def registry_options(parser: argparse.ArgumentParser, repeat: int) -> None:
+    """The options every registry bench shares: its size, how often each command is timed, where it is kept."""
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=repeat)
     parser.add_argument("--keep", type=Path, help="Write the registry here (reused when it exists).")
-    parser.add_argument("--no-bytecode-cache", dest="bytecode_cache", action="store_false",
-                        help="Keep PYTHONDONTWRITEBYTECODE from the environment (every module compiled each run).")
-    args = parser.parse_args()
 
+
+def prepared_registry(args: argparse.Namespace) -> tuple[Path, tempfile.TemporaryDirectory]:
+    """The registry to time: ``--keep FILE`` when it exists, else filled now (in a temporary folder without
+    ``--keep``); also returns the temporary folder, which lives as long as the caller holds it."""
     folder = tempfile.TemporaryDirectory()
     path = args.keep or Path(folder.name) / "registry.db"
     if not path.exists():
@@ -109,6 +110,17 @@ def main() -> None:
         fill(path, args.runs, args.epochs)
         print(f"filled {path}: {args.runs} runs x {args.epochs} epochs x {len(HISTORY_KEYS)} keys "
               f"in {time.perf_counter() - began:.1f}s ({path.stat().st_size / 1e6:.0f} MB)")
+    return path, folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    registry_options(parser, repeat=7)
+    parser.add_argument("--no-bytecode-cache", dest="bytecode_cache", action="store_false",
+                        help="Keep PYTHONDONTWRITEBYTECODE from the environment (every module compiled each run).")
+    args = parser.parse_args()
+
+    path, folder = prepared_registry(args)
     env = dict(os.environ, COLUMNS="160")
     env.pop("ZOO_DISABLE_PLUGIN_AUTOLOAD", None)
     if args.bytecode_cache:

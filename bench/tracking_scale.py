@@ -16,12 +16,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from registry_scale import fill, measure  # noqa: E402  (the registry generator and timer of the scale bench)
+from registry_scale import measure, prepared_registry, registry_options  # noqa: E402
 
 FILTERS = {
     "compare --where metric": ["compare", "--where", "accuracy > 0.9"],
@@ -45,19 +44,11 @@ def jsonl(path: Path, runs: int, epochs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10_000)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--repeat", type=int, default=5)
+    registry_options(parser, repeat=5)
     parser.add_argument("--import-runs", type=int, default=5_000)
-    parser.add_argument("--keep", type=Path, help="Write the registry here (reused when it exists).")
     args = parser.parse_args()
 
-    folder = tempfile.TemporaryDirectory()
-    path = args.keep or Path(folder.name) / "registry.db"
-    if not path.exists():
-        began = time.perf_counter()
-        fill(path, args.runs, args.epochs)
-        print(f"filled {path}: {args.runs} runs in {time.perf_counter() - began:.1f}s")
+    path, folder = prepared_registry(args)
     env = dict(os.environ, COLUMNS="160")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(Path(folder.name) / "pycache")

@@ -15,13 +15,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from registry_scale import fill  # noqa: E402
+from registry_scale import prepared_registry, registry_options  # noqa: E402
 
 BUDGET_S = 0.3
 PAGES = {
@@ -55,18 +54,10 @@ def fetch(url: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10_000)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--repeat", type=int, default=9)
-    parser.add_argument("--keep", type=Path, help="Write the registry here (reused when it exists).")
+    registry_options(parser, repeat=9)
     args = parser.parse_args()
 
-    folder = tempfile.TemporaryDirectory()
-    path = args.keep or Path(folder.name) / "registry.db"
-    if not path.exists():
-        began = time.perf_counter()
-        fill(path, args.runs, args.epochs)
-        print(f"filled {path}: {args.runs} runs x {args.epochs} epochs in {time.perf_counter() - began:.1f}s")
+    path, folder = prepared_registry(args)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, ZOO_REGISTRY=str(path))
