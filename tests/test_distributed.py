@@ -87,6 +87,17 @@ def test_two_ranks_train_one_run_on_the_whole_split(make_images, cli):
     assert second.dataset_fingerprint == first.dataset_fingerprint
     assert second.test_size == sum(map(sum, second.confusion)) == 5
 
+    from zoo.store.comparisons import predictions  # issue 19: paired comparisons need every rank's test images
+
+    with Registry.open(os.environ["ZOO_REGISTRY"]).connect() as conn:
+        made = predictions(conn, [first.id, second.id])
+    ranks, alone = made[first.id], made[second.id]
+    assert len(ranks) == 5 and (ranks.index, ranks.true) == (alone.index, alone.true)  # the same images, in order
+    tally = [[0] * 3 for _ in range(3)]
+    for true, pred in zip(ranks.true, ranks.pred):
+        tally[true][pred] += 1
+    assert tally == first.confusion  # each prediction sits at its own image's place, whichever rank made it
+
 
 CRASHY = '''
 import os
