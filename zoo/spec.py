@@ -29,20 +29,21 @@ AUGMENTS = ("seed", "light", "strong", "none")
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": dict(epochs=30, batch_size=4, lr=0.001, momentum=0.9, weight_decay=0.0, patience=7, optimizer="sgd",
                  schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, augment="seed", hflip=True,
-                 bias_decay=True),
+                 bias_decay=True, patience_lr=1.0),
     "scratch": dict(epochs=60, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4, patience=15, optimizer="nesterov",
                     schedule="cosine", warmup_epochs=2.0, label_smoothing=0.1, augment="light", hflip=False,
-                    bias_decay=False),
+                    bias_decay=False, patience_lr=1.0),
 }
 
 
 def _opt(default: Any, *, minimum: Optional[float] = None, above: Optional[float] = None,
          maximum: Optional[float] = None, choices: tuple = (), grid: bool = True, log: bool = False,
-         help: str = "") -> Any:
+         help: str = "", sparse: bool = False) -> Any:
     """A spec field: its default, the limits a value must respect, whether grids (and searches) may vary it,
-    whether a search range of it is sampled on a log scale, its help."""
+    whether a search range of it is sampled on a log scale, its help. A ``sparse`` option is recorded as a param
+    only when it is used (not None, not False), so the rows of runs that do not use it stay as they were."""
     return field(default=default, metadata={"min": minimum, "above": above, "max": maximum, "choices": choices,
-                                            "grid": grid, "log": log, "help": help})
+                                            "grid": grid, "log": log, "help": help, "sparse": sparse})
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,15 @@ class RunSpec:
     split_seed: int = _opt(42, minimum=-(2**63), maximum=2**63 - 1,
                            help="Seed of the train/val/test split: runs with the same one share their test images, "
                                 "so they can be compared pairwise.")
+    patience_lr: Optional[float] = _opt(None, above=0.0, maximum=1.0,
+                                        help="Early stopping counts --patience only once the lr has fallen to this "
+                                             "fraction of its peak: 1 from the first epoch, 0.5 from the middle of "
+                                             "a cosine schedule (a schedule that never decays then runs to --epochs).")
+    ema: Optional[float] = _opt(None, above=0.0, sparse=True,
+                                help="Keep an exponential moving average of the weights with this decay per step "
+                                     "(0.99-0.999): validated, checkpointed and tested with the averaged weights.")
+    tta: bool = _opt(False, grid=False, sparse=True,
+                     help="Test-time flip: test on the mean of the softmax of each image and its mirror image.")
     # Who the run is, not how it trains: recorded as the run's name and tags, never as params.
     name: Optional[str] = None
     tags: tuple[tuple[str, str], ...] = ()
@@ -101,7 +111,7 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if f.name in OPTIONS:
+            if f.metadata:
                 check_value(f.name, getattr(self, f.name))
         if isinstance(self.opts, Mapping):  # a dict is accepted and stored as sorted pairs (hashable)
             object.__setattr__(self, "opts", tuple(sorted(self.opts.items())))
@@ -117,11 +127,16 @@ class RunSpec:
         """The params rows of this run: every option as given, the image size as trained, and what 'auto'
         resolved to (never replayed by --from)."""
         params = {name: getattr(self, name) for name in OPTIONS}
+        params.update(self.sparse_params())
         params["image_size"] = resolved.image_size
         params["resolved_device"] = resolved.device
         params["resolved_precision"] = resolved.precision
         params.update(self.plugin_params())
         return params
+
+    def sparse_params(self) -> dict[str, Any]:
+        """The sparse options (--ema, --tta) this run uses: recorded only then."""
+        return {name: getattr(self, name) for name in SPARSE_OPTIONS if getattr(self, name) not in (None, False)}
 
     def plugin_params(self) -> dict[str, Any]:
         """The params of what plugins add, only when used: loss, callbacks (comma-joined), opt.KEY per --opt."""
@@ -157,7 +172,7 @@ class RunSpec:
 
     def options(self) -> dict[str, Any]:
         """Every option's value (the params rows' keys), plus what plugins add (loss, callbacks, opt.KEY)."""
-        return {**{name: getattr(self, name) for name in OPTIONS}, **self.plugin_params()}
+        return {**{name: getattr(self, name) for name in OPTIONS}, **self.sparse_params(), **self.plugin_params()}
 
     # ----------------------------------------------------------------------------------------- recipes
     @property
@@ -176,8 +191,10 @@ class RunSpec:
 
 LOSS_PARAM, CALLBACKS_PARAM, OPT_PREFIX = "loss", "callbacks", "opt."
 
-# The option fields: params keys, in the order of the first release's rows.
-OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata)
+# The option fields: params keys, in the order of the first release's rows; the sparse ones are recorded only when
+# used.
+OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata and not f.metadata.get("sparse"))
+SPARSE_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata.get("sparse"))
 GRID_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata.get("grid"))
 RESOLVED_KEYS = ("resolved_device", "resolved_precision")
 _FIELDS = {f.name: f for f in fields(RunSpec)}
@@ -233,6 +250,8 @@ def check_value(name: str, value: Any) -> None:
         raise ZooError(f"{flag} {value}: must be below 1 (0.1 is usual).")
     if name == "momentum" and value >= 1:
         raise ZooError(f"{flag} {value}: must be below 1 (0.9 is usual).")
+    if name == "ema" and value >= 1:
+        raise ZooError(f"{flag} {value}: must be below 1 (0.99-0.999 are usual).")
     if meta.get("choices") and str(value).lower() not in meta["choices"]:
         raise ZooError(f"{flag} '{value}' is not one of {', '.join(meta['choices'])}.")
 
@@ -304,7 +323,9 @@ def replay_values(params: Mapping[str, Any], *, same_model: bool) -> dict[str, A
     legacy = not any(key in params for key in RESOLVED_KEYS)
     values: dict[str, Any] = {} if "recipe" in params else {"recipe": "seed"}  # before recipes: the seed one
     values["split_seed"] = split_seed_of(params)  # before --split-seed, --seed chose the split too
-    for name in OPTIONS:
+    if "recipe" in params and "patience_lr" not in params:  # before --patience-lr: patience counted from epoch 1
+        values["patience_lr"] = 1.0
+    for name in OPTIONS + SPARSE_OPTIONS:
         if name not in params:
             continue
         if name == "image_size" and not same_model:
@@ -422,7 +443,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ZooError(f"--grid file '{path}' is not valid TOML: {exc}.") from None
 
 
-GRID_KEYS = ("model",) + OPTIONS + ("name", LOSS_PARAM, CALLBACKS_PARAM)
+GRID_KEYS = ("model",) + OPTIONS + SPARSE_OPTIONS + ("name", LOSS_PARAM, CALLBACKS_PARAM)
 MAX_RUNS = 1000  # runs one command makes without --max-runs
 
 
@@ -522,11 +543,11 @@ def varied(specs: list[RunSpec]) -> list[str]:
     """The fields whose values differ between specs (model first), in field order: the columns of a plan."""
     if len(specs) < 2:
         return []
-    names = ["model"] + [n for n in OPTIONS] + ["loss", "callbacks", "opts"]
+    names = ["model"] + [n for n in OPTIONS + SPARSE_OPTIONS] + ["loss", "callbacks", "opts"]
     return [n for n in names if len({repr(getattr(s, n)) for s in specs}) > 1]
 
 
-__all__ = ["RunSpec", "Resolved", "DatasetRecord", "OPTIONS", "GRID_OPTIONS", "default", "convert", "parse_list",
+__all__ = ["RunSpec", "Resolved", "DatasetRecord", "OPTIONS", "SPARSE_OPTIONS", "GRID_OPTIONS", "default", "convert", "parse_list",
            "expand", "parse_grid", "replay_values", "varied", "check_tags", "replace"]
 
 

@@ -217,7 +217,8 @@ class Display(Reporter):
         spec, res = planned.spec, planned.resolved
         self.line(f"Run {run_id}: {spec.model} at {res.image_size} px on {res.device} ({res.precision}), recipe "
                   f"{spec.recipe} ({spec.optimizer} lr {spec.lr:g}, {spec.schedule}, augment {spec.augment}"
-                  f"{'' if spec.hflip else ' no flips'}), batch {spec.batch_size}, up to {spec.epochs} epochs")
+                  f"{'' if spec.hflip else ' no flips'}{f', ema {spec.ema:g}' if spec.ema else ''}"
+                  f"{', tta' if spec.tta else ''}), batch {spec.batch_size}, up to {spec.epochs} epochs")
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:
         self.start(f"{self.run.spec.model} epoch {epoch}/{self.run.spec.epochs}", batches)

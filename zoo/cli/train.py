@@ -47,6 +47,7 @@ def train(
     momentum: Optional[List[str]] = _grid_option("momentum"),
     weight_decay: Optional[List[str]] = _grid_option("weight_decay"),
     patience: Optional[List[str]] = _grid_option("patience"),
+    patience_lr: Optional[List[str]] = _grid_option("patience_lr", "FRACTION[,...]"),
     min_delta: Optional[List[str]] = _grid_option("min_delta"),
     split: Optional[List[str]] = _grid_option("split", "T:V:T[,...]"),
     image_size: Optional[List[str]] = _grid_option("image_size", "PX[,PX...]"),
@@ -80,6 +81,8 @@ def train(
                                          help=_help("hflip", grid=False)),
     bias_decay: Optional[bool] = typer.Option(None, "--bias-decay/--no-bias-decay", show_default=False,
                                               help=_help("bias_decay", grid=False)),
+    ema: Optional[List[str]] = _grid_option("ema", "DECAY[,DECAY...]"),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", show_default=False, help=_help("tta", grid=False)),
     loss: Optional[List[str]] = typer.Option(None, "--loss", metavar="NAME[,NAME...]", show_default=False,
                                              help="Training loss: a registered one (default cross_entropy, with the "
                                                   "recipe's label smoothing). Grid: comma list or repeat."),
@@ -113,7 +116,8 @@ def train(
     lists = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
                  patience=patience, min_delta=min_delta, split=split, image_size=image_size, seed=seed,
                  split_seed=split_seed, device=device, precision=precision, recipe=recipe, optimizer=optimizer,
-                 schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment)
+                 schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment,
+                 patience_lr=patience_lr, ema=ema)
     axes = {key: specs.parse_list(key, texts) for key, texts in lists.items() if texts}
     if seeds is not None:
         axes["seed"] = specs.seed_series(axes.get("seed"), seeds)
@@ -129,7 +133,7 @@ def train(
         return _train([], group=None, dry_run=False, fail_fast=False, quiet=quiet, resume=resume)
     every_model, per_model = parse_weights(weights or [], models or [])
     singles = dict(data=data, pretrained=pretrained, weights=every_model, workers=workers,
-                   compile=compile, strict=strict, hflip=hflip, bias_decay=bias_decay)
+                   compile=compile, strict=strict, hflip=hflip, bias_decay=bias_decay, tta=tta)
     axes.update({key: [specs.convert(key, value) if key != "data" else value]
                  for key, value in singles.items() if value is not None})
     from zoo.cli.app import config

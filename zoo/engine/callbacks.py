@@ -6,6 +6,8 @@ A callback is any object with some of these methods (every one optional; subclas
 - ``on_epoch_start(run, epoch)``.
 - ``on_batch_end(run, epoch, batch, logs)``: a few times a second (reading the loss syncs a GPU) and after the
   epoch's last batch; ``logs``: ``loss`` (running mean of the epoch), ``images_per_sec``, ``batches``.
+- ``on_step_end(run, epoch, batch)``: after every optimizer step (and the schedule's step); called only when a
+  callback has it (the weight EMA).
 - ``on_train_epoch_end(run, epoch, logs)``: the training half of the epoch is done (before validation).
 - ``on_epoch_end(run, epoch, logs)``: ``logs`` holds ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``
   (``val_accuracy`` too), ``lr``, ``seconds``, ``images_per_sec``; the built-ins add ``improved`` and

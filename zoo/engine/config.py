@@ -43,6 +43,9 @@ class TrainConfig:
     augment: str
     hflip: bool
     bias_decay: bool
+    patience_lr: float = 1.0  # patience is counted once the lr is at most this fraction of its peak
+    ema: float = 0.0  # the decay of a weight EMA (0: none)
+    tta: bool = False  # test on the mean softmax of each image and its mirror image
     loss: str = DEFAULT_LOSS
     callbacks: tuple[str, ...] = ()  # --callback NAME, in the order given
     options: Mapping[str, Any] = field(default_factory=dict)  # --opt KEY=VALUE, over the plugins' defaults
@@ -61,6 +64,7 @@ class TrainConfig:
             compile=full.compile, recipe=full.recipe, optimizer=str(full.optimizer), schedule=str(full.schedule),
             warmup_epochs=float(full.warmup_epochs), label_smoothing=float(full.label_smoothing),
             augment=str(full.augment), hflip=bool(full.hflip), bias_decay=bool(full.bias_decay),
+            patience_lr=float(full.patience_lr), ema=float(full.ema or 0.0), tta=bool(full.tta),
             loss=full.loss or DEFAULT_LOSS, callbacks=tuple(full.callbacks), options=MappingProxyType(options))
 
     def option(self, key: str, default: Any = None) -> Any:

@@ -121,6 +121,7 @@ def train_one_epoch(run: Run, parts: Parts, epoch: int, callbacks: CallbackList)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen, last_report = 0, started
+    stepping = any(hasattr(cb, "on_step_end") for cb in callbacks.callbacks)  # every optimizer step (--ema)
     for i, (x, y) in enumerate(parts.pipeline.train_epoch(run.generator), 1):
         with autocast(device, parts.precision):
             out = parts.step_model(x)
@@ -136,6 +137,8 @@ def train_one_epoch(run: Run, parts: Parts, epoch: int, callbacks: CallbackList)
         parts.lr = run.optimizer.param_groups[0]["lr"]
         if run.scheduler is not None:
             run.scheduler.step()
+        if stepping:
+            callbacks.call("on_step_end", run, epoch, i)
         loss_sum += loss.detach().float() * len(y)
         correct += (out.detach().argmax(1) == y).sum()
         seen += len(y)
@@ -197,7 +200,12 @@ def test_run(run: Run, parts: Parts, metrics: Any
     from zoo.engine.metrics import gather_outputs, test_metrics
 
     outputs: list = []
-    test_loss, _, confusion = evaluate(parts.eval_model, parts.pipeline.eval_batches("test"), len(run.classes),
+    model = parts.eval_model
+    if run.config.tta:
+        from zoo.engine.ema import flip_average
+
+        model = flip_average(model)
+    test_loss, _, confusion = evaluate(model, parts.pipeline.eval_batches("test"), len(run.classes),
                                        parts.device, parts.precision, parts.world, outputs)
     y_true, probs = gather_outputs(outputs, len(parts.pipeline.split.test), len(run.classes), parts.world,
                                     parts.device)
@@ -237,9 +245,11 @@ def prepare(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], config:
 
 
 def builtin_callbacks(info: "ModelInfo", classes: list[str], config: TrainConfig, world: "World",
-                      checkpoint_path: Optional[Path], plugins: "Plugins", listeners: Sequence[Any]):
-    """In order: early stopping, the NaN guard, the best weights, the --callback plugins, last.pt, then the
-    caller's callbacks (recorder, progress). The best-weights keeper is returned too (it restores them)."""
+                      checkpoint_path: Optional[Path], plugins: "Plugins", listeners: Sequence[Any],
+                      model: Optional["torch.nn.Module"] = None):
+    """In order: early stopping, the NaN guard, the best weights, the --callback plugins, the weight EMA (--ema;
+    it needs ``model``), last.pt, then the caller's callbacks (recorder, progress). The best-weights keeper is
+    returned too (it restores them)."""
     from zoo.engine.checkpoints import BestCheckpoint, LastCheckpoint
     from zoo.engine.stopping import EarlyStopping, NanGuard
 
@@ -247,8 +257,12 @@ def builtin_callbacks(info: "ModelInfo", classes: list[str], config: TrainConfig
     table = plugins.components("callback")
     chosen = [table.check(name).builder(config) for name in config.callbacks]
     last = LastCheckpoint(checkpoint_path.with_name("last.pt") if checkpoint_path is not None else None, best)
-    callbacks = [EarlyStopping(config.patience, config.min_delta), NanGuard(config.precision, not world.launched),
-                 best, *chosen, last, *listeners]
+    if config.ema and model is not None:
+        from zoo.engine.ema import WeightEMA
+
+        chosen.append(WeightEMA(model, config.ema))
+    callbacks = [EarlyStopping(config.patience, config.min_delta, config.patience_lr),
+                 NanGuard(config.precision, not world.launched), best, *chosen, last, *listeners]
     return CallbackList(callbacks), best, last
 
 
@@ -296,7 +310,7 @@ def train(info: "ModelInfo", pipeline: "Pipeline", classes: list[str], spec: Uni
     run, parts = prepare(info, pipeline, classes, config, model, plugins, run_id, run_name,
                          checkpoint_path.parent if checkpoint_path is not None else None)
     run.callbacks, best, last = builtin_callbacks(info, classes, config, parts.world, checkpoint_path, plugins,
-                                                  listeners)
+                                                  listeners, run.model)
     first = restore_run(run, resume) if resume is not None else 1
     if resume is not None:
         parts.lr = run.optimizer.param_groups[0]["lr"]
