@@ -135,6 +135,13 @@ def test_ema_and_tta_are_recorded_only_when_used_and_a_resumed_ema_run_is_the_un
         assert reg.history(2)[key] == reg.history(1)[key], key
     assert two.metrics == one.metrics and two.best_epoch == one.best_epoch
     assert (one.params["ema"], one.params["tta"]) == (0.9, True)
+    # best.pt holds the averaged weights and `zoo evaluate` flips as the run was tested: the run's own figures
+    import json
+
+    evaluated = json.loads(cli("evaluate", "1", "--format", "json").output)["metrics"]
+    assert evaluated["test_loss"] == pytest.approx(one.metrics["test_loss"], rel=1e-5)
+    assert cli("evaluate", "1", "--no-tta", "--format", "json").exit_code == 0
+    assert cli("predict", "1", data, "--tta").exit_code == 0
     plain = cli("train", "tinycnn", "--data", data, "--epochs", "4", "--patience", "9", "--image-size", "16",
                 "--batch-size", "4")
     assert plain.exit_code == 0, plain.output
@@ -180,3 +187,40 @@ def test_an_ema_run_trains_the_same_weights_and_tests_the_averaged_ones(make_ima
         assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert [h.train_loss for h in plain.history] == [h.train_loss for h in ema.history]
     assert [h.val_loss for h in plain.history] != [h.val_loss for h in ema.history]
+
+
+def test_tta_tests_on_the_mean_softmax_of_each_test_image_and_its_mirror(make_images):
+    import torch
+
+    from zoo.data import load_images, make_pipeline, split_samples
+    from zoo.engine import Callback, train
+    from zoo.plugins import build_plugins
+
+    root = make_images({"cat": 12, "dog": 12}, size=24)  # cats: horizontal stripes, the same mirrored
+    images = load_images(root, image_sizes=[16])
+    split = split_samples(images, (4, 1, 1), 42)
+    info = build_plugins(autoload=False).models().get("tinycnn")
+
+    class Tested(Callback):  # the weights the test saw
+        def on_train_end(self, run, result):
+            self.model = run.model
+
+    def run(tta):
+        pipe = make_pipeline(images, split, image_size=16, batch_size=8, device="cpu")
+        spec = RunSpec("tinycnn", str(root), epochs=1, patience=9, batch_size=8, tta=tta)
+        tested = Tested()
+        result = train(info, pipe, images.classes, spec, Resolved("cpu", "fp32", 16), callbacks=[tested])
+        return result, tested.model.eval(), pipe
+
+    plain, model, pipe = run(False)
+    flipped, _, _ = run(True)
+    x, y = map(torch.cat, zip(*pipe.eval_batches("test")))
+    with torch.inference_mode():
+        one = model(x).softmax(1)
+        both = (one + model(x.flip(-1)).softmax(1)) / 2
+    assert [p for _, p in plain.predictions] == pytest.approx(one.max(1).values.tolist(), abs=1e-6)
+    assert [p for _, p in flipped.predictions] == pytest.approx(both.max(1).values.tolist(), abs=1e-6)
+    assert flipped.metrics["test_loss"] == pytest.approx(float(-both[range(len(y)), y].log().mean()), rel=1e-5)
+    cats = y == images.classes.index("cat")
+    assert torch.allclose(one[cats], both[cats], atol=1e-3)  # mirror-symmetric images: (nearly) the same
+    assert not torch.allclose(one[~cats], both[~cats], atol=1e-5)

@@ -49,11 +49,17 @@ class Evaluation:
     fingerprint: str
 
 
+def uses_tta(run: Any, tta: Optional[bool]) -> bool:
+    """Test-time flip: as asked, else as the run was tested (its ``tta`` param, recorded only when used)."""
+    return bool(run.params.get("tta", False)) if tta is None else tta
+
+
 def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", batch_size: int = 64,
-                 warn=None) -> Evaluation:
+                 warn=None, tta: Optional[bool] = None) -> Evaluation:
     """Evaluate the run's best checkpoint on its own test split (``data`` None) or on every image of another
     image folder / registered dataset whose classes are the run's, or some of them (the macro averages are then
-    over those classes, and ``warn`` says so)."""
+    over those classes, and ``warn`` says so). ``tta``: average each image's softmax with its mirror image's
+    (None: as the run was tested)."""
     from zoo.checkpoint import build_from_checkpoint
     from zoo.data import Split, fingerprint_of, load_images, make_pipeline, resolve_data, split_samples
     from zoo.engine import evaluate, metrics_from_confusion, resolve_device, resolve_precision
@@ -95,7 +101,12 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
     dev = resolve_device(device)
     pipeline = make_pipeline(images, split, image_size=size, batch_size=batch_size, device=dev,
                              prep=Preprocess.from_record(ckpt))
-    loss, _, confusion = evaluate(model.to(dev), pipeline.eval_batches("test", batch_size), len(classes), dev,
+    model = model.to(dev)
+    if uses_tta(run, tta):
+        from zoo.engine.ema import flip_average
+
+        model = flip_average(model)
+    loss, _, confusion = evaluate(model, pipeline.eval_batches("test", batch_size), len(classes), dev,
                                   resolve_precision("auto", dev))
     metrics = {**metrics_from_confusion(confusion, classes, loss), "images": float(len(split.test))}
     if len(present) < len(classes):
@@ -151,8 +162,9 @@ def image_files(paths: list[str]) -> list[Path]:
 
 
 def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64,
-            device: str = "cpu") -> list[dict[str, Any]]:
-    """One dict per file: {"file", "predictions": [{"class", "probability"}...]} or {"file", "error"}."""
+            device: str = "cpu", tta: Optional[bool] = None) -> list[dict[str, Any]]:
+    """One dict per file: {"file", "predictions": [{"class", "probability"}...]} or {"file", "error"}.
+    ``tta``: the mean softmax of each image and its mirror image (None: as the run was tested)."""
     import torch
 
     from zoo.engine import resolve_device
@@ -164,6 +176,10 @@ def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64,
     dev = resolve_device(device)
     model, ckpt = build_from_checkpoint(checkpoint_of(run))
     model = model.to(dev)
+    if uses_tta(run, tta):
+        from zoo.engine.ema import flip_average
+
+        model = flip_average(model)
     classes, size = list(ckpt["classes"]), int(ckpt["image_size"])
     prep = Preprocess.from_record(ckpt)
     transform = pil_eval_transform(size, prep)

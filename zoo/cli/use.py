@@ -57,6 +57,9 @@ def evaluate(
                                        "(default: the run's own test split)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", show_default=False,
+                                       help="Average each image's probabilities with its mirror image's "
+                                            "(default: as the run was tested, --tta or not)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
 ) -> None:
     """Evaluate a run's best checkpoint and record the result as a new evaluation of that run."""
@@ -65,7 +68,7 @@ def evaluate(
 
     with open_registry(create=False) as reg:
         view = reg.get_run(run)
-        result = evaluate_run(view, data, device=device, batch_size=batch_size, warn=print_warning)
+        result = evaluate_run(view, data, device=device, batch_size=batch_size, warn=print_warning, tta=tta)
         eval_id = reg.add_evaluation(view.id, result.metrics, dataset=result.dataset,
                                      dataset_fingerprint=result.fingerprint, confusion=result.confusion,
                                      classes=result.classes)
@@ -92,6 +95,9 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", "-k", min=1, help="How many classes to show per image."),
     device: str = typer.Option("cpu", "--device", help="cpu (the same numbers on every machine and in exported "
                                                         "files), auto, cuda, cuda:N or mps."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", show_default=False,
+                                       help="Average each image's probabilities with its mirror image's "
+                                            "(default: as the run was tested, --tta or not)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
 ) -> None:
     """Top-k classes with probabilities for each image, from a run's best checkpoint."""
@@ -100,7 +106,7 @@ def predict(
 
     with open_registry(readonly=True, create=False) as reg:
         view = reg.get_run(run)
-    results = run_predict(view, images, top_k=top_k, device=device)
+    results = run_predict(view, images, top_k=top_k, device=device, tta=tta)
     failed = [r for r in results if "error" in r]
     if fmt == "json":
         typer.echo(json.dumps(results, indent=2))
