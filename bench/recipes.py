@@ -95,7 +95,7 @@ def svm_baseline(folder: Path, size: int) -> float:
     return float((clf.predict(x_test) == y_test).mean())
 
 
-def run_recipe(folder: Path, model: str, size: int, options: dict) -> tuple[float, float, int]:
+def run_recipe(folder: Path, model: str, size: int, options: dict, **session: object) -> tuple[float, float, int]:
     from zoo.spec import RunSpec
     from zoo.store import Registry
     from zoo.training import Session, make_plan
@@ -104,7 +104,7 @@ def run_recipe(folder: Path, model: str, size: int, options: dict) -> tuple[floa
         spec = RunSpec(model, str(folder), image_size=size, **options)
         plan = make_plan([spec], reg)
         started = time.perf_counter()
-        result = Session(plan, reg).run()
+        result = Session(plan, reg, **session).run()  # session: e.g. train_fn=
         if result.stopped_by:  # Ctrl-C or SIGTERM stop the benchmark, not only the run in progress
             raise SystemExit(result.exit_code)
         (outcome,) = result.outcomes

@@ -17,6 +17,12 @@ once per seed on the same split (zoo's 8:1:1 with split seed 42) and is tested o
   weight decay 0.01, lr_max ``--onecycle-lr``), when fastai is installed; otherwise the arm says so.
 
 Prints each seed's test accuracy and wall time, then per arm: mean, min, max and the total time.
+
+``--trace`` (zoo arms): also tests every epoch's weights (on the test split, for this analysis only: nothing is
+chosen by it) and prints, from that one run, what other stopping rules would have ended with: patience counted
+from the first epoch (``patience_lr`` 1), from the cosine's middle (0.5), and the checkpoint chosen by validation
+accuracy with the loss as tie-break. A run's epochs are the same under every rule until one of them stops it, so
+one run with the latest-stopping rule answers for all of them.
 """
 
 from __future__ import annotations
@@ -103,6 +109,57 @@ def fastai_arm(data, seed: int, epochs: int, lr: float) -> float:
     return accuracy(learn.model, x_test, y_test)
 
 
+class TestTrace:
+    """A callback: each epoch's lr, validation loss and accuracy, and the test accuracy of its weights."""
+
+    def __init__(self, x, y) -> None:
+        self.x, self.y, self.rows = x, y, []
+
+    def on_epoch_end(self, run, epoch, logs) -> None:
+        self.rows.append((epoch, logs["lr"], logs["val_loss"], logs["val_acc"], accuracy(run.model, self.x, self.y)))
+
+
+def stop_rule(rows, patience: int, patience_lr: float) -> tuple[int, int]:
+    """(stop epoch, best epoch) of EarlyStopping over the traced rows."""
+    from zoo.engine import StopTraining
+    from zoo.engine.stopping import EarlyStopping
+
+    rule = EarlyStopping(patience, 0.0, patience_lr)
+    for epoch, lr, val_loss, _, _ in rows:
+        try:
+            rule.on_epoch_end(None, epoch, {"val_loss": val_loss, "lr": lr})
+        except StopTraining:
+            return epoch, rule.best_epoch
+    return rows[-1][0], rule.best_epoch
+
+
+def traced(folder: Path, model: str, size: int, options: dict, test) -> tuple[float, float, int, list]:
+    """run_recipe with a TestTrace: (test accuracy, seconds, epochs, the trace rows)."""
+    import recipes
+
+    from zoo.training import session
+
+    trace = TestTrace(*test)
+
+    def train_fn(ctx):
+        ctx.callbacks = [*ctx.callbacks, trace]
+        return session.train_run(ctx)
+
+    acc, seconds, epochs = recipes.run_recipe(folder, model, size, options, train_fn=train_fn)
+    return acc, seconds, epochs, trace.rows
+
+
+def report_trace(rows, patience: int) -> None:
+    by_epoch = {r[0]: r for r in rows}
+    for label, fraction in (("patience from epoch 1", 1.0), ("patience_lr 0.5", 0.5)):
+        stop, best = stop_rule(rows, patience, fraction)
+        print(f"    {label:28} stop {stop:3d} best {best:3d} test acc {by_epoch[best][4]:.4f}", flush=True)
+    for label, fraction in (("val acc, loss tie-break", 1.0), ("... with patience_lr 0.5", 0.5)):
+        stop, _ = stop_rule(rows, patience, fraction)
+        best = min((r for r in rows if r[0] <= stop), key=lambda r: (-r[3], r[2]))[0]
+        print(f"    {label:28} stop {stop:3d} best {best:3d} test acc {by_epoch[best][4]:.4f}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", default="digits")
@@ -112,6 +169,7 @@ def main() -> int:
     parser.add_argument("--arms", default="default,onecycle,fastai")
     parser.add_argument("--onecycle-epochs", type=int, default=30)
     parser.add_argument("--onecycle-lr", type=float, default=1e-2)
+    parser.add_argument("--trace", action="store_true", help="zoo arms: test every epoch, compare stopping rules")
     args = parser.parse_args()
     os.environ.setdefault("ZOO_DISABLE_PLUGIN_AUTOLOAD", "1")
     from recipes import make_set, parse_recipe, run_recipe
@@ -147,11 +205,20 @@ def main() -> int:
             else:
                 options = {k: v for k, v in options.items() if not (text == "default" and k == "recipe")}
                 started = time.perf_counter()
-                acc, _, epochs = run_recipe(folder, args.model, size, {**options, "seed": seed})
+                if args.trace:
+                    data = data or tensors(folder, args.model, size)
+                    started = time.perf_counter()
+                    acc, _, epochs, rows = traced(folder, args.model, size, {**options, "seed": seed}, data[2:4])
+                else:
+                    acc, _, epochs = run_recipe(folder, args.model, size, {**options, "seed": seed})
                 seconds = time.perf_counter() - started  # decoding and splitting included, as a user waits
             accs.append(acc)
             total += seconds
             print(f"{name:24} {seed:5d} {acc:8.4f} {epochs:6d} {seconds:6.0f}s", flush=True)
+            if args.trace and text not in ("onecycle", "fastai"):
+                from zoo.spec import RunSpec
+
+                report_trace(rows, RunSpec("m", "d", **options).with_recipe().patience)
         if accs:
             summary.append((name, accs, total))
     print(f"\n{'arm':24} {'mean':>7} {'min':>7} {'max':>7} {'time':>7}   (load average {os.getloadavg()[0]:.1f} "
