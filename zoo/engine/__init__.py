@@ -4,7 +4,8 @@
 - ``device``: device, precision, autocast, backend set-up
 - ``optim``, ``losses``, ``metrics``: the registered optimizers, schedules, losses and test metrics
 - ``callbacks``: the ``Callback`` protocol, ``StopTraining``, ``Run``; ``stopping`` and ``checkpoints``: the
-  built-in callbacks (early stopping, NaN guard, best/last checkpoints)
+  built-in callbacks (early stopping, NaN guard, best/last checkpoints); ``ema``: the weight EMA (--ema) and the
+  test-time flip (--tta)
 - ``loop``: ``train_one_epoch``, ``evaluate`` and ``train``; ``lrfind``: the learning-rate range test
 """
 
