@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Un
 
 from zoo import spec as specs
 from zoo.errors import ZooError
-from zoo.training.session import Pruned, Reporter, RunOutcome
-from zoo.vocab import STUDY_TAG, TRIAL_TAG, VAL_ACC, VAL_LOSS, Status
+from zoo.engine.callbacks import StopTraining
+from zoo.training.session import Reporter, RunOutcome
+from zoo.vocab import STUDY_TAG, TRIAL_TAG, VAL_ACC, VAL_LOSS, Status, StopReason
 
 if TYPE_CHECKING:
     import optuna
@@ -332,7 +333,8 @@ class TrialEnd:
 
 class TrialPruning(Reporter):
     """The glue between one run's epochs and its Optuna trial: every report goes on to ``inner``; each epoch's
-    validation value is reported to the trial, and ``Pruned`` ends the run when the pruner says so."""
+    validation value is reported to the trial, and when the pruner says so the engine's ``StopTraining`` ends the
+    run 'pruned' (its history kept, nothing tested)."""
 
     def __init__(self, inner: Reporter, trial: "optuna.Trial", key: str):
         self.inner, self.trial, self.key = inner, trial, key
@@ -344,7 +346,9 @@ class TrialPruning(Reporter):
             return  # the engine ends a NaN run itself: 'failed'
         self.trial.report(value, epoch)
         if self.trial.should_prune():
-            raise Pruned(f"Pruned after epoch {epoch}: {self.key} {value:.4g} lags the study's other trials.")
+            raise StopTraining(StopReason.PRUNED.value, status=Status.PRUNED,
+                               error=f"Pruned after epoch {epoch}: {self.key} {value:.4g} lags the study's other "
+                                     f"trials.")
 
     def on_run_start(self, run_id, planned) -> None:
         self.trial.set_user_attr(RUN_ATTR, run_id)
