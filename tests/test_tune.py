@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,19 +93,44 @@ def test_bad_range_on_the_command_line_before_any_work(cli, make_images, tmp_pat
 # --------------------------------------------------------------------------------------------- a study
 
 
-def test_tune_records_every_trial_as_a_run_prunes_and_never_reads_the_test_split(cli, make_images, tmp_path):
-    data = make_images({"a": 10, "b": 10, "c": 10}, size=16)
-    # lr from 1e-7 (learns nothing in 3 epochs) to 0.3: some trials are clearly bad, and get pruned
-    result = cli("tune", "tinycnn", "--data", data, *TINY, "--lr", "1e-7..0.3", "--batch-size", "16,32",
-                 "--trials", "6", "--pruner", "median", "--sampler", "random", "--sampler-seed", "3",
-                 "--study", "s1")
-    assert result.exit_code == 0, result.output
-    assert "Reproduce: zoo train tinycnn --data" in result.output
-    assert result.output.count("trial ") >= 6 and "pruned" in result.output
+S1 = ("--lr", "1e-7..0.3", "--batch-size", "16,32", "--trials", "6", "--pruner", "median", "--sampler", "random")
 
-    trials = study_trials(str(tmp_path / "registry.db"), "s1")
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, cache_dir):
+    """One real study, trained once for the tests of this module that read it: `zoo tune` of tinycnn, 6 trials
+    (lr from 1e-7, which learns nothing in 3 epochs, to 0.3: some trials are clearly bad, and get pruned), study
+    's1' in its own registry. (registry path, data folder, the command's output)"""
+    from conftest import write_images
+
+    root = tmp_path_factory.mktemp("tuned")
+    data = write_images(root / "images", {"a": 10, "b": 10, "c": 10}, size=16)
+    env = dict(os.environ, COLUMNS="200", ZOO_REGISTRY=str(root / "registry.db"), ZOO_CACHE=str(cache_dir),
+               ZOO_DISABLE_PLUGIN_AUTOLOAD="1", XDG_CONFIG_HOME=str(root / "xdg-config"))
+    for var in ("ZOO_PLUGINS_DIR", "ZOO_BLOCK_PLUGINS", "ZOO_ARTIFACTS", "ZOO_DEBUG"):  # as conftest's _isolate
+        env.pop(var, None)
+    done = subprocess.run([sys.executable, "-m", "zoo", "tune", "tinycnn", "--data", str(data), *TINY, *S1,
+                           "--sampler-seed", "3", "--study", "s1"], env=env, text=True, capture_output=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root / "registry.db", data, done.stdout
+
+
+@pytest.fixture
+def s1(tuned, monkeypatch):
+    """The registry of ``tuned`` as this test's registry."""
+    monkeypatch.setenv("ZOO_REGISTRY", str(tuned[0]))
+    return tuned
+
+
+def test_tune_records_every_trial_as_a_run_prunes_and_never_reads_the_test_split(cli, s1, tmp_path):
+    location, data, output = s1
+    assert "Reproduce: zoo train tinycnn --data" in output
+    assert output.count("trial ") >= 6 and "pruned" in output
+
+    trials = study_trials(str(location), "s1")
     assert len(trials) == 6
-    with Registry.open(tmp_path / "registry.db") as reg:
+    with Registry.open(location) as reg:
         runs = {t.number: reg.get_run(t.user_attrs["zoo.run"]) for t in trials}
         assert len({r.id for r in runs.values()}) == 6
         for t in trials:
@@ -146,10 +172,9 @@ def test_tune_records_every_trial_as_a_run_prunes_and_never_reads_the_test_split
     assert csv_lines[0].startswith("trial,state,value,run,run_status") and len(csv_lines) == 7
 
     # the same command again: the study already has its 6 finished trials
-    again = cli("tune", "tinycnn", "--data", data, *TINY, "--lr", "1e-7..0.3", "--batch-size", "16,32",
-                "--trials", "6", "--pruner", "median", "--sampler", "random", "--study", "s1")
+    again = cli("tune", "tinycnn", "--data", data, *TINY, *S1, "--study", "s1")
     assert again.exit_code == 0 and "already has 6 finished trial(s)" in again.output
-    assert len(study_trials(str(tmp_path / "registry.db"), "s1")) == 6
+    assert len(study_trials(str(location), "s1")) == 6
     other = cli("tune", "tinycnn", "--data", data, *TINY, "--lr", "1e-3..0.1", "--study", "s1")
     assert other.exit_code == 1 and "another space" in other.output
     from conftest import TORCH_PROBE
@@ -159,6 +184,146 @@ def test_tune_records_every_trial_as_a_run_prunes_and_never_reads_the_test_split
     assert probe.returncode == 0 and probe.stderr.strip().endswith("NO-TORCH"), probe.stderr  # a read command
     missing = cli("tune", "show", "nope")
     assert missing.exit_code == 1 and "No study 'nope'" in missing.output and "s1" in missing.output
+
+
+def registry_files(location) -> dict[str, str]:
+    """The registry file's digest, and every file beside it (a -wal or -shm left behind would show here), once
+    the connections of earlier in-process commands are collected (a writer's open connection keeps its -wal)."""
+    import gc
+    import hashlib
+
+    gc.collect()
+    folder = location.parent
+    return {"digest": hashlib.sha256(location.read_bytes()).hexdigest(),
+            "beside": " ".join(sorted(p.name for p in folder.iterdir() if p.name.startswith(location.name)))}
+
+
+def test_report_study_shows_what_tune_show_shows_and_writes_nothing(cli, s1, tmp_path):
+    import html
+
+    location = s1[0]
+    before = registry_files(location)
+    shown = json.loads(cli("tune", "show", "s1", "--format", "json").stdout)
+    best, n = shown["best"], len(shown["trials"])
+    assert n == 6 and best["run"] is not None and set(shown["importances"]) == {"lr", "batch_size"}
+
+    out = tmp_path / "study.html"
+    result = cli("report", "--study", "s1", "-o", out)
+    assert result.exit_code == 0 and result.output == f"Wrote {out}.\n", result.output
+    page = out.read_text()
+    assert "<title>Report on study s1</title>" in page
+    trials = re.search(r'<table class="grid" id="trials">.*?</table>', page, re.S).group(0)
+    assert trials.count("<tr data-trial=") == n and "pruned" in trials
+    assert f'<tr data-trial="{best["trial"]}" class="best">' in trials and f"#{best['run']}" in trials
+    assert f'id="trial-count">{n} ({n} finished)' in page
+    assert f"Trial {best['trial']}, run #{best['run']}, val_loss" in page
+    assert f'<pre class="command" id="reproduce">{html.escape(best["command"])}</pre>' in page
+    for name in shown["importances"]:
+        assert f"<tr><th>{name}</th><td class=\"num\">{shown['importances'][name]:.2f}</td></tr>" in page
+    assert not re.search(r"(src|href)=", page) and "<script" not in page  # self-contained, as run reports
+
+    again = tmp_path / "again.html"
+    cli("report", "--study", "s1", "-o", again)
+    assert again.read_bytes() == out.read_bytes()  # same study, same bytes: importances are deterministic
+
+    md = tmp_path / "study.md"
+    assert cli("report", "--study", "s1", "-o", md).exit_code == 0
+    text = md.read_text()
+    assert text.startswith("# Report on study s1\n") and f"| trials | {n} ({n} finished) |" in text
+    assert f"Trial {best['trial']}, run #{best['run']}, val_loss " in text and f"\n{best['command']}\n" in text
+    assert len([line for line in text.splitlines() if re.match(r"\| \d+ \| (complete|pruned) ", line)]) == n
+    assert registry_files(location) == before  # read-only: not a byte written...
+    assert before["beside"] == location.name  # ...and nothing left beside the file
+
+    from conftest import TORCH_PROBE
+
+    probe = subprocess.run([sys.executable, "-c", TORCH_PROBE, "report", "--study", "s1", "-o", tmp_path / "p.md"],
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0 and probe.stderr.strip().endswith("NO-TORCH"), probe.stderr  # a read command
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--study", "nope"], "No study 'nope' in registry"),
+    (["--study", "s1", "3"], "--study reports on a study alone"),
+    (["--study", "s1", "-o", "study.txt"], "end the name with .html or .md"),
+])
+def test_report_study_errors_are_one_line(cli, s1, tmp_path, args, fragment):
+    result = cli("report", *args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1 and fragment in lines[0], result.output
+    if "nope" in args:
+        assert lines[0].endswith("there are: s1.")  # the known studies
+    assert not (tmp_path / "study.txt").exists()
+
+
+def test_report_study_on_a_registry_without_studies(cli, tmp_path):
+    with Registry.open(tmp_path / "registry.db"):
+        pass
+    result = cli("report", "--study", "s1", "-o", tmp_path / "r.html")
+    assert result.exit_code == 1 and "holds no study" in result.output and len(result.output.splitlines()) == 1
+
+
+def test_ui_study_pages_with_links_from_and_to_the_runs(cli, s1):
+    pytest.importorskip("uvicorn")
+    import html
+
+    from test_web import LiveServer
+
+    location = s1[0]
+    before = registry_files(location)
+    trials = study_trials(str(location), "s1")
+    runs = {t.number: t.user_attrs["zoo.run"] for t in trials}
+    best = min((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    server = LiveServer(location)
+    try:
+        status, page, _ = server.get("/studies")
+        assert status == 200 and '<a href="/studies">Studies</a>' in page
+        row = re.search(r'<tr data-study="s1">.*?</tr>', page).group(0)
+        assert '<a href="/studies/s1">s1</a>' in row and '<td class="num">6</td>' in row
+        assert f'<a href="/runs/{runs[best.number]}">{runs[best.number]}</a>' in row
+
+        status, page, _ = server.get("/studies/s1")
+        assert status == 200 and 'id="study-title">Study <span class="name">s1</span> · tinycnn' in page
+        table = re.search(r'<table class="grid" id="trials">.*?</table>', page, re.S).group(0)
+        for number, run in runs.items():  # every trial, linked to its run
+            assert re.search(rf'<tr data-trial="{number}"[^>]*>.*?<a href="/runs/{run}">{run}</a>', table)
+        assert f'<tr data-trial="{best.number}" class="best">' in table
+        assert f'<p id="best">Trial {best.number}, run <a href="/runs/{runs[best.number]}">' in page
+        shown = json.loads(cli("tune", "show", "s1", "--format", "json").stdout)
+        assert f'id="reproduce">{html.escape(shown["best"]["command"])}</pre>' in page
+        assert all(f"<tr><th>{k}</th>" in page for k in shown["importances"])
+        assert '<a href="/?group=s1">its runs</a>' in page
+
+        status, page, _ = server.get(f"/runs/{runs[0]}")
+        assert status == 200 and '<a href="/studies/s1" id="study-link">s1</a>, trial 0' in page
+        status, page, _ = server.get("/")
+        assert page.count('<a class="tag study" href="/studies/s1"') == 6
+
+        status, page, _ = server.get("/studies/nope")
+        assert status == 404 and "No study &#39;nope&#39; in registry" in page and "there are: s1." in page
+    finally:
+        server.stop()
+    assert registry_files(location) == before
+
+
+def test_a_pruning_stop_outranks_early_stopping_in_the_same_epoch():
+    from zoo.engine import CallbackList, StopTraining
+    from zoo.vocab import Status
+
+    def raising(stop):
+        class Raise:
+            def on_epoch_end(self, *args):
+                raise stop
+        return Raise()
+
+    early = StopTraining()  # early stopping: completed
+    pruned = StopTraining("pruned", status=Status.PRUNED, error="lags")
+    nan = StopTraining("nan_loss", status=Status.FAILED, error="NaN")
+    for order, wins in (([early, pruned], pruned), ([pruned, early], pruned), ([early, pruned, nan], nan),
+                        ([nan, pruned], nan)):
+        with pytest.raises(StopTraining) as raised:
+            CallbackList([raising(stop) for stop in order]).call("on_epoch_end", None, 1, {})
+        assert raised.value is wins
 
 
 # ------------------------------------------------------------------------------------ several workers
