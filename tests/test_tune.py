@@ -263,6 +263,46 @@ def test_report_study_on_a_registry_without_studies(cli, tmp_path):
     assert result.exit_code == 1 and "holds no study" in result.output and len(result.output.splitlines()) == 1
 
 
+def test_reading_a_study_writes_nothing_on_sqlite_and_postgresql(cli, registry_location, monkeypatch):
+    """read_study/list_studies on a read-only registry: Optuna's storage cannot write (a write through it is
+    refused by the database), and two reads give the same report. The study's trials are told by hand here (each
+    with a run recorded through the lifecycle API): no training needed to read them."""
+    import warnings
+
+    from zoo.tune import Settings, list_studies, open_storage, open_study, read_study
+    from zoo.vocab import STUDY_TAG, TRIAL_TAG
+
+    monkeypatch.setenv("ZOO_REGISTRY", registry_location)
+    space = parse_space({"lr": ["1e-3..1e-1"], "batch_size": ["8,16"]})
+    space.fixed["data"] = "demo"
+    with Registry.open(registry_location) as reg, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna: a heartbeat is meant for optimize(), ask/tell here
+        study = open_study(reg, Settings("tinycnn", "quick", space, sampler_seed=0, pruner="none"), 2)
+        for _ in range(4):
+            trial = study.ask()
+            params = space.suggest(trial)
+            run = reg.start_run(model="tinycnn", plugin="builtin", params=params,
+                                tags={STUDY_TAG: "quick", TRIAL_TAG: str(trial.number)})
+            trial.set_user_attr("zoo.run", run)
+            reg.finish_run(run, "completed", epochs_run=1, best_epoch=1)
+            study.tell(trial, params["lr"] + params["batch_size"] / 100)
+        best = study.best_trial
+    with Registry.open(registry_location, readonly=True, create=False) as reg:
+        first = read_study(reg, "quick")
+        assert read_study(reg, "quick") == first and set(first.importances) == {"lr", "batch_size"}
+        assert first.best["trial"] == best.number and first.best["run"] == best.user_attrs["zoo.run"]
+        assert [t["run_status"] for t in first.trials] == ["completed"] * 4
+        [summary] = list_studies(reg)
+        assert (summary.name, summary.trials, summary.best_run) == ("quick", 4, best.user_attrs["zoo.run"])
+        storage = open_storage(reg, create=False)
+        study_id = storage.get_study_id_from_name("quick")
+        with pytest.raises(optuna.exceptions.StorageInternalError):
+            storage.set_study_user_attr(study_id, "written", True)
+        assert "written" not in storage.get_study_user_attrs(study_id)
+    shown = json.loads(cli("tune", "show", "quick", "--format", "json").stdout)
+    assert shown["best"] == first.best and shown["importances"] == first.importances
+
+
 def test_ui_study_pages_with_links_from_and_to_the_runs(cli, s1):
     pytest.importorskip("uvicorn")
     import html

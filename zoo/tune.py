@@ -5,7 +5,8 @@ The story: ``parse_space`` reads the command line (a range ``1e-4..1e-1``, a lis
 killed worker's trial is marked failed and retried once); ``Tuner`` asks Optuna for each trial's values, trains
 them through the training service as one run of the study's group, and hands back the run's validation metric at
 its best epoch (never a test value). ``TrialPruning`` is the only glue between the engine's epochs and Optuna's
-pruner. ``study_report`` is what ``zoo tune show`` prints.
+pruner (it ends a run with the engine's ``StopTraining``). ``read_study`` is what ``zoo tune show``, ``zoo report
+--study`` and the ui's study page show; ``list_studies`` the ui's list.
 
 Optuna's samplers, pruners and storage are used as they are. Nothing here imports torch or the CLI; Optuna is
 imported inside the functions that need it (``pip install zoo-vision[tune]``).
