@@ -263,30 +263,38 @@ def test_report_study_on_a_registry_without_studies(cli, tmp_path):
     assert result.exit_code == 1 and "holds no study" in result.output and len(result.output.splitlines()) == 1
 
 
+def told_study(location: str, name: str, trials: int):
+    """A study of ``trials`` trials told by hand, each with a run recorded through the lifecycle API (no training:
+    for the tests that only read a study); returns its best trial."""
+    import warnings
+
+    from zoo.tune import Settings, open_study
+    from zoo.vocab import STUDY_TAG, TRIAL_TAG
+
+    space = parse_space({"lr": ["1e-3..1e-1"], "batch_size": ["8,16"]})
+    space.fixed["data"] = "demo"
+    with Registry.open(location) as reg, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna: a heartbeat is meant for optimize(), ask/tell here
+        study = open_study(reg, Settings("tinycnn", name, space, sampler_seed=0, pruner="none"), 2)
+        for _ in range(trials):
+            trial = study.ask()
+            params = space.suggest(trial)
+            run = reg.start_run(model="tinycnn", plugin="builtin", params=params,
+                                tags={STUDY_TAG: name, TRIAL_TAG: str(trial.number)})
+            trial.set_user_attr("zoo.run", run)
+            reg.finish_run(run, "completed", epochs_run=1, best_epoch=1)
+            study.tell(trial, params["lr"] + params["batch_size"] / 100)
+        return study.best_trial
+
+
 def test_reading_a_study_writes_nothing_on_sqlite_and_postgresql(cli, registry_location, monkeypatch):
     """read_study/list_studies on a read-only registry: Optuna's storage cannot write (a write through it is
     refused by the database), and two reads give the same report. The study's trials are told by hand here (each
     with a run recorded through the lifecycle API): no training needed to read them."""
-    import warnings
-
-    from zoo.tune import Settings, list_studies, open_storage, open_study, read_study
-    from zoo.vocab import STUDY_TAG, TRIAL_TAG
+    from zoo.tune import list_studies, open_storage, read_study
 
     monkeypatch.setenv("ZOO_REGISTRY", registry_location)
-    space = parse_space({"lr": ["1e-3..1e-1"], "batch_size": ["8,16"]})
-    space.fixed["data"] = "demo"
-    with Registry.open(registry_location) as reg, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna: a heartbeat is meant for optimize(), ask/tell here
-        study = open_study(reg, Settings("tinycnn", "quick", space, sampler_seed=0, pruner="none"), 2)
-        for _ in range(4):
-            trial = study.ask()
-            params = space.suggest(trial)
-            run = reg.start_run(model="tinycnn", plugin="builtin", params=params,
-                                tags={STUDY_TAG: "quick", TRIAL_TAG: str(trial.number)})
-            trial.set_user_attr("zoo.run", run)
-            reg.finish_run(run, "completed", epochs_run=1, best_epoch=1)
-            study.tell(trial, params["lr"] + params["batch_size"] / 100)
-        best = study.best_trial
+    best = told_study(registry_location, "quick", 4)
     with Registry.open(registry_location, readonly=True, create=False) as reg:
         first = read_study(reg, "quick")
         assert read_study(reg, "quick") == first and set(first.importances) == {"lr", "batch_size"}
@@ -344,6 +352,32 @@ def test_ui_study_pages_with_links_from_and_to_the_runs(cli, s1):
     finally:
         server.stop()
     assert registry_files(location) == before
+
+
+def test_a_study_name_is_text_everywhere(cli, tmp_path):
+    pytest.importorskip("uvicorn")
+    from urllib.parse import quote
+
+    from test_web import EVIL, LiveServer
+
+    location = tmp_path / "registry.db"
+    told_study(str(location), EVIL, 2)
+    assert cli("report", "--study", EVIL, "-o", tmp_path / "r.html").exit_code == 0
+    assert cli("report", "--study", EVIL, "-o", tmp_path / "r.md").exit_code == 0
+    pages = [(tmp_path / "r.html").read_text()]
+    server = LiveServer(location)
+    try:
+        for path in ("/studies", "/studies/" + quote(EVIL, safe=""), "/runs/1"):
+            status, page, _ = server.get(path)
+            assert status == 200, path
+            pages.append(page)
+    finally:
+        server.stop()
+    for page in pages:
+        assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    link = f'href="/studies/{quote(EVIL, safe="/")}"'
+    assert link in pages[1] and link in pages[3]  # the list's link and the run page's link to its study
+    assert "<script>" not in (tmp_path / "r.md").read_text()
 
 
 def test_a_pruning_stop_outranks_early_stopping_in_the_same_epoch():
