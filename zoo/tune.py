@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from zoo import spec as specs
-from zoo.errors import ZooError
 from zoo.engine.callbacks import StopTraining
-from zoo.errors import UnknownName
+from zoo.errors import UnknownName, ZooError
 from zoo.training.session import Reporter, RunOutcome
 from zoo.vocab import STUDY_TAG, TRIAL_TAG, VAL_ACC, VAL_LOSS, Status, StopReason
 
@@ -521,7 +520,6 @@ def best_value(study: "optuna.Study") -> Optional[float]:
 # was opened read-only: it writes nothing and imports no torch.
 
 
-
 @dataclass
 class StudyReport:
     name: str
@@ -542,7 +540,7 @@ class StudyReport:
 
     @property
     def finished(self) -> int:
-        return sum(t["state"] in ("complete", "pruned") for t in self.trials)
+        return sum(t["state"].upper() in FINISHED for t in self.trials)
 
 
 @dataclass(frozen=True)
