@@ -136,11 +136,11 @@ def test_images_are_decoded_once_for_every_run(planned):
 
 
 def test_a_3x2_grid_trains_6_runs_in_one_group_decoding_once(cli, monkeypatch):
-    import zoo.data
+    import zoo.data.load
 
     calls = []
-    real = zoo.data.decode_image
-    monkeypatch.setattr(zoo.data, "decode_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = zoo.data.load.decode_image
+    monkeypatch.setattr(zoo.data.load, "decode_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     result = cli("train", "tinycnn", "--data", "demo", "--epochs", "1", "--image-size", "16", "--lr", "0.1,0.01,0.05",
                  "--batch-size", "32", "--batch-size", "64", "-q")
     assert result.exit_code == 0, result.output

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import typer
 from rich import box
@@ -18,6 +18,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from zoo import spec as specs
+from zoo.cli import options
 from zoo.cli.app import app, check_choice, open_registry, tidy_help
 from zoo.cli.runs import read_command
 from zoo.errors import ZooError, console, print_warning, printable
@@ -50,22 +51,14 @@ app.add_typer(tune_app, name="tune")
 # ----------------------------------------------------------------------------------------- zoo tune run
 
 
-def _search_help(name: str) -> str:
-    how = "a range LOW..HIGH" + (" (log scale)" if specs.log_scale(name) else "") + ", a list A,B or one value" \
-        if specs.kind(name) in (int, float) else "a list A,B or one value"
-    return f"{specs.help_of(name)} Search: {how}."
-
-
 def _parameters() -> list[inspect.Parameter]:
-    """The command's options: the search's own, then one per option a grid may vary (from RunSpec), then the
-    fixed-only ones."""
+    """The command's options: the search's own, then one per option a grid may vary, then the fixed-only ones;
+    those of RunSpec's fields made from the fields' metadata like `zoo train`'s (zoo.cli.options)."""
     P, K = inspect.Parameter, inspect.Parameter.KEYWORD_ONLY
     own = [
         P("model", P.POSITIONAL_OR_KEYWORD, annotation=str,
           default=typer.Argument(..., metavar="MODEL", show_default=False, help="The architecture to tune.")),
-        P("data", K, annotation=Optional[str], default=typer.Option(
-            None, "--data", "-d", metavar="PATH|NAME", show_default=False,
-            help="Image folder (one sub-folder per class) or dataset name.")),
+        options.single_option("data"),
         P("trials", K, annotation=int, default=typer.Option(
             10, "--trials", "-n", min=1, help="Finished trials to reach (a re-run goes on up to N); a worker "
                                               "joining a study that others are running adds N.")),
@@ -89,17 +82,13 @@ def _parameters() -> list[inspect.Parameter]:
             30, "--heartbeat", metavar="SECONDS", min=1,
             help="A worker's trial is failed (and retried once) when silent for twice this long.")),
     ]
-    search = [P(name, K, annotation=Optional[List[str]], default=typer.Option(
-        None, specs.option_flag(name), metavar="LOW..HIGH|A,B" if specs.kind(name) in (int, float) else "A,B",
-        show_default=False, help=_search_help(name))) for name in specs.GRID_OPTIONS]
+    search = options.spec_parameters(options.search_option, specs.GRID_OPTIONS)
     fixed = [
         P("weights", K, annotation=Optional[Path], default=typer.Option(
             None, "--weights", metavar="FILE", show_default=False,
             help="Start every trial from a local state_dict or zoo checkpoint.")),
-        P("workers", K, annotation=Optional[int], default=typer.Option(
-            None, "--workers", min=0, show_default=False, help=specs.help_of("workers"))),
-        P("strict", K, annotation=Optional[bool], default=typer.Option(
-            None, "--strict/--no-strict", show_default=False, help=specs.help_of("strict"))),
+        options.single_option("workers"),
+        options.flag_option("strict"),
         P("quiet", K, annotation=bool, default=typer.Option(
             False, "--quiet", "-q", help="Only warnings, errors and the best trial.")),
     ]
