@@ -2,7 +2,8 @@
 
 From ``start_run`` on, a run always ends recorded: the engine's result ('completed', or 'failed' on a NaN loss);
 'failed' with the error when anything raises (a plugin crash, out of memory) — and the session goes on with the
-next run unless ``fail_fast``; 'pruned' when a callback raises ``Pruned`` (``zoo tune``); 'interrupted' on Ctrl-C
+next run unless ``fail_fast``; a callback's own end through the engine's ``StopTraining`` (``zoo tune``'s pruning:
+'pruned'); 'interrupted' on Ctrl-C
 or SIGTERM, which stop the whole session; 'interrupted' with the cause on any other stop from outside (SystemExit,
 e.g. rich exiting when stdout is a closed pipe), which is re-raised unchanged.
 
@@ -36,11 +37,6 @@ EXIT_SIGTERM = 143  # 128 + SIGTERM, what shells report for a process ended by S
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM during a session: handled exactly like Ctrl-C, but the command exits 143."""
-
-
-class Pruned(Exception):
-    """Raised by a callback (``zoo tune``'s pruning) to end a hopeless run: recorded 'pruned' with the history
-    it has, and the session goes on."""
 
 
 @dataclass
@@ -342,13 +338,6 @@ class Session:
             recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED, error)
             self.reporter.on_run_end(outcome)
             raise
-        except Pruned as exc:
-            outcome.seconds = time.perf_counter() - started
-            if ctx.checkpoint is not None:  # nothing to resume: resume.py takes interrupted or stale runs only
-                ctx.checkpoint.with_name("last.pt").unlink(missing_ok=True)
-            recorder.finish(outcome, Status.PRUNED, StopReason.PRUNED, str(exc) or None)
-            self.reporter.on_run_end(outcome)
-            return
         except Exception as exc:
             from zoo.errors import debug_enabled
 
