@@ -109,7 +109,7 @@ def diff(
     fmt: str = typer.Option("table", "--format", "-f", help="Output format: table, json."),
 ) -> None:
     """Two runs side by side: params, dataset and split, test metrics; what differs is marked."""
-    from zoo.cli.runs import _console, _echo, short_lived
+    from zoo.cli.runs import plain_console, plain_echo, short_lived
 
     fmt = check_choice("--format", fmt, ("table", "json"))
     if len(runs) < 2:
@@ -124,6 +124,6 @@ def diff(
                 raise ZooError(f"'{' '.join(runs)}' names one run only; give two different runs.")
             views = queries.run_views(conn, ids, host=reg.host, full=True)
         if fmt == "json":
-            _echo(render.to_json(render.diff_json(views)))
+            plain_echo(render.to_json(render.diff_json(views)))
         else:
-            _console().print(render.diff_table(views, only_differences=only_differences))
+            plain_console().print(render.diff_table(views, only_differences=only_differences))

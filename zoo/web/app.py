@@ -20,8 +20,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from zoo import render
-from zoo.cli.runs import STATUS_CHOICES
 from zoo.errors import UnknownName, ZooError
+from zoo.filters import STATUS_CHOICES
 from zoo.store import queries
 from zoo.web import api, data, figures
 

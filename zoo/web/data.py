@@ -50,7 +50,7 @@ class RunQuery:
 
         A group is whatever RunFilter.group means to the store (today the zoo.group tag of one `zoo train`
         command), so the pages and the report follow the store when it changes how groups are kept."""
-        from zoo.cli.runs import run_filter
+        from zoo.filters import run_filter
 
         flt = run_filter(model=self.model or None, status=self.status or None, tag=self.tags,
                          since=self.since or None, group=self.group or None, data=self.dataset or None,
