@@ -17,6 +17,7 @@ import typer
 from zoo.cli.app import app, check_choice, open_registry
 from zoo.errors import ZooError
 from zoo.filters import STATUS_CHOICES, parse_since, run_filter
+from zoo.vocab import ACCURACY, LOSS, LOSS_KEYS, TRAIN_ACC, VAL_ACC
 
 DEFAULT_TOP = 20
 DEFAULT_LIST = 20  # list-runs rows in a table (json and csv list every run unless --limit)
@@ -467,7 +468,7 @@ def plot(
           f"{', log y axis' if log_y else ''}).")
 
 
-CURVES = {"loss": ("train_loss", "val_loss"), "accuracy": ("train_acc", "val_acc")}  # plot --metric -> history keys
+CURVES = {LOSS: LOSS_KEYS, ACCURACY: (TRAIN_ACC, VAL_ACC)}  # plot --metric -> history keys
 
 
 def _plot_path(output: Path) -> Path:

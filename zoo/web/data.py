@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 from sqlalchemy import Connection, and_, func, select
 
 from zoo.errors import ZooError
-from zoo.vocab import METRIC_ORDER, metric_order
+from zoo.vocab import ACCURACY, F1, LOSS, METRIC_ORDER, metric_key, metric_order
 from zoo.store import queries, tables
 from zoo.store.queries import RunFilter
 from zoo.store.registry import RunView
@@ -25,7 +25,7 @@ MAX_PAGE = 10**9  # a page number past this is past the end of any registry
 # Sort keys of run columns; any other sort key is a recorded metric (test_accuracy, test_f1/cat, ...).
 RUN_SORTS = {"id": r.c.id, "name": r.c.name, "model": r.c.model, "status": r.c.status, "started": r.c.created,
              "epochs": r.c.epochs_run}
-METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_loss")  # shown on the runs page when recorded
+METRIC_COLUMNS = tuple(metric_key(m) for m in (ACCURACY, F1, LOSS))  # shown on the runs page when recorded
 
 
 @dataclass
