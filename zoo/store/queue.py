@@ -23,7 +23,7 @@ from zoo.store.views import decode_param, encode_param, utcnow
 from zoo.vocab import Status
 
 if TYPE_CHECKING:
-    from zoo.store.registry import Registry
+    from zoo.store.api import Transactions
     from zoo.store.views import RunView
 
 # What a requeued run starts again from: these columns are cleared (history, metrics, evaluations are deleted).
@@ -50,7 +50,7 @@ def _schema():
     return schema
 
 
-def queue_run(reg: "Registry", *, model: str, plugin: str, params: dict[str, Any], name: Optional[str] = None,
+def queue_run(reg: "Transactions", *, model: str, plugin: str, params: dict[str, Any], name: Optional[str] = None,
               tags: Optional[dict[str, str]] = None) -> int:
     schema = _schema()
     row = dict(uuid=uuidlib.uuid4().hex, name=name, model=model, plugin=plugin, status=Status.QUEUED.value,
@@ -68,7 +68,7 @@ def queue_run(reg: "Registry", *, model: str, plugin: str, params: dict[str, Any
     return reg.commit(write)
 
 
-def claim_run(reg: "Registry") -> Optional[ClaimedRun]:
+def claim_run(reg: "Transactions") -> Optional[ClaimedRun]:
     schema = _schema()
     r, p, t = schema.runs, schema.params, schema.tags
 
@@ -89,7 +89,7 @@ def claim_run(reg: "Registry") -> Optional[ClaimedRun]:
     return reg.commit(write)
 
 
-def start_claimed(reg: "Registry", run_id: int, *, model: str, plugin: str, params: dict[str, Any],
+def start_claimed(reg: "Transactions", run_id: int, *, model: str, plugin: str, params: dict[str, Any],
                   name: Optional[str] = None, device: Optional[str] = None, dataset: Optional[dict] = None,
                   tags: Optional[dict[str, str]] = None) -> int:
     """What ``start_run`` records, written into the claimed row: the resolved params, the dataset, the device,
@@ -122,7 +122,7 @@ def start_claimed(reg: "Registry", run_id: int, *, model: str, plugin: str, para
     return reg.commit(write)
 
 
-def release_run(reg: "Registry", run_id: int) -> None:
+def release_run(reg: "Transactions", run_id: int) -> None:
     """Back to 'queued' a run this worker claimed but never started (stopped while its images were decoded)."""
     r = _schema().runs
     reg.commit(lambda conn: conn.execute(
@@ -130,7 +130,7 @@ def release_run(reg: "Registry", run_id: int) -> None:
         .values(status=Status.QUEUED.value, **{c: None for c in CLEARED})))
 
 
-def requeue_run(reg: "Registry", view: "RunView") -> None:
+def requeue_run(reg: "Transactions", view: "RunView") -> None:
     """Put back in the queue a run that is stale, failed or interrupted (``view``: as just read, with .stale)."""
     schema = _schema()
     r = schema.runs

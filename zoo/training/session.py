@@ -29,6 +29,7 @@ from zoo.vocab import FROM_TAG, GROUP_TAG, Status, StopReason
 
 if TYPE_CHECKING:
     from zoo.data import ImageSet, Split
+    from zoo.store.api import RunRecorder
 
 EXIT_CTRL_C = 130
 EXIT_SIGTERM = 143  # 128 + SIGTERM, what shells report for a process ended by SIGTERM
@@ -157,7 +158,7 @@ class StopSignal(Callback):
 class Recorder(Callback):
     """Built-in: the run's epochs, best checkpoint and test metrics -> the registry; its end, once (``finish``)."""
 
-    def __init__(self, registry: Any, run_id: int, reporter: Reporter):
+    def __init__(self, registry: "RunRecorder", run_id: int, reporter: Reporter):
         self.registry, self.run_id, self.reporter = registry, run_id, reporter
         self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
         self.warned_locked = False  # the "registry is locked" warning is given once per run
@@ -218,7 +219,7 @@ class Session:
     """Runs a plan's runs in order. ``run()`` returns a SessionResult; it raises only what must stop the process
     (SystemExit and the like), after recording the run in progress."""
 
-    def __init__(self, plan: Plan, registry: Any, reporter: Optional[Reporter] = None, *,
+    def __init__(self, plan: Plan, registry: "RunRecorder", reporter: Optional[Reporter] = None, *,
                  train_fn: Callable[[RunContext], TrainResult] = train_run, fail_fast: bool = False,
                  world: Optional[World] = None, decode: Optional[Callable[..., "ImageSet"]] = None,
                  claimed: Optional[dict[int, int]] = None, resume: Optional[ResumePoint] = None):
@@ -401,7 +402,7 @@ class Session:
             self.reporter.on_warning(f"Run {run_id}'s test predictions could not be recorded: {error_text(exc)}")
 
 
-def _reopen(registry: Any, point: ResumePoint, **_row: Any) -> int:
+def _reopen(registry: "RunRecorder", point: ResumePoint, **_row: Any) -> int:
     """A resumed run goes back to 'running' in its own row (params, dataset, tags and history stay), claimed
     atomically: a second ``--resume`` of the same run started meanwhile is refused (ZooError)."""
     if point.seen is not None:

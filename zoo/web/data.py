@@ -14,6 +14,7 @@ from sqlalchemy import Connection, and_, func, select
 from zoo.errors import ZooError
 from zoo.vocab import ACCURACY, F1, LOSS, METRIC_ORDER, metric_key, metric_order
 from zoo.store import queries, tables
+from zoo.store.api import RunStore
 from zoo.store.queries import RunFilter
 from zoo.store.registry import RunView
 
@@ -140,7 +141,7 @@ class RunSet:
 PREFERRED_METRICS = METRIC_ORDER  # zoo.vocab's
 
 
-def resolve_runs(registry, conn: Connection, refs: Sequence[str] = (), group: Optional[str] = None,
+def resolve_runs(registry: RunStore, conn: Connection, refs: Sequence[str] = (), group: Optional[str] = None,
                  *, limit: int = 50) -> list[int]:
     """Run ids from refs (ids or uuid prefixes) and/or a group, in the order given, each once."""
     ids = [registry.resolve(ref, conn) for ref in refs]
