@@ -298,6 +298,66 @@ def test_every_protocol_member_is_used_by_its_callers(protocol):
     assert own and own <= used, own - used
 
 
+def protocol_accesses(tree: ast.Module, protocol: str) -> set[str]:
+    """The attributes a module reads on values annotated with ``protocol``: on a parameter so annotated, inside its
+    function (``getattr(registry, "name", ...)`` too), and on ``self.<field>`` across the class that stores it."""
+    import re
+
+    annotated = re.compile(rf"\b{protocol}\b")
+    found: set[str] = set()
+
+    def reads(scope: ast.AST, owner) -> None:  # owner(node) -> whether node is the annotated value
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Attribute) and owner(node.value):
+                found.add(node.attr)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
+                    and len(node.args) >= 2 and owner(node.args[0]) and isinstance(node.args[1], ast.Constant):
+                found.add(node.args[1].value)
+
+    classes = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)]
+    for function in [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        for arg in function.args.args + function.args.kwonlyargs:
+            if arg.annotation is None or not annotated.search(ast.unparse(arg.annotation)):
+                continue
+            reads(function, lambda node, name=arg.arg: isinstance(node, ast.Name) and node.id == name)
+            fields = set()
+            for node in ast.walk(function):  # self.registry = registry, or self.plan, self.registry = plan, registry
+                if isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        pairs = zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple) and \
+                            isinstance(node.value, ast.Tuple) else [(target, node.value)]
+                        fields |= {t.attr for t, v in pairs if isinstance(t, ast.Attribute) and
+                                   isinstance(t.value, ast.Name) and t.value.id == "self" and
+                                   isinstance(v, ast.Name) and v.id == arg.arg}
+            for cls in classes:
+                if fields and function in cls.body:
+                    reads(cls, lambda node: isinstance(node, ast.Attribute) and node.attr in fields
+                          and isinstance(node.value, ast.Name) and node.value.id == "self")
+    return found
+
+
+@pytest.mark.parametrize("protocol", list(PROTOCOLS), ids=lambda p: p.__name__)
+def test_callers_read_nothing_of_a_registry_beyond_its_protocol(protocol):
+    read = {module: protocol_accesses(modules()[module][1], protocol.__name__) for module in PROTOCOLS[protocol]}
+    assert any(read.values()), "no caller is annotated with it"
+    assert {module: sorted(names - set(members(protocol))) for module, names in read.items()} == \
+        {module: [] for module in read}
+
+
+def test_the_protocol_reading_rule_sees_parameters_fields_and_getattr():
+    tree = ast.parse(
+        "class Recorder:\n"
+        "    def __init__(self, registry: 'RunRecorder', run_id):\n"
+        "        self.registry, self.run_id = registry, run_id\n"
+        "    def on_epoch_end(self):\n"
+        "        self.registry.log_epoch(self.run_id)\n"
+        "        getattr(self.registry, 'pending_writes', 0)\n"
+        "def check(registry: Optional['RunRecorder']):\n"
+        "    return registry.engine.dialect.name\n")
+    assert protocol_accesses(tree, "RunRecorder") == {"log_epoch", "pending_writes", "engine"}
+    assert protocol_accesses(tree, "RunStore") == set()
+
+
 class Only:
     """A registry narrowed to one Protocol: any other attribute is an AttributeError naming it."""
 

@@ -46,16 +46,19 @@ class RunStore(Protocol):
 
 class RunRecorder(Protocol):
     """The training service's registry: a session's writes, from a run's first row to its recorded end; the
-    artifacts folders (the plan checks them, checkpoints go there); the run ``--resume`` goes on with.
-    ``make_plan`` also reads the optional ``path`` and ``engine`` with getattr, to tell a database server from a
-    file (zoo/training/plan.py)."""
+    artifacts folders (the plan checks them, checkpoints go there; on a database server they must be shared,
+    hence ``path`` and ``dialect``); the run ``--resume`` goes on with."""
 
     location: str
     host: str
+    path: Optional[Path]  # the SQLite file; None for a database server (or an in-memory database)
     waiting_for: str  # what writes kept for later wait for: another process's 'lock', or the 'connection'
 
     @property
     def pending_writes(self) -> int: ...
+
+    @property
+    def dialect(self) -> str: ...
 
     @property
     def artifacts_dir(self) -> Path: ...

@@ -196,6 +196,11 @@ class Registry:
             folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    @property
+    def dialect(self) -> str:
+        """The kind of database: 'sqlite', 'postgresql', ..."""
+        return self.engine.dialect.name
+
     def run_artifacts_dir(self, run_id: int) -> Path:
         """The folder for one run's files (checkpoint, plots); ``zoo delete`` removes it. Not created here."""
         return self.artifacts_dir / f"run-{int(run_id)}"

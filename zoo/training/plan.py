@@ -242,8 +242,8 @@ def check_artifacts(registry: "RunRecorder") -> Path:
     With a database server as registry (PostgreSQL), other machines record runs too, and `zoo predict` or `zoo
     export` may run anywhere: the checkpoints must go to a folder every machine sees, so ZOO_ARTIFACTS (or
     ``artifacts`` in zoo.toml) must name one, and a file is written there and removed to prove it writable."""
-    shared = getattr(registry, "path", None) is None and getattr(getattr(registry, "engine", None), "dialect", None)
-    if shared and registry.engine.dialect.name != "sqlite" and not os.environ.get("ZOO_ARTIFACTS"):
+    shared = registry.path is None  # no file: a database server (or an in-memory SQLite database)
+    if shared and registry.dialect != "sqlite" and not os.environ.get("ZOO_ARTIFACTS"):
         raise ZooError(f"Registry {registry.location} is a database server that other machines use: set "
                        "ZOO_ARTIFACTS (or artifacts in zoo.toml) to a folder every machine sees, such as a network "
                        "share, for the checkpoints.")
