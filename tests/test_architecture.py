@@ -253,6 +253,7 @@ def test_the_torch_rule_follows_imports_and_fails(monkeypatch):
 # ----------------------------------------------------------------------------------------------- the store's Protocols
 PROTOCOLS = {  # each Protocol -> the modules whose calls it describes
     api.RunStore: ["zoo.web.app", "zoo.web.api", "zoo.web.data", "zoo.cli.runs"],
+    api.StudyStore: ["zoo.web.app", "zoo.tune"],
     api.RunRecorder: ["zoo.training.session", "zoo.training.plan", "zoo.training.resume"],
     api.RunQueue: ["zoo.training.queue"],
     api.Transactions: ["zoo.store.queue"],
@@ -378,7 +379,7 @@ def test_a_narrowed_registry_refuses_what_its_protocol_lacks(tmp_path):
             store.start_run
 
 
-def test_the_web_app_works_through_run_store_alone(tmp_path):
+def test_the_web_app_works_through_study_store_alone(tmp_path):
     pytest.importorskip("httpx", reason="starlette's TestClient needs httpx (in the dev extra)")
     from starlette.testclient import TestClient
 
@@ -390,8 +391,8 @@ def test_the_web_app_works_through_run_store_alone(tmp_path):
         first = add_run(reg, "resnet18", params={"lr": 0.1}, acc=0.9, loss=0.3, name="first")
         second = add_run(reg, "alexnet", params={"lr": 0.01}, acc=0.7, loss=0.6)
     with Registry.open(path, readonly=True, create=False) as reg:
-        client = TestClient(create_app(Only(api.RunStore, reg)), base_url="http://127.0.0.1")
-        for page in ("/", "/?status=completed&sort=-test_accuracy", f"/runs/{first}", "/runs/first",
+        client = TestClient(create_app(Only(api.StudyStore, reg)), base_url="http://127.0.0.1")
+        for page in ("/", "/?status=completed&sort=-test_accuracy", f"/runs/{first}", "/runs/first", "/studies",
                      f"/compare?runs={first}&runs={second}", "/api/runs", f"/api/runs/{first}",
                      f"/api/compare?runs={first}&runs={second}"):
             response = client.get(page)

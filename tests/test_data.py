@@ -374,3 +374,16 @@ def test_scan_checks_the_folder_without_decoding_and_load_reuses_it(make_images,
         scan_images(one_class)
     with pytest.raises(ZooError, match="needs at least one image per class"):
         scan_images(data, split=(1, 1, 20))
+
+
+def test_importing_zoo_data_loads_neither_torch_nor_pil_nor_numpy():
+    """zoo.data is a package of one-job modules (locate, scan, decode, load, split, augment, transform, pipeline):
+    importing it, as the planning and the read-only checks do, stays as cheap as the single module was, and every
+    name it exports is there."""
+    import subprocess
+    import sys
+
+    code = ("import sys, zoo.data; assert all(hasattr(zoo.data, n) for n in zoo.data.__all__); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'PIL', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

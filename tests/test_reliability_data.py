@@ -82,12 +82,12 @@ def test_unusable_entries_are_listed_and_skipped_without_being_opened(make_image
 
 def test_strict_refuses_unusable_entries_before_decoding(make_images, monkeypatch):
     root = hostile(make_images({"cat": 6, "dog": 6}, size=16))
-    import zoo.data
+    import zoo.data.load
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded an image although --strict had to refuse first")
 
-    monkeypatch.setattr(zoo.data, "decode_image", no_decoding)
+    monkeypatch.setattr(zoo.data.load, "decode_image", no_decoding)
     done, error = finishes(lambda: load_images(root, image_sizes=[16], strict=True))
     assert done and isinstance(error, ZooError), error
     assert "5 file(s)" in error.message and "cat/caf\\xe9.jpg" in error.message and "--strict" in error.message

@@ -38,11 +38,14 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 def _opt(default: Any, *, minimum: Optional[float] = None, above: Optional[float] = None,
          maximum: Optional[float] = None, choices: tuple = (), grid: bool = True, log: bool = False,
-         help: str = "") -> Any:
+         help: str = "", metavar: str = "", after: str = "") -> Any:
     """A spec field: its default, the limits a value must respect, whether grids (and searches) may vary it,
-    whether a search range of it is sampled on a log scale, its help."""
+    whether a search range of it is sampled on a log scale, its help. The command line (zoo.cli.options) makes the
+    option from these: ``metavar`` names one value in help (default VALUE), ``after`` lists it right after that
+    option instead of in field order (the params rows keep field order)."""
     return field(default=default, metadata={"min": minimum, "above": above, "max": maximum, "choices": choices,
-                                            "grid": grid, "log": log, "help": help})
+                                            "grid": grid, "log": log, "help": help, "metavar": metavar,
+                                            "after": after})
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class RunSpec:
     """One run: the architecture and every option of ``zoo train``, as the user gave them ('auto' stays 'auto')."""
 
     model: str
-    data: str = field(metadata={"grid": False, "help": "Image folder (one sub-folder per class) or dataset name."})
+    data: str = field(metadata={"grid": False, "metavar": "PATH|NAME", "short": "-d",
+                                "help": "Image folder (one sub-folder per class) or dataset name (demo, pets)."})
     epochs: Optional[int] = _opt(None, minimum=1, maximum=100_000, help="Maximum epochs (early stopping may end sooner).")
     batch_size: Optional[int] = _opt(None, minimum=1, maximum=1_000_000, help="Images per optimizer step.")
     lr: Optional[float] = _opt(None, above=0.0, maximum=10.0, log=True, help="Peak learning rate.")
@@ -59,15 +63,17 @@ class RunSpec:
                                         help="Weight decay (decoupled with adamw).")
     patience: Optional[int] = _opt(None, minimum=0, maximum=100_000, help="Epochs without a better validation loss before stopping.")
     min_delta: float = _opt(0.0, minimum=0.0, maximum=1e6, help="Smallest decrease of validation loss that counts.")
-    split: str = _opt("8:1:1", help="train:val:test ratios, stratified by class.")
-    image_size: Optional[int] = _opt(None, minimum=1, maximum=8192, help="Square input size in px (default: each model's own).")
+    split: str = _opt("8:1:1", metavar="T:V:T", help="train:val:test ratios, stratified by class.")
+    image_size: Optional[int] = _opt(None, minimum=1, maximum=8192, metavar="PX",
+                                     help="Square input size in px (default: each model's own).")
     seed: int = _opt(42, minimum=-(2**63), maximum=2**63 - 1,
                      help="Seed of the initial weights, the augmentation and the batch order (not the split).")
     pretrained: bool = _opt(False, help="Start from the plugin's weights.")
     weights: Optional[str] = _opt(None, grid=False, help="Start from a local state_dict or zoo checkpoint.")
     device: str = _opt("auto", help="auto, cpu, cuda, cuda:N or mps.")
     workers: Optional[int] = _opt(None, minimum=0, maximum=1024, grid=False,
-                                  help="Threads that decode images, and loader processes when images stream.")
+                                  help="Threads that decode images, and loader processes when images are streamed "
+                                       "from disk (default: up to 8).")
     precision: str = _opt("auto", choices=PRECISIONS, help="auto (bf16/fp16 on GPUs, fp32 on CPU), fp32, bf16, fp16.")
     compile: bool = _opt(False, help="torch.compile the model.")
     strict: bool = _opt(False, grid=False, help="Refuse unreadable image files instead of skipping them.")
@@ -86,7 +92,7 @@ class RunSpec:
     hflip: Optional[bool] = _opt(None, help="Mirror training images left-right at random (off for text, digits, "
                                            "symbols).")
     bias_decay: Optional[bool] = _opt(None, help="Apply weight decay to biases and norm layers too.")
-    split_seed: int = _opt(42, minimum=-(2**63), maximum=2**63 - 1,
+    split_seed: int = _opt(42, minimum=-(2**63), maximum=2**63 - 1, after="seed",
                            help="Seed of the train/val/test split: runs with the same one share their test images, "
                                 "so they can be compared pairwise.")
     # Who the run is, not how it trains: recorded as the run's name and tags, never as params.
@@ -193,6 +199,11 @@ def default(name: str) -> Any:
 
 def help_of(name: str) -> str:
     return _FIELDS[name].metadata.get("help", "")
+
+
+def metadata(name: str) -> Mapping[str, Any]:
+    """Everything option ``name`` declares (limits, grid, help, metavar...): what its command-line option is made of."""
+    return _FIELDS[name].metadata
 
 
 def log_scale(name: str) -> bool:

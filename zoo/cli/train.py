@@ -1,6 +1,7 @@
 """``zoo train MODEL... [--lr 0.1,0.01 ...]``: options -> RunSpecs -> the training service -> the final table.
 
-Each option's type, default and limits live in ``zoo.spec.RunSpec``; this module only reads the command line.
+Each option's type, default, limits and help live in ``zoo.spec.RunSpec``: the options of its fields are made from
+that metadata (``zoo.cli.options``, shared with ``zoo tune``), and this module only adds the command's own.
 Options marked "grid" take comma lists or repeat (``--lr 0.1,0.01 --seed 1,2``): their product is trained, every
 run in one group. ``--grid FILE`` reads a TOML grid. The lifecycle of each run (recorded whatever stops it) lives in
 ``zoo.training.session``; Ctrl-C exits 130, SIGTERM 143, a failed run 1 once the others have run.
@@ -11,75 +12,28 @@ default) beside ``resolved_device``/``resolved_precision``, so a GPU run replays
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
 from zoo import spec as specs
+from zoo.cli import options
 from zoo.cli.app import app, open_registry, parse_tags
 from zoo.errors import ZooError, print_error, print_warning
 
 
-def _help(name: str, grid: bool = True) -> str:
-    text = specs.help_of(name)
-    default = specs.default(name)
-    if default is None and name in specs.RECIPES["seed"]:
-        text += f" \\[default: from the recipe: seed {specs.RECIPES['seed'][name]}, scratch {specs.RECIPES['scratch'][name]}]"
-    elif default is not None:
-        text += f" \\[default: {str(default).lower() if isinstance(default, bool) else default}]"
-    return text + (" Grid: comma list or repeat." if grid else "")
-
-
-def _grid_option(name: str, metavar: str = "VALUE[,VALUE...]") -> Any:
-    return typer.Option(None, specs.option_flag(name), metavar=metavar, show_default=False, help=_help(name))
-
-
-@app.command(no_args_is_help=True)
 def train(
     models: Optional[List[str]] = typer.Argument(None, metavar="MODEL...", show_default=False,
                                                  help="Architectures to train, in turn, on one shared split."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", metavar="PATH|NAME", show_default=False,
-                                       help="Image folder (one sub-folder per class) or dataset name (demo, pets)."),
-    epochs: Optional[List[str]] = _grid_option("epochs"),
-    batch_size: Optional[List[str]] = _grid_option("batch_size"),
-    lr: Optional[List[str]] = _grid_option("lr"),
-    momentum: Optional[List[str]] = _grid_option("momentum"),
-    weight_decay: Optional[List[str]] = _grid_option("weight_decay"),
-    patience: Optional[List[str]] = _grid_option("patience"),
-    min_delta: Optional[List[str]] = _grid_option("min_delta"),
-    split: Optional[List[str]] = _grid_option("split", "T:V:T[,...]"),
-    image_size: Optional[List[str]] = _grid_option("image_size", "PX[,PX...]"),
-    seed: Optional[List[str]] = _grid_option("seed"),
     seeds: Optional[int] = typer.Option(None, "--seeds", metavar="N", show_default=False,
                                         help="Train each run N times, with seeds --seed, --seed+1, ... (one shared "
                                              "split): `zoo compare --by model` then shows mean and interval."),
-    split_seed: Optional[List[str]] = _grid_option("split_seed"),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", show_default=False,
-                                              help=_help("pretrained", grid=False)),
     weights: Optional[List[str]] = typer.Option(None, "--weights", metavar="[MODEL=]FILE", show_default=False,
                                                 help="Start from a local state_dict or zoo checkpoint (mismatched "
                                                      "classifier tensors are skipped): FILE for every model, or "
                                                      "MODEL=FILE per model (repeat)."),
-    device: Optional[List[str]] = _grid_option("device"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, show_default=False,
-                                          help="Threads that decode images, and loader processes when images are "
-                                               "streamed from disk (default: up to 8)."),
-    precision: Optional[List[str]] = _grid_option("precision"),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", show_default=False,
-                                           help=_help("compile", grid=False)),
-    strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", show_default=False,
-                                          help=_help("strict", grid=False)),
-    recipe: Optional[List[str]] = _grid_option("recipe"),
-    optimizer: Optional[List[str]] = _grid_option("optimizer"),
-    schedule: Optional[List[str]] = _grid_option("schedule"),
-    warmup_epochs: Optional[List[str]] = _grid_option("warmup_epochs"),
-    label_smoothing: Optional[List[str]] = _grid_option("label_smoothing"),
-    augment: Optional[List[str]] = _grid_option("augment"),
-    hflip: Optional[bool] = typer.Option(None, "--hflip/--no-hflip", show_default=False,
-                                         help=_help("hflip", grid=False)),
-    bias_decay: Optional[bool] = typer.Option(None, "--bias-decay/--no-bias-decay", show_default=False,
-                                              help=_help("bias_decay", grid=False)),
     loss: Optional[List[str]] = typer.Option(None, "--loss", metavar="NAME[,NAME...]", show_default=False,
                                              help="Training loss: a registered one (default cross_entropy, with the "
                                                   "recipe's label smoothing). Grid: comma list or repeat."),
@@ -108,12 +62,10 @@ def train(
                                            help=f"Allow a grid of up to N runs (default: {specs.MAX_RUNS:,}; "
                                                 f"more is refused before anything is decoded or queued)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings, errors and the final table."),
+    **spec_options: Any,
 ) -> None:
     """Train one or more models on one shared, stratified split and record every run in the registry."""
-    lists = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                 patience=patience, min_delta=min_delta, split=split, image_size=image_size, seed=seed,
-                 split_seed=split_seed, device=device, precision=precision, recipe=recipe, optimizer=optimizer,
-                 schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, augment=augment)
+    lists = {key: spec_options.pop(key) for key in SPEC_OPTIONS if options.takes_list(key)}  # in grid-axis order
     axes = {key: specs.parse_list(key, texts) for key, texts in lists.items() if texts}
     if seeds is not None:
         axes["seed"] = specs.seed_series(axes.get("seed"), seeds)
@@ -123,13 +75,12 @@ def train(
         axes[specs.CALLBACKS_PARAM] = [tuple(dict.fromkeys(c.strip() for c in callback if c.strip()))]
     axes.update(specs.parse_opts(opt))
     if resume is not None:
-        if models or from_run or grid or axes or data or weights or queue or dry_run or max_runs:
+        if models or from_run or grid or axes or spec_options.get("data") or weights or queue or dry_run or max_runs:
             raise ZooError("--resume RUN goes on with the run's own options: give no models, --data or training "
                            "options with it.")
         return _train([], group=None, dry_run=False, fail_fast=False, quiet=quiet, resume=resume)
     every_model, per_model = parse_weights(weights or [], models or [])
-    singles = dict(data=data, pretrained=pretrained, weights=every_model, workers=workers,
-                   compile=compile, strict=strict, hflip=hflip, bias_decay=bias_decay)
+    singles = {**spec_options, "weights": every_model}  # the options of one value: data, the flags, workers...
     axes.update({key: [specs.convert(key, value) if key != "data" else value]
                  for key, value in singles.items() if value is not None})
     from zoo.cli.app import config
@@ -166,6 +117,23 @@ def train(
             raise ZooError("--queue only records runs for `zoo worker`: run it without torchrun.")
         return queue_specs(run_specs, group=group)
     _train(run_specs, group=group, dry_run=dry_run, fail_fast=fail_fast, quiet=quiet)
+
+
+# The RunSpec fields that are options, in command-line order (also the order of a grid's axes).
+SPEC_OPTIONS = options.command_order(specs.OPTIONS)
+
+
+def _parameters() -> list[inspect.Parameter]:
+    """The command's options: MODEL..., one per RunSpec option made from the field's metadata (zoo.cli.options)
+    with --seeds after --seed and the command's own --weights, then the command's own (--loss ... --quiet)."""
+    own = [p for p in inspect.signature(train, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    named = {p.name: p if p.name == "models" else p.replace(kind=options.KEYWORD) for p in own}
+    generated = options.spec_parameters(options.train_option, SPEC_OPTIONS, custom={"weights": named["weights"]},
+                                        after={"seed": [named["seeds"]]})
+    return [named["models"], *generated, *(named[p.name] for p in own if p.name not in ("models", "weights", "seeds"))]
+
+
+app.command(no_args_is_help=True)(options.with_parameters(train, _parameters()))
 
 
 def parse_weights(texts: List[str], models: List[str]) -> tuple[Optional[str], dict[str, str]]:

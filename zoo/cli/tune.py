@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import typer
 from rich import box
@@ -18,6 +18,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from zoo import spec as specs
+from zoo.cli import options
 from zoo.cli.app import app, check_choice, open_registry, tidy_help
 from zoo.cli.runs import read_command
 from zoo.errors import ZooError, console, print_warning, printable
@@ -50,22 +51,14 @@ app.add_typer(tune_app, name="tune")
 # ----------------------------------------------------------------------------------------- zoo tune run
 
 
-def _search_help(name: str) -> str:
-    how = "a range LOW..HIGH" + (" (log scale)" if specs.log_scale(name) else "") + ", a list A,B or one value" \
-        if specs.kind(name) in (int, float) else "a list A,B or one value"
-    return f"{specs.help_of(name)} Search: {how}."
-
-
 def _parameters() -> list[inspect.Parameter]:
-    """The command's options: the search's own, then one per option a grid may vary (from RunSpec), then the
-    fixed-only ones."""
+    """The command's options: the search's own, then one per option a grid may vary, then the fixed-only ones;
+    those of RunSpec's fields made from the fields' metadata like `zoo train`'s (zoo.cli.options)."""
     P, K = inspect.Parameter, inspect.Parameter.KEYWORD_ONLY
     own = [
         P("model", P.POSITIONAL_OR_KEYWORD, annotation=str,
           default=typer.Argument(..., metavar="MODEL", show_default=False, help="The architecture to tune.")),
-        P("data", K, annotation=Optional[str], default=typer.Option(
-            None, "--data", "-d", metavar="PATH|NAME", show_default=False,
-            help="Image folder (one sub-folder per class) or dataset name.")),
+        options.single_option("data"),
         P("trials", K, annotation=int, default=typer.Option(
             10, "--trials", "-n", min=1, help="Finished trials to reach (a re-run goes on up to N); a worker "
                                               "joining a study that others are running adds N.")),
@@ -89,17 +82,13 @@ def _parameters() -> list[inspect.Parameter]:
             30, "--heartbeat", metavar="SECONDS", min=1,
             help="A worker's trial is failed (and retried once) when silent for twice this long.")),
     ]
-    search = [P(name, K, annotation=Optional[List[str]], default=typer.Option(
-        None, specs.option_flag(name), metavar="LOW..HIGH|A,B" if specs.kind(name) in (int, float) else "A,B",
-        show_default=False, help=_search_help(name))) for name in specs.GRID_OPTIONS]
+    search = options.spec_parameters(options.search_option, specs.GRID_OPTIONS)
     fixed = [
         P("weights", K, annotation=Optional[Path], default=typer.Option(
             None, "--weights", metavar="FILE", show_default=False,
             help="Start every trial from a local state_dict or zoo checkpoint.")),
-        P("workers", K, annotation=Optional[int], default=typer.Option(
-            None, "--workers", min=0, show_default=False, help=specs.help_of("workers"))),
-        P("strict", K, annotation=Optional[bool], default=typer.Option(
-            None, "--strict/--no-strict", show_default=False, help=specs.help_of("strict"))),
+        options.single_option("workers"),
+        options.flag_option("strict"),
         P("quiet", K, annotation=bool, default=typer.Option(
             False, "--quiet", "-q", help="Only warnings, errors and the best trial.")),
     ]
@@ -181,11 +170,9 @@ def _tune(settings, *, quiet: bool) -> None:
 
 
 def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise ZooError("zoo tune needs Optuna: pip install 'zoo-vision[tune]'.") from None
-    return optuna
+    from zoo.tune import optuna_or_error
+
+    return optuna_or_error("zoo tune")
 
 
 def _echo(text: str) -> None:
@@ -212,20 +199,12 @@ def show(
     """A study's trials, its best trial with the `zoo train` command that reproduces it, parameter importances."""
     from dataclasses import asdict
 
-    from zoo.tune import load_study, save_plots, study_report
+    from zoo.tune import load_study, read_study, save_plots
 
     fmt = check_choice("--format", fmt, ("table", "json", "csv"))
-    _optuna().logging.set_verbosity(_optuna().logging.ERROR)
+    _optuna()
     with open_registry(readonly=True, create=False) as reg:
-        found = load_study(reg, study)
-
-        def run_status(run_id: int) -> Optional[str]:
-            try:
-                return reg.get_run(run_id).display_status
-            except ZooError:
-                return "deleted"
-
-        report = study_report(found, run_status)
+        report = read_study(reg, study)
         written = []
         if plots is not None:
             try:
@@ -234,11 +213,11 @@ def show(
                 raise ZooError("--plots needs matplotlib: pip install 'zoo-vision[plot]'.") from None
             if not [t for t in report.trials if t["state"] == "complete"]:
                 raise ZooError(f"Study {study} has no complete trial to plot yet.")
-            written = save_plots(found, Path(plots).expanduser())
+            written = save_plots(load_study(reg, study), Path(plots).expanduser())
     if fmt == "json":
         _echo(to_json(asdict(report)))
         return
-    params = list(dict.fromkeys(k for t in report.trials for k in t["params"]))
+    params = report.params
     if fmt == "csv":
         columns = ["trial", "state", "value", "run", "run_status", "epochs", "retry_of", "seconds", *params]
         _echo(to_csv(columns, [[t[c] for c in columns[:8]] + [t["params"].get(p) for p in params]

@@ -4,6 +4,8 @@ implementation; tests/test_architecture.py checks that it satisfies each Protoco
 each caller gets by with its Protocol's members alone, and that no member is listed that its callers never use.
 
 - ``RunStore``: reading runs (the web app and its JSON API, ``zoo report``, the read commands).
+- ``StudyStore``: reading runs and ``zoo tune``'s studies (the web app): Optuna's storage opens on the registry's
+  own database, so this one hands out the SQLAlchemy engine.
 - ``RunRecorder``: the training service: a session writing its runs (start or claim or reopen a row, epochs,
   metrics, predictions, the end), the plan checking the artifacts folder, resume reading the run it goes on with.
 - ``RunQueue``: the worker loop and ``zoo train --queue`` (a ``RunRecorder``, since a worker trains what it claims).
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Optional, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Engine
 
     from zoo.predictions import Predictions
     from zoo.store.queue import ClaimedRun
@@ -42,6 +44,15 @@ class RunStore(Protocol):
     def get_run(self, ref: Any) -> "RunView": ...
 
     def history(self, run_id: int, keys: Optional[Iterable[str]] = None) -> History: ...
+
+
+class StudyStore(RunStore, Protocol):
+    """Reading runs and studies: ``zoo.tune.read_study`` / ``list_studies`` open Optuna's storage on the same
+    database (the SQLite file itself, or the engine's URL; read-only through the registry's own connections)."""
+
+    path: Optional[Path]  # the SQLite file; None for a database server (or an in-memory database)
+    readonly: bool
+    engine: "Engine"
 
 
 class RunRecorder(Protocol):
@@ -112,4 +123,4 @@ class Transactions(Protocol):
     def has_artifacts(self, run_id: int) -> bool: ...
 
 
-__all__ = ["RunQueue", "RunRecorder", "RunStore", "Transactions"]
+__all__ = ["RunQueue", "RunRecorder", "RunStore", "StudyStore", "Transactions"]

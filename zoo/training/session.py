@@ -2,7 +2,8 @@
 
 From ``start_run`` on, a run always ends recorded: the engine's result ('completed', or 'failed' on a NaN loss);
 'failed' with the error when anything raises (a plugin crash, out of memory) — and the session goes on with the
-next run unless ``fail_fast``; 'pruned' when a callback raises ``Pruned`` (``zoo tune``); 'interrupted' on Ctrl-C
+next run unless ``fail_fast``; a callback's own end through the engine's ``StopTraining`` (``zoo tune``'s pruning:
+'pruned'); 'interrupted' on Ctrl-C
 or SIGTERM, which stop the whole session; 'interrupted' with the cause on any other stop from outside (SystemExit,
 e.g. rich exiting when stdout is a closed pipe), which is re-raised unchanged.
 
@@ -37,11 +38,6 @@ EXIT_SIGTERM = 143  # 128 + SIGTERM, what shells report for a process ended by S
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM during a session: handled exactly like Ctrl-C, but the command exits 143."""
-
-
-class Pruned(Exception):
-    """Raised by a callback (``zoo tune``'s pruning) to end a hopeless run: recorded 'pruned' with the history
-    it has, and the session goes on."""
 
 
 @dataclass
@@ -300,14 +296,12 @@ class Session:
         key = f"run{len(outcomes)}"  # the same on every rank: they run the same plan in order
         recorder = self._recorder(run_id)
         started = time.perf_counter()
-        ctx: Optional[RunContext] = None
         try:
             self.reporter.on_run_start(run_id, planned)
-            ctx = self._context(planned, images, split, run_id, recorder)
-            result = self._train(ctx)
+            result = self._train(self._context(planned, images, split, run_id, recorder))
         except BaseException as exc:
             outcome.seconds = time.perf_counter() - started
-            then = self._ended_early(exc, key, recorder, outcome, ctx)
+            then = self._ended_early(exc, key, recorder, outcome)
             if then is exc:
                 raise
             if then is not None:
@@ -364,18 +358,12 @@ class Session:
         finally:
             _Stop.defer = False
 
-    def _ended_early(self, exc: BaseException, key: str, recorder: Recorder, outcome: RunOutcome,
-                     ctx: Optional[RunContext]) -> Optional[BaseException]:
+    def _ended_early(self, exc: BaseException, key: str, recorder: Recorder,
+                     outcome: RunOutcome) -> Optional[BaseException]:
         """Record the end of a run whose training raised ``exc``; returns what the session raises then: ``exc``
         itself, another stop (raised from ``exc``), or None to go on with the next run."""
         if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (Terminated)
             return exc if self._interrupted(exc, key, recorder, outcome) else None
-        if isinstance(exc, Pruned):
-            if ctx is not None and ctx.checkpoint is not None:  # nothing to resume: resume.py takes interrupted
-                ctx.checkpoint.with_name("last.pt").unlink(missing_ok=True)  # or stale runs only
-            recorder.finish(outcome, Status.PRUNED, StopReason.PRUNED, str(exc) or None)
-            self.reporter.on_run_end(outcome)
-            return None
         if isinstance(exc, Exception):
             stop = stopped_by_signal(exc)
             if stop is not None:  # the stop signal reached a loader worker (or a collective) first
