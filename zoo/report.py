@@ -15,12 +15,12 @@ from typing import Any, Optional, Sequence
 
 from zoo import render, render_compare
 from zoo.errors import ZooError
-from zoo.vocab import METRIC_ORDER, TEST, metric_order
+from zoo.vocab import F1, LOSS, LOSS_KEYS, OVERALL, TEST, metric_key, metric_order
 from zoo.web import data, figures
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
 # Column heads of zoo.vocab's METRIC_ORDER (the one owner of the order); registered metrics follow, by name.
-RESULT_METRICS = tuple(zip(("accuracy", "F1", "precision", "recall", "test loss"), METRIC_ORDER))
+RESULT_METRICS = tuple(({F1: "F1", LOSS: "test loss"}.get(m, m), metric_key(m)) for m in OVERALL)
 ENVIRONMENT = (("zoo", "zoo_version"), ("torch", "torch_version"), ("torchvision", "torchvision_version"),
                ("python", "python_version"), ("device", "device"), ("host", "host"))
 
@@ -127,7 +127,7 @@ def write(registry: Any, refs: Sequence[str], group: Optional[str], output: Path
             output.write_text(to_html(report), encoding="utf-8", newline="\n")
             return [output]
         figure = output.with_name(output.stem + "-losses.png")
-        has_loss = any(v is not None for h in report.histories.values() for k in ("train_loss", "val_loss")
+        has_loss = any(v is not None for h in report.histories.values() for k in LOSS_KEYS
                        for _, v in h.get(k, []))
         if has_loss:
             _png(report, figure)

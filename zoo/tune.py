@@ -30,6 +30,8 @@ from zoo.vocab import STUDY_TAG, TRIAL_TAG, VAL_ACC, VAL_LOSS, Status, StopReaso
 if TYPE_CHECKING:
     import optuna
 
+    from zoo.store.api import StudyStore
+
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("median", "halving", "hyperband", "none")
 METRICS = {"val_loss": (VAL_LOSS, "minimize"), "val_accuracy": (VAL_ACC, "maximize")}  # --metric -> history key
@@ -592,7 +594,7 @@ def load_study(registry: Any, name: str) -> "optuna.Study":
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def read_study(registry: Any, name: str) -> StudyReport:
+def read_study(registry: "StudyStore", name: str) -> StudyReport:
     """The study ``name`` as `zoo tune show`, `zoo report --study` and the ui show it: every trial with its run
     and that run's status in the registry, the best trial with its reproducing command, importances."""
     def run_status(run_id: int) -> Optional[str]:
@@ -604,7 +606,7 @@ def read_study(registry: Any, name: str) -> StudyReport:
     return study_report(load_study(registry, name), run_status)
 
 
-def list_studies(registry: Any) -> list[StudySummary]:
+def list_studies(registry: "StudyStore") -> list[StudySummary]:
     """Every study in the registry, by name: its trials and best trial (none when no trial completed yet)."""
     import optuna
 

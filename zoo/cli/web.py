@@ -122,7 +122,7 @@ def _report_study(name: str, output: Path) -> None:
 
 def _matching(registry, where: str, refs: Optional[List[str]], group: Optional[str]) -> List[str]:
     """The runs a --where filter picks (among the runs or group named, if any), oldest first."""
-    from zoo.cli.runs import run_filter
+    from zoo.filters import run_filter
     from zoo.store import queries
 
     with registry.connect() as conn:

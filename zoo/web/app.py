@@ -20,9 +20,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from zoo import render
-from zoo.cli.runs import STATUS_CHOICES
 from zoo.errors import UnknownName, ZooError
+from zoo.filters import STATUS_CHOICES
 from zoo.store import queries
+from zoo.store.api import RunStore, StudyStore
 from zoo.vocab import STUDY_TAG, TRIAL_TAG
 from zoo.web import api, data, figures
 
@@ -52,7 +53,7 @@ def templates() -> Environment:
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> Starlette:
+def create_app(registry: StudyStore, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> Starlette:
     """The app over an open (read-only) Registry. Requests naming another host are refused (400), so a web page
     elsewhere cannot read the runs through DNS rebinding; ``["*"]`` when serving the network on purpose."""
     env = templates()
@@ -185,7 +186,7 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
                      middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
 
 
-def warm_up(env: Environment, registry: Any) -> None:
+def warm_up(env: Environment, registry: RunStore) -> None:
     """Compiles the templates and reads one run, at start-up, so that the first page a user opens is as quick
     as the next ones (lazy imports, template compilation and a cold database cache would land on it)."""
     for name in env.list_templates(filter_func=lambda name: name.endswith(".html")):
