@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import random
+import signal
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from postgres_server import pg_url, postgres_server, registry_location  # noqa: F401  (fixtures)
+
+# Started in the background (`pytest &` in a script), the shell leaves SIGINT ignored, and an ignored signal stays
+# ignored in every process started from here: the tests that press Ctrl-C on a zoo process would find it ignored
+# (a run that finishes instead of being interrupted). Handled, it is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

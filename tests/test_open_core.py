@@ -140,6 +140,23 @@ def test_a_plugin_adds_all_five_parts_and_they_work_in_a_grid(plugged, cli, make
     shown = cli("plugins")
     assert "register_losses: focal" in shown.output and "register_metrics: error_rate" in shown.output
 
+    # the report and the ui list the plugin's metric beside the built-in ones, as the registry recorded it
+    report = data.parent / "report.md"
+    assert cli("report", "1", "2", "-o", report).exit_code == 0
+    text = report.read_text()
+    assert "| error rate |" in text and f"{runs[0].metrics['test_error_rate']:.4f}" in text
+    from starlette.testclient import TestClient
+
+    from zoo.web.app import create_app
+
+    with Registry.open(os.environ["ZOO_REGISTRY"], readonly=True, create=False) as readonly:
+        client = TestClient(create_app(readonly), base_url="http://127.0.0.1")
+        page = client.get("/runs/1")
+        assert page.status_code == 200 and "error_rate" in page.text
+        compared = client.get("/compare?run=1,2&metric=error_rate")
+        assert compared.status_code == 200 and "Ranked by error_rate, lower is better" in compared.text
+        assert 'data-chart="test_error_rate"' in compared.text  # its bar chart, from the recorded values
+
 
 def test_unknown_parts_and_options_are_one_line_before_any_work(plugged, cli, make_images):
     data = make_images({"cat": 6, "dog": 6}, size=16)

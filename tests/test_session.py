@@ -61,10 +61,26 @@ def test_an_exception_fails_that_run_and_the_session_goes_on(planned):
 
 
 def test_a_pruned_run_is_recorded_pruned_with_its_history_and_the_session_goes_on(planned):
-    from zoo.training import Pruned
+    """A callback's StopTraining("pruned", status=pruned) ends the engine's run 'pruned' (zoo tune's pruning)."""
+    from zoo.engine import CallbackList, EpochStats, StopTraining
+
+    def train_fn(ctx):  # as the engine does: the epoch's callbacks, then the stop one of them raised
+        prune = ctx.planned.spec.seed == 2
+
+        class Prune:
+            def on_epoch_end(self, run, epoch, logs):
+                if prune:
+                    raise StopTraining("pruned", status=Status.PRUNED, error="lags the others")
+
+        logs = EpochStats(1.0, 0.5, 1.0, 0.5, 0.1, 0.01, 100.0).as_row()
+        try:
+            CallbackList([*ctx.callbacks, Prune()]).call("on_epoch_end", None, 1, {**logs, "improved": True})
+        except StopTraining as stop:
+            return TrainResult(stop.status, stop.reason, 1, 1, None, error=stop.error)
+        return TrainResult(Status.COMPLETED, StopReason.MAX_EPOCHS, 1, 1, None, metrics={"test_accuracy": 0.5})
 
     reg, plan = planned
-    result = Session(plan, reg, train_fn=fake_train(2, Pruned("lags the others")), fail_fast=True).run()
+    result = Session(plan, reg, train_fn=train_fn, fail_fast=True).run()
     assert statuses(reg) == [("completed", "max_epochs"), ("pruned", "pruned"), ("completed", "max_epochs")]
     assert result.exit_code == 0 and not result.failed
     run = reg.get_run(2)
@@ -210,10 +226,17 @@ def test_a_loader_worker_stopped_by_sigterm_is_a_typed_interruption(make_images,
 
     batches = pipe.train_epoch(torch.Generator().manual_seed(0))
     next(batches)
-    for child in multiprocessing.active_children():
-        os.kill(child.pid, signal.SIGTERM)
-    with pytest.raises(LoaderStopped) as stopped:
-        for _ in batches:
-            pass
+    # torch's SIGCHLD handler would raise its RuntimeError at whatever line the main thread is on when the worker
+    # dies (even inside pytest's reporting); without it the death is found where zoo looks: by the loader's own
+    # liveness check inside next(), within its 5 s status interval. (Default, not ignore: exit codes are kept.)
+    torch_handler = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGTERM)
+        with pytest.raises(LoaderStopped) as stopped:
+            for _ in batches:
+                pass
+    finally:
+        signal.signal(signal.SIGCHLD, torch_handler)
     assert stopped.value.signum == signal.SIGTERM and isinstance(stopped_by_signal(stopped.value), Terminated)
     assert stopped_by_signal(RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")) is None

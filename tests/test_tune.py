@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,19 +93,44 @@ def test_bad_range_on_the_command_line_before_any_work(cli, make_images, tmp_pat
 # --------------------------------------------------------------------------------------------- a study
 
 
-def test_tune_records_every_trial_as_a_run_prunes_and_never_reads_the_test_split(cli, make_images, tmp_path):
-    data = make_images({"a": 10, "b": 10, "c": 10}, size=16)
-    # lr from 1e-7 (learns nothing in 3 epochs) to 0.3: some trials are clearly bad, and get pruned
-    result = cli("tune", "tinycnn", "--data", data, *TINY, "--lr", "1e-7..0.3", "--batch-size", "16,32",
-                 "--trials", "6", "--pruner", "median", "--sampler", "random", "--sampler-seed", "3",
-                 "--study", "s1")
-    assert result.exit_code == 0, result.output
-    assert "Reproduce: zoo train tinycnn --data" in result.output
-    assert result.output.count("trial ") >= 6 and "pruned" in result.output
+S1 = ("--lr", "1e-7..0.3", "--batch-size", "16,32", "--trials", "6", "--pruner", "median", "--sampler", "random")
 
-    trials = study_trials(str(tmp_path / "registry.db"), "s1")
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, cache_dir):
+    """One real study, trained once for the tests of this module that read it: `zoo tune` of tinycnn, 6 trials
+    (lr from 1e-7, which learns nothing in 3 epochs, to 0.3: some trials are clearly bad, and get pruned), study
+    's1' in its own registry. (registry path, data folder, the command's output)"""
+    from conftest import write_images
+
+    root = tmp_path_factory.mktemp("tuned")
+    data = write_images(root / "images", {"a": 10, "b": 10, "c": 10}, size=16)
+    env = dict(os.environ, COLUMNS="200", ZOO_REGISTRY=str(root / "registry.db"), ZOO_CACHE=str(cache_dir),
+               ZOO_DISABLE_PLUGIN_AUTOLOAD="1", XDG_CONFIG_HOME=str(root / "xdg-config"))
+    for var in ("ZOO_PLUGINS_DIR", "ZOO_BLOCK_PLUGINS", "ZOO_ARTIFACTS", "ZOO_DEBUG"):  # as conftest's _isolate
+        env.pop(var, None)
+    done = subprocess.run([sys.executable, "-m", "zoo", "tune", "tinycnn", "--data", str(data), *TINY, *S1,
+                           "--sampler-seed", "3", "--study", "s1"], env=env, text=True, capture_output=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root / "registry.db", data, done.stdout
+
+
+@pytest.fixture
+def s1(tuned, monkeypatch):
+    """The registry of ``tuned`` as this test's registry."""
+    monkeypatch.setenv("ZOO_REGISTRY", str(tuned[0]))
+    return tuned
+
+
+def test_tune_records_every_trial_as_a_run_prunes_and_never_reads_the_test_split(cli, s1, tmp_path):
+    location, data, output = s1
+    assert "Reproduce: zoo train tinycnn --data" in output
+    assert output.count("trial ") >= 6 and "pruned" in output
+
+    trials = study_trials(str(location), "s1")
     assert len(trials) == 6
-    with Registry.open(tmp_path / "registry.db") as reg:
+    with Registry.open(location) as reg:
         runs = {t.number: reg.get_run(t.user_attrs["zoo.run"]) for t in trials}
         assert len({r.id for r in runs.values()}) == 6
         for t in trials:
@@ -146,10 +172,9 @@ def test_tune_records_every_trial_as_a_run_prunes_and_never_reads_the_test_split
     assert csv_lines[0].startswith("trial,state,value,run,run_status") and len(csv_lines) == 7
 
     # the same command again: the study already has its 6 finished trials
-    again = cli("tune", "tinycnn", "--data", data, *TINY, "--lr", "1e-7..0.3", "--batch-size", "16,32",
-                "--trials", "6", "--pruner", "median", "--sampler", "random", "--study", "s1")
+    again = cli("tune", "tinycnn", "--data", data, *TINY, *S1, "--study", "s1")
     assert again.exit_code == 0 and "already has 6 finished trial(s)" in again.output
-    assert len(study_trials(str(tmp_path / "registry.db"), "s1")) == 6
+    assert len(study_trials(str(location), "s1")) == 6
     other = cli("tune", "tinycnn", "--data", data, *TINY, "--lr", "1e-3..0.1", "--study", "s1")
     assert other.exit_code == 1 and "another space" in other.output
     from conftest import TORCH_PROBE
@@ -159,6 +184,232 @@ def test_tune_records_every_trial_as_a_run_prunes_and_never_reads_the_test_split
     assert probe.returncode == 0 and probe.stderr.strip().endswith("NO-TORCH"), probe.stderr  # a read command
     missing = cli("tune", "show", "nope")
     assert missing.exit_code == 1 and "No study 'nope'" in missing.output and "s1" in missing.output
+
+
+def registry_files(location) -> dict[str, str]:
+    """The registry file's digest, and every file beside it (a -wal or -shm left behind would show here), once
+    the connections of earlier in-process commands are collected (a writer's open connection keeps its -wal)."""
+    import gc
+    import hashlib
+
+    gc.collect()
+    folder = location.parent
+    return {"digest": hashlib.sha256(location.read_bytes()).hexdigest(),
+            "beside": " ".join(sorted(p.name for p in folder.iterdir() if p.name.startswith(location.name)))}
+
+
+def test_report_study_shows_what_tune_show_shows_and_writes_nothing(cli, s1, tmp_path):
+    import html
+
+    location = s1[0]
+    before = registry_files(location)
+    shown = json.loads(cli("tune", "show", "s1", "--format", "json").stdout)
+    best, n = shown["best"], len(shown["trials"])
+    assert n == 6 and best["run"] is not None and set(shown["importances"]) == {"lr", "batch_size"}
+
+    out = tmp_path / "study.html"
+    result = cli("report", "--study", "s1", "-o", out)
+    assert result.exit_code == 0 and result.output == f"Wrote {out}.\n", result.output
+    page = out.read_text()
+    assert "<title>Report on study s1</title>" in page
+    trials = re.search(r'<table class="grid" id="trials">.*?</table>', page, re.S).group(0)
+    assert trials.count("<tr data-trial=") == n and "pruned" in trials
+    assert f'<tr data-trial="{best["trial"]}" class="best">' in trials and f"#{best['run']}" in trials
+    assert f'id="trial-count">{n} ({n} finished)' in page
+    assert f"Trial {best['trial']}, run #{best['run']}, val_loss" in page
+    assert f'<pre class="command" id="reproduce">{html.escape(best["command"])}</pre>' in page
+    for name in shown["importances"]:
+        assert f"<tr><th>{name}</th><td class=\"num\">{shown['importances'][name]:.2f}</td></tr>" in page
+    assert not re.search(r"(src|href)=", page) and "<script" not in page  # self-contained, as run reports
+
+    again = tmp_path / "again.html"
+    cli("report", "--study", "s1", "-o", again)
+    assert again.read_bytes() == out.read_bytes()  # same study, same bytes: importances are deterministic
+
+    md = tmp_path / "study.md"
+    assert cli("report", "--study", "s1", "-o", md).exit_code == 0
+    text = md.read_text()
+    assert text.startswith("# Report on study s1\n") and f"| trials | {n} ({n} finished) |" in text
+    assert f"Trial {best['trial']}, run #{best['run']}, val_loss " in text and f"\n{best['command']}\n" in text
+    assert len([line for line in text.splitlines() if re.match(r"\| \d+ \| (complete|pruned) ", line)]) == n
+    assert registry_files(location)["digest"] == before["digest"]  # read-only: not a byte written
+
+    # In a process of its own, on a copy of the registry in WAL mode (as writers leave it, alone in its folder):
+    # no byte written, nothing left beside the file, no torch imported.
+    import sqlite3
+
+    from conftest import TORCH_PROBE
+
+    copy = tmp_path / "copy" / "registry.db"
+    copy.parent.mkdir()
+    source, target = sqlite3.connect(location), sqlite3.connect(copy)
+    source.backup(target)
+    source.close(), target.close()
+    alone = registry_files(copy)
+    assert alone["beside"] == "registry.db" and copy.read_bytes()[18:20] == b"\x02\x02"  # WAL
+    probe = subprocess.run([sys.executable, "-c", TORCH_PROBE, "report", "--study", "s1", "-o", tmp_path / "p.md"],
+                           capture_output=True, text=True, timeout=120, env=dict(os.environ, ZOO_REGISTRY=str(copy)))
+    assert probe.returncode == 0 and probe.stderr.strip().endswith("NO-TORCH"), probe.stderr  # a read command
+    assert (tmp_path / "p.md").read_text() == text and registry_files(copy) == alone
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--study", "nope"], "No study 'nope' in registry"),
+    (["--study", "s1", "3"], "--study reports on a study alone"),
+    (["--study", "s1", "-o", "study.txt"], "end the name with .html or .md"),
+])
+def test_report_study_errors_are_one_line(cli, s1, tmp_path, args, fragment):
+    result = cli("report", *args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1 and fragment in lines[0], result.output
+    if "nope" in args:
+        assert lines[0].endswith("there are: s1.")  # the known studies
+    assert not (tmp_path / "study.txt").exists()
+
+
+def test_report_study_on_a_registry_without_studies(cli, tmp_path):
+    with Registry.open(tmp_path / "registry.db"):
+        pass
+    result = cli("report", "--study", "s1", "-o", tmp_path / "r.html")
+    assert result.exit_code == 1 and "holds no study" in result.output and len(result.output.splitlines()) == 1
+
+
+def told_study(location: str, name: str, trials: int):
+    """A study of ``trials`` trials told by hand, each with a run recorded through the lifecycle API (no training:
+    for the tests that only read a study); returns its best trial."""
+    import warnings
+
+    from zoo.tune import Settings, open_study
+    from zoo.vocab import STUDY_TAG, TRIAL_TAG
+
+    space = parse_space({"lr": ["1e-3..1e-1"], "batch_size": ["8,16"]})
+    space.fixed["data"] = "demo"
+    with Registry.open(location) as reg, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna: a heartbeat is meant for optimize(), ask/tell here
+        study = open_study(reg, Settings("tinycnn", name, space, sampler_seed=0, pruner="none"), 2)
+        for _ in range(trials):
+            trial = study.ask()
+            params = space.suggest(trial)
+            run = reg.start_run(model="tinycnn", plugin="builtin", params=params,
+                                tags={STUDY_TAG: name, TRIAL_TAG: str(trial.number)})
+            trial.set_user_attr("zoo.run", run)
+            reg.finish_run(run, "completed", epochs_run=1, best_epoch=1)
+            study.tell(trial, params["lr"] + params["batch_size"] / 100)
+        return study.best_trial
+
+
+def test_reading_a_study_writes_nothing_on_sqlite_and_postgresql(cli, registry_location, monkeypatch):
+    """read_study/list_studies on a read-only registry: Optuna's storage cannot write (a write through it is
+    refused by the database), and two reads give the same report. The study's trials are told by hand here (each
+    with a run recorded through the lifecycle API): no training needed to read them."""
+    from zoo.tune import list_studies, open_storage, read_study
+
+    monkeypatch.setenv("ZOO_REGISTRY", registry_location)
+    best = told_study(registry_location, "quick", 4)
+    with Registry.open(registry_location, readonly=True, create=False) as reg:
+        first = read_study(reg, "quick")
+        assert read_study(reg, "quick") == first and set(first.importances) == {"lr", "batch_size"}
+        assert first.best["trial"] == best.number and first.best["run"] == best.user_attrs["zoo.run"]
+        assert [t["run_status"] for t in first.trials] == ["completed"] * 4
+        [summary] = list_studies(reg)
+        assert (summary.name, summary.trials, summary.best_run) == ("quick", 4, best.user_attrs["zoo.run"])
+        storage = open_storage(reg, create=False)
+        study_id = storage.get_study_id_from_name("quick")
+        with pytest.raises(optuna.exceptions.StorageInternalError):
+            storage.set_study_user_attr(study_id, "written", True)
+        assert "written" not in storage.get_study_user_attrs(study_id)
+    shown = json.loads(cli("tune", "show", "quick", "--format", "json").stdout)
+    assert shown["best"] == first.best and shown["importances"] == first.importances
+
+
+def test_ui_study_pages_with_links_from_and_to_the_runs(cli, s1):
+    pytest.importorskip("uvicorn")
+    import html
+
+    from test_web import LiveServer
+
+    location = s1[0]
+    before = registry_files(location)
+    trials = study_trials(str(location), "s1")
+    runs = {t.number: t.user_attrs["zoo.run"] for t in trials}
+    best = min((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    server = LiveServer(location)
+    try:
+        status, page, _ = server.get("/studies")
+        assert status == 200 and '<a href="/studies">Studies</a>' in page
+        row = re.search(r'<tr data-study="s1">.*?</tr>', page).group(0)
+        assert '<a href="/studies/s1">s1</a>' in row and '<td class="num">6</td>' in row
+        assert f'<a href="/runs/{runs[best.number]}">{runs[best.number]}</a>' in row
+
+        status, page, _ = server.get("/studies/s1")
+        assert status == 200 and 'id="study-title">Study <span class="name">s1</span> · tinycnn' in page
+        table = re.search(r'<table class="grid" id="trials">.*?</table>', page, re.S).group(0)
+        for number, run in runs.items():  # every trial, linked to its run
+            assert re.search(rf'<tr data-trial="{number}"[^>]*>.*?<a href="/runs/{run}">{run}</a>', table)
+        assert f'<tr data-trial="{best.number}" class="best">' in table
+        assert f'<p id="best">Trial {best.number}, run <a href="/runs/{runs[best.number]}">' in page
+        shown = json.loads(cli("tune", "show", "s1", "--format", "json").stdout)
+        assert f'id="reproduce">{html.escape(shown["best"]["command"])}</pre>' in page
+        assert all(f"<tr><th>{k}</th>" in page for k in shown["importances"])
+        assert '<a href="/?group=s1">its runs</a>' in page
+
+        status, page, _ = server.get(f"/runs/{runs[0]}")
+        assert status == 200 and '<a href="/studies/s1" id="study-link">s1</a>, trial 0' in page
+        status, page, _ = server.get("/")
+        assert page.count('<a class="tag study" href="/studies/s1"') == 6
+
+        status, page, _ = server.get("/studies/nope")
+        assert status == 404 and "No study &#39;nope&#39; in registry" in page and "there are: s1." in page
+    finally:
+        server.stop()
+    after = registry_files(location)  # not a byte written, nothing new left beside the file
+    assert after["digest"] == before["digest"] and set(after["beside"].split()) <= set(before["beside"].split())
+
+
+def test_a_study_name_is_text_everywhere(cli, tmp_path):
+    pytest.importorskip("uvicorn")
+    from urllib.parse import quote
+
+    from test_web import EVIL, LiveServer
+
+    location = tmp_path / "registry.db"
+    told_study(str(location), EVIL, 2)
+    assert cli("report", "--study", EVIL, "-o", tmp_path / "r.html").exit_code == 0
+    assert cli("report", "--study", EVIL, "-o", tmp_path / "r.md").exit_code == 0
+    pages = [(tmp_path / "r.html").read_text()]
+    server = LiveServer(location)
+    try:
+        for path in ("/studies", "/studies/" + quote(EVIL, safe=""), "/runs/1"):
+            status, page, _ = server.get(path)
+            assert status == 200, path
+            pages.append(page)
+    finally:
+        server.stop()
+    for page in pages:
+        assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    link = f'href="/studies/{quote(EVIL, safe="/")}"'
+    assert link in pages[1] and link in pages[3]  # the list's link and the run page's link to its study
+    assert "<script>" not in (tmp_path / "r.md").read_text()
+
+
+def test_a_pruning_stop_outranks_early_stopping_in_the_same_epoch():
+    from zoo.engine import CallbackList, StopTraining
+    from zoo.vocab import Status
+
+    def raising(stop):
+        class Raise:
+            def on_epoch_end(self, *args):
+                raise stop
+        return Raise()
+
+    early = StopTraining()  # early stopping: completed
+    pruned = StopTraining("pruned", status=Status.PRUNED, error="lags")
+    nan = StopTraining("nan_loss", status=Status.FAILED, error="NaN")
+    for order, wins in (([early, pruned], pruned), ([pruned, early], pruned), ([early, pruned, nan], nan),
+                        ([nan, pruned], nan)):
+        with pytest.raises(StopTraining) as raised:
+            CallbackList([raising(stop) for stop in order]).call("on_epoch_end", None, 1, {})
+        assert raised.value is wins
 
 
 # ------------------------------------------------------------------------------------ several workers

@@ -209,6 +209,24 @@ def test_unknown_run_is_404_with_a_message(site):
     assert server.get("/runs/x-y")[0] == 404
 
 
+def test_studies_page_on_a_registry_without_studies(site):
+    """No `zoo tune` ever ran here (no Optuna tables): an empty list, and an unknown study is a 404 page
+    (tests/test_tune.py shows a real study)."""
+    server, _, path = site
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    status, page, _ = server.get("/studies")
+    assert status == 200 and '<a href="/studies">Studies</a>' in page
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        assert "needs Optuna: pip install" in page
+    else:
+        assert "No study recorded yet" in page and 'id="studies"' not in page
+        status, page, _ = server.get("/studies/s1")
+        assert status == 404 and '<p class="error" id="error">Registry ' in page and "holds no study" in page
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
 def test_compare_page_overlays_runs_and_warns_like_zoo_compare(site):
     server, ids, _ = site
     status, page, _ = server.get(f"/compare?run={ids['a']}&run={ids['c']}")
@@ -263,7 +281,7 @@ def test_read_only_no_writes_and_static_stays_in_its_folder(site):
 
 def test_pages_link_nothing_outside_the_server(site):
     server, ids, _ = site
-    for path in ("/", f"/runs/{ids['a']}", f"/compare?run={ids['a']}&run={ids['b']}"):
+    for path in ("/", f"/runs/{ids['a']}", f"/compare?run={ids['a']}&run={ids['b']}", "/studies"):
         page = server.get(path)[1]
         assert not re.search(r'(src|href)="(https?:)?//', page), path  # no CDN: every file comes from here
 

@@ -18,14 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 from zoo.errors import printable
-from zoo.vocab import METRIC_ORDER
+from zoo.vocab import HISTORY_KEYS, LOSS_KEYS, METRIC_ORDER, NOTE_TAG, PER_CLASS
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 STATUS_STYLES = {
     "completed": "green", "running": "cyan", "failed": "bold red", "interrupted": "yellow", "stale": "magenta",
     "queued": "blue", "pruned": "dim",
 }
-HISTORY_ORDER = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_sec")
+HISTORY_ORDER = HISTORY_KEYS  # zoo.vocab's, the one owner
 MACRO_ORDER = METRIC_ORDER  # zoo.vocab's, the one owner
 History = dict[str, list[tuple[int, Optional[float]]]]
 
@@ -421,7 +421,7 @@ def run_detail(run: Any, history: History) -> Group:
 
     if history:
         parts += [Text(""), history_table(history, run.best_epoch)]
-        for key in ("train_loss", "val_loss"):
+        for key in LOSS_KEYS:
             series = [v for _, v in history.get(key, [])]
             finite = [v for v in series if v is not None]
             if finite:
@@ -491,7 +491,7 @@ def history_table(history: History, best_epoch: Optional[int]) -> Table:
 
 def per_class_table(rows: list[dict], title: str = "Per class (test)") -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
-    for name in ("class", "precision", "recall", "f1", "support"):
+    for name in ("class", *PER_CLASS, "support"):
         table.add_column(name, justify="left" if name == "class" else "right")
     for row in rows:
         table.add_row(row["class"], fmt_num(row["precision"]), fmt_num(row["recall"]), fmt_num(row["f1"]),
@@ -660,7 +660,7 @@ def dwarfing_run(runs: Sequence[Any], losses: dict[int, History], keys: tuple[st
 
 
 def plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any,
-                keys: tuple[str, str] = ("train_loss", "val_loss"), log_y: bool = False) -> None:
+                keys: tuple[str, str] = LOSS_KEYS, log_y: bool = False) -> None:
     """Train and validation loss (or the two history ``keys`` given, e.g. train_acc and val_acc) per run in two
     side-by-side panels, best epoch starred, on a log y axis with ``log_y``; writes ``output``.
 
@@ -709,7 +709,6 @@ def _plot_losses(runs: Sequence[Any], losses: dict[int, History], output: Any, k
 
 
 # ----------------------------------------------------------------------------- diff
-NOTE_TAG = "zoo.note"  # `zoo note RUN TEXT` keeps the note as this tag (as MLflow's mlflow.note.content)
 
 
 def diff_sections(runs: Sequence[Any]) -> list[tuple[str, list[tuple[str, list[Any]]]]]:

@@ -15,12 +15,12 @@ from typing import Any, Optional, Sequence
 
 from zoo import render, render_compare
 from zoo.errors import ZooError
-from zoo.vocab import METRIC_ORDER, TEST, metric_order
+from zoo.vocab import F1, LOSS, LOSS_KEYS, OVERALL, TEST, metric_key, metric_order
 from zoo.web import data, figures
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
 # Column heads of zoo.vocab's METRIC_ORDER (the one owner of the order); registered metrics follow, by name.
-RESULT_METRICS = tuple(zip(("accuracy", "F1", "precision", "recall", "test loss"), METRIC_ORDER))
+RESULT_METRICS = tuple(({F1: "F1", LOSS: "test loss"}.get(m, m), metric_key(m)) for m in OVERALL)
 ENVIRONMENT = (("zoo", "zoo_version"), ("torch", "torch_version"), ("torchvision", "torchvision_version"),
                ("python", "python_version"), ("device", "device"), ("host", "host"))
 
@@ -120,20 +120,14 @@ def build(registry: Any, refs: Sequence[str], group: Optional[str]) -> Report:
 def write(registry: Any, refs: Sequence[str], group: Optional[str], output: Path, fmt: str) -> list[Path]:
     """Writes the report (and the PNG beside a Markdown one); returns the files written."""
     report = build(registry, refs, group)
-    if output.is_dir():
-        raise ZooError(f"{output} is a directory: give -o a file path such as {output / 'report.html'}.")
-    if output.exists() and not output.is_file():
-        raise ZooError(f"{output} is not a regular file: give -o a file path such as report.html.")
-    if not output.parent.is_dir() and not output.parent.parent.is_dir():  # as zoo export: one missing folder at most
-        raise ZooError(f"Cannot create the folder of -o '{output}': '{output.parent.parent}' does not exist "
-                       f"either (zoo creates only the file's own folder, '{output.parent.name}').")
+    _check_output(output)
     try:
         output.parent.mkdir(exist_ok=True)
         if fmt == "html":
             output.write_text(to_html(report), encoding="utf-8", newline="\n")
             return [output]
         figure = output.with_name(output.stem + "-losses.png")
-        has_loss = any(v is not None for h in report.histories.values() for k in ("train_loss", "val_loss")
+        has_loss = any(v is not None for h in report.histories.values() for k in LOSS_KEYS
                        for _, v in h.get(k, []))
         if has_loss:
             _png(report, figure)
@@ -141,6 +135,31 @@ def write(registry: Any, refs: Sequence[str], group: Optional[str], output: Path
         return [output, figure] if has_loss else [output]
     except OSError as exc:
         raise ZooError(f"Cannot write {output}: {exc.strerror or exc}.") from None
+
+
+def write_study(registry: Any, name: str, output: Path, fmt: str) -> list[Path]:
+    """Writes the report on a `zoo tune` study (what `zoo tune show` prints, read by ``zoo.tune.read_study``)."""
+    from zoo.tune import read_study
+
+    study = read_study(registry, name)
+    _check_output(output)
+    text = study_html(study) if fmt == "html" else study_markdown(study)
+    try:
+        output.parent.mkdir(exist_ok=True)
+        output.write_text(text, encoding="utf-8", newline="\n")
+    except OSError as exc:
+        raise ZooError(f"Cannot write {output}: {exc.strerror or exc}.") from None
+    return [output]
+
+
+def _check_output(output: Path) -> None:
+    if output.is_dir():
+        raise ZooError(f"{output} is a directory: give -o a file path such as {output / 'report.html'}.")
+    if output.exists() and not output.is_file():
+        raise ZooError(f"{output} is not a regular file: give -o a file path such as report.html.")
+    if not output.parent.is_dir() and not output.parent.parent.is_dir():  # as zoo export: one missing folder at most
+        raise ZooError(f"Cannot create the folder of -o '{output}': '{output.parent.parent}' does not exist "
+                       f"either (zoo creates only the file's own folder, '{output.parent.name}').")
 
 
 def _png(report: Report, path: Path) -> None:
@@ -217,3 +236,57 @@ def to_html(report: Report) -> str:
         report=report, css=css, curves=figures.overlay_curves(report.runs, report.histories),
         matrices=matrices, by_model_note=render_compare.BY_MODEL_NOTE,
     )
+
+
+# ----------------------------------------------------------------------------- a zoo tune study
+def _study_title(study: Any) -> str:
+    return f"Report on study {study.name}"
+
+
+def _code(text: str) -> str:
+    """A fenced Markdown code block, its fence longer than any run of backticks in ``text``."""
+    from zoo.errors import printable
+
+    import re
+
+    text = printable(text)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}\n"
+
+
+def study_markdown(study: Any) -> str:
+    rows = data.study_rows(study)
+    facts = [("model", study.model), ("objective", f"{study.direction} {study.metric} (validation split)"),
+             ("space", ", ".join(f"{k} {v}" for k, v in sorted(study.space.items())))]
+    if study.fixed:
+        facts.append(("fixed", ", ".join(f"{k} {v}" for k, v in sorted(study.fixed.items()))))
+    facts.append(("trials", f"{len(rows)} ({study.finished} finished)"))
+    parts = [f"# {_md(_study_title(study))}\n", _table(["", "study"], facts), "## Trials\n"]
+    head = ["trial", "state", study.metric, "run", "run status", "epochs", *study.params, "time"]
+    cells = [[row.trial, row.state, row.value, "—" if row.run is None else f"#{row.run}", row.run_status, row.epochs,
+              *row.params, row.time] for row in rows]
+    parts.append(_table(head, cells, [True, False, True, True, False, True] + [True] * (len(study.params) + 1)))
+    parts.append("## Best trial\n")
+    if study.best:
+        run = "—" if study.best["run"] is None else f"#{study.best['run']}"
+        parts.append(f"Trial {study.best['trial']}, run {run}, {_md(study.metric)} "
+                     f"{render.fmt_num(study.best['value'])}. Reproduce it:\n")
+        parts.append(_code(study.best["command"]))
+    else:
+        parts.append("No trial has completed yet.\n")
+    parts.append("## Parameter importances\n")
+    if study.importances:
+        parts.append(_table(["parameter", "importance"], [[k, f"{v:.2f}"] for k, v in study.importances.items()],
+                            [False, True]))
+    else:
+        parts.append(f"{_md(study.importance_note)}\n")
+    return "\n".join(parts)
+
+
+def study_html(study: Any) -> str:
+    from zoo.web.app import HERE, templates
+
+    css = (HERE / "static" / "zoo.css").read_text(encoding="utf-8")
+    return templates().get_template("report_study.html").render(
+        study=study, rows=data.study_rows(study), title=_study_title(study), css=css)

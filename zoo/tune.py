@@ -5,7 +5,8 @@ The story: ``parse_space`` reads the command line (a range ``1e-4..1e-1``, a lis
 killed worker's trial is marked failed and retried once); ``Tuner`` asks Optuna for each trial's values, trains
 them through the training service as one run of the study's group, and hands back the run's validation metric at
 its best epoch (never a test value). ``TrialPruning`` is the only glue between the engine's epochs and Optuna's
-pruner. ``study_report`` is what ``zoo tune show`` prints.
+pruner (it ends a run with the engine's ``StopTraining``). ``read_study`` is what ``zoo tune show``, ``zoo report
+--study`` and the ui's study page show; ``list_studies`` the ui's list.
 
 Optuna's samplers, pruners and storage are used as they are. Nothing here imports torch or the CLI; Optuna is
 imported inside the functions that need it (``pip install zoo-vision[tune]``).
@@ -21,12 +22,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from zoo import spec as specs
-from zoo.errors import ZooError
-from zoo.training.session import Pruned, Reporter, RunOutcome
-from zoo.vocab import STUDY_TAG, TRIAL_TAG, VAL_ACC, VAL_LOSS, Status
+from zoo.engine.callbacks import StopTraining
+from zoo.errors import UnknownName, ZooError
+from zoo.training.session import Reporter, RunOutcome
+from zoo.vocab import STUDY_TAG, TRIAL_TAG, VAL_ACC, VAL_LOSS, Status, StopReason
 
 if TYPE_CHECKING:
     import optuna
+
+    from zoo.store.api import StudyStore
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("median", "halving", "hyperband", "none")
@@ -205,13 +209,16 @@ def storage_url(registry: Any) -> str:
 def open_storage(registry: Any, *, heartbeat: Optional[int] = None,
                  create: bool = True) -> "optuna.storages.RDBStorage":
     """Optuna's RDB storage in the registry's database. Workers starting together may race to create Optuna's
-    tables in a new registry: the loser tries again."""
+    tables in a new registry: the loser tries again. On a registry opened read-only, a storage that reads through
+    the registry's own read-only connections (see ``_reading_storage``)."""
     import warnings
 
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
     from sqlalchemy.exc import SQLAlchemyError
 
+    if getattr(registry, "readonly", False):
+        return _reading_storage(registry)
     url = storage_url(registry)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(5):
@@ -227,6 +234,24 @@ def open_storage(registry: Any, *, heartbeat: Optional[int] = None,
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _reading_storage(registry: Any) -> "optuna.storages.RDBStorage":
+    """Optuna's storage for reading a study in a read-only registry, writing nothing. SQLite: Optuna's engine
+    borrows the registry's own connections (its read-only URI and query-only pragma: nothing is created beside the
+    file, even in a read-only folder), one per use, handed back at once. PostgreSQL: every transaction is READ
+    ONLY, as the registry's own. Optuna's tables must be there (``_storage_to_read`` checks)."""
+    from optuna.storages import RDBStorage
+    from sqlalchemy.pool import NullPool
+
+    if getattr(registry, "path", None) is not None:
+        return RDBStorage("sqlite://", engine_kwargs={"creator": registry.engine.raw_connection,
+                                                      "poolclass": NullPool}, skip_table_creation=True)
+    from zoo.store import postgres
+
+    storage = RDBStorage(storage_url(registry), engine_kwargs={"pool_pre_ping": True}, skip_table_creation=True)
+    postgres.configure(storage.engine, readonly=True)
+    return storage
 
 
 def make_sampler(name: str, space: Space, seed: Optional[int]) -> "optuna.samplers.BaseSampler":
@@ -332,7 +357,8 @@ class TrialEnd:
 
 class TrialPruning(Reporter):
     """The glue between one run's epochs and its Optuna trial: every report goes on to ``inner``; each epoch's
-    validation value is reported to the trial, and ``Pruned`` ends the run when the pruner says so."""
+    validation value is reported to the trial, and when the pruner says so the engine's ``StopTraining`` ends the
+    run 'pruned' (its history kept, nothing tested)."""
 
     def __init__(self, inner: Reporter, trial: "optuna.Trial", key: str):
         self.inner, self.trial, self.key = inner, trial, key
@@ -344,7 +370,9 @@ class TrialPruning(Reporter):
             return  # the engine ends a NaN run itself: 'failed'
         self.trial.report(value, epoch)
         if self.trial.should_prune():
-            raise Pruned(f"Pruned after epoch {epoch}: {self.key} {value:.4g} lags the study's other trials.")
+            raise StopTraining(StopReason.PRUNED.value, status=Status.PRUNED,
+                               error=f"Pruned after epoch {epoch}: {self.key} {value:.4g} lags the study's other "
+                                     f"trials.")
 
     def on_run_start(self, run_id, planned) -> None:
         self.trial.set_user_attr(RUN_ATTR, run_id)
@@ -489,6 +517,9 @@ def best_value(study: "optuna.Study") -> Optional[float]:
 
 
 # ------------------------------------------------------------------------------------------ the report
+# What `zoo tune show`, `zoo report --study` and the ui's study pages show, read in one place (``read_study``,
+# ``list_studies``). Reading opens Optuna's storage on the registry's own read-only connections when the registry
+# was opened read-only: it writes nothing and imports no torch.
 
 
 @dataclass
@@ -504,27 +535,102 @@ class StudyReport:
     importances: dict[str, float]
     importance_note: Optional[str] = None
 
+    @property
+    def params(self) -> list[str]:
+        """The searched parameters, in the order the trials first name them (the table's columns)."""
+        return list(dict.fromkeys(k for t in self.trials for k in t["params"]))
 
-def load_study(registry: Any, name: str) -> "optuna.Study":
-    """A study recorded in this registry, or a one-line error naming those there are."""
-    import optuna
+    @property
+    def finished(self) -> int:
+        return sum(t["state"].upper() in FINISHED for t in self.trials)
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One line of the list of studies (the ui's /studies page)."""
+
+    name: str
+    model: str
+    metric: str
+    direction: str
+    trials: int
+    best_trial: Optional[int]
+    best_value: Optional[float]
+    best_run: Optional[int]
+
+
+def optuna_or_error(what: str) -> Any:
+    """Optuna, quiet, or a one-line error saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise ZooError(f"{what} needs Optuna: pip install 'zoo-vision[tune]'.") from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna
+
+
+def _storage_to_read(registry: Any) -> Optional["optuna.storages.RDBStorage"]:
+    """Optuna's storage in the registry, or None when no study was ever recorded there (no Optuna tables)."""
     from sqlalchemy import inspect
 
     with registry.engine.connect() as conn:
-        has_tables = "studies" in set(inspect(conn).get_table_names())
-    if not has_tables:
-        raise ZooError(f"Registry {registry.location} holds no study: `zoo tune MODEL --data D --study {name} ...` "
-                       f"starts one.")
-    storage = open_storage(registry, create=False)
+        if "studies" not in set(inspect(conn).get_table_names()):
+            return None
+    return open_storage(registry, create=False)
+
+
+def load_study(registry: Any, name: str) -> "optuna.Study":
+    """A study recorded in this registry, or a one-line error (UnknownName) naming those there are."""
+    import optuna
+
+    storage = _storage_to_read(registry)
+    if storage is None:
+        raise UnknownName(f"Registry {registry.location} holds no study: `zoo tune MODEL --data D --study {name} "
+                          f"...` starts one.")
     names = [s.study_name for s in storage.get_all_studies()]
     if name not in names:
-        raise ZooError(f"No study '{name}' in registry {registry.location}; there are: {', '.join(names) or 'none'}.")
+        raise UnknownName(f"No study '{name}' in registry {registry.location}; there are: "
+                          f"{', '.join(sorted(names)) or 'none'}.")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def read_study(registry: "StudyStore", name: str) -> StudyReport:
+    """The study ``name`` as `zoo tune show`, `zoo report --study` and the ui show it: every trial with its run
+    and that run's status in the registry, the best trial with its reproducing command, importances."""
+    def run_status(run_id: int) -> Optional[str]:
+        try:
+            return registry.get_run(run_id).display_status
+        except ZooError:
+            return "deleted"
+
+    return study_report(load_study(registry, name), run_status)
+
+
+def list_studies(registry: "StudyStore") -> list[StudySummary]:
+    """Every study in the registry, by name: its trials and best trial (none when no trial completed yet)."""
+    import optuna
+
+    storage = _storage_to_read(registry)
+    if storage is None:
+        return []
+    found = []
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        attrs, best = s.user_attrs, s.best_trial
+        found.append(StudySummary(s.study_name, attrs.get("zoo.model", "?"), attrs.get("zoo.metric", "?"),
+                                  s.direction.name.lower(), s.n_trials, best.number if best else None,
+                                  best.value if best else None, best.user_attrs.get(RUN_ATTR) if best else None))
+    return sorted(found, key=lambda s: s.name)
 
 
 def study_report(study: "optuna.Study", run_status: Callable[[int], Optional[str]] = lambda _: None) -> StudyReport:
     """Every trial (with its run and that run's status as the registry reads it), the best one, and Optuna's
-    parameter importances (with fewer than two finished trials, or one value everywhere, a note instead)."""
+    parameter importances (with fewer than two finished trials, or one value everywhere, a note instead).
+
+    Importances are Optuna's PED-ANOVA (its default evaluator since 5.0, named here so a new default cannot change
+    them): computed without any random draw, so every read of the same trials gives the same numbers, and with no
+    scikit-learn (fANOVA fits a random forest with it)."""
+    import warnings
+
     import optuna
 
     attrs = study.user_attrs
@@ -548,7 +654,11 @@ def study_report(study: "optuna.Study", run_status: Callable[[int], Optional[str
     importances: dict[str, float] = {}
     note = None
     try:
-        importances = {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental in Optuna 4
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            importances = {k: float(v) for k, v in
+                           optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
     except (ValueError, RuntimeError) as exc:
         note = f"no parameter importances yet ({' '.join(str(exc).split())})"
     if not importances and note is None:

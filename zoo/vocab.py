@@ -106,3 +106,4 @@ GROUP_TAG = "zoo.group"  # every run of one `zoo train` command (or grid) shares
 FROM_TAG = "zoo.from"  # the run `--from RUN` replayed: lineage
 STUDY_TAG = "zoo.study"  # the `zoo tune` study a run is a trial of
 TRIAL_TAG = "zoo.trial"  # its trial number in that study (Optuna's, from 0)
+NOTE_TAG = "zoo.note"  # `zoo note RUN TEXT` keeps the note as this tag (as MLflow's mlflow.note.content)

@@ -12,15 +12,15 @@ import typer
 
 from zoo.cli.app import app, check_choice, open_registry, parse_tags
 from zoo.errors import ZooError, print_warning, printable
+from zoo.vocab import SYSTEM_TAG_PREFIX
 
 RUN_HELP = "Run id (from list-runs), its name or a uuid prefix."
-SYSTEM_PREFIX = "zoo."
 MAX_NAME = 200  # the width of runs.name
 
 
 def _user_key(key: str) -> str:
-    if key.startswith(SYSTEM_PREFIX):
-        raise ZooError(f"Tag '{key}': keys starting with '{SYSTEM_PREFIX}' are zoo's own; pick another key "
+    if key.startswith(SYSTEM_TAG_PREFIX):
+        raise ZooError(f"Tag '{key}': keys starting with '{SYSTEM_TAG_PREFIX}' are zoo's own; pick another key "
                        "(zoo note RUN TEXT sets the note).")
     return key
 
@@ -90,7 +90,7 @@ def note(
     text: str = typer.Argument(..., help="The note, shown by zoo show ('' removes it).", metavar="TEXT"),
 ) -> None:
     """Write a note on a run (replacing any earlier one): zoo note 3 "lr too high, diverged at epoch 4"."""
-    from zoo.render import NOTE_TAG
+    from zoo.vocab import NOTE_TAG
 
     text = text.strip()
     with open_registry(create=False) as reg:
@@ -109,7 +109,7 @@ def diff(
     fmt: str = typer.Option("table", "--format", "-f", help="Output format: table, json."),
 ) -> None:
     """Two runs side by side: params, dataset and split, test metrics; what differs is marked."""
-    from zoo.cli.runs import _console, _echo, short_lived
+    from zoo.cli.runs import plain_console, plain_echo, short_lived
 
     fmt = check_choice("--format", fmt, ("table", "json"))
     if len(runs) < 2:
@@ -124,6 +124,6 @@ def diff(
                 raise ZooError(f"'{' '.join(runs)}' names one run only; give two different runs.")
             views = queries.run_views(conn, ids, host=reg.host, full=True)
         if fmt == "json":
-            _echo(render.to_json(render.diff_json(views)))
+            plain_echo(render.to_json(render.diff_json(views)))
         else:
-            _console().print(render.diff_table(views, only_differences=only_differences))
+            plain_console().print(render.diff_table(views, only_differences=only_differences))

@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from zoo.errors import ZooError, print_error
+from zoo.filters import check_choice, parse_tags  # noqa: F401  (re-exported: every command module uses them)
 
 if TYPE_CHECKING:
     from zoo.config import Config
@@ -183,26 +184,6 @@ def open_registry(*, readonly: bool = False, create: bool = True):
     from zoo.store import Registry
 
     return Registry.open(registry_location(), readonly=readonly, create=create)
-
-
-def check_choice(option: str, value: Optional[str], choices: tuple[str, ...]) -> Optional[str]:
-    """``value`` lower-cased when it is one of ``choices``; otherwise a one-line error naming them."""
-    if value is None:
-        return None
-    if value.lower() not in choices:
-        raise ZooError(f"Unknown {option} '{value}': choose one of {', '.join(choices)}.")
-    return value.lower()
-
-
-def parse_tags(values: Optional[list[str]]) -> list[tuple[str, str]]:
-    """Repeated ``--tag key=value`` options as (key, value) pairs, in order (to label runs and to filter them)."""
-    tags = []
-    for value in values or []:
-        key, sep, tag_value = value.partition("=")
-        if not sep or not key.strip():
-            raise ZooError(f"Bad --tag '{value}': write it as key=value, e.g. --tag experiment=baseline.")
-        tags.append((key.strip(), tag_value.strip()))
-    return tags
 
 
 def _version(value: bool) -> None:

@@ -9,58 +9,19 @@ from __future__ import annotations
 import functools
 import re
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from zoo.cli.app import app, check_choice, open_registry, parse_tags
+from zoo.cli.app import app, check_choice, open_registry
 from zoo.errors import ZooError
-from zoo.vocab import DISPLAY_STATUSES
+from zoo.filters import STATUS_CHOICES, parse_since, run_filter
+from zoo.vocab import ACCURACY, LOSS, LOSS_KEYS, TRAIN_ACC, VAL_ACC
 
-STATUS_CHOICES = DISPLAY_STATUSES
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DEFAULT_TOP = 20
 DEFAULT_LIST = 20  # list-runs rows in a table (json and csv list every run unless --limit)
 MAX_COUNT = 1_000_000_000  # --limit, --top: what a database's LIMIT takes on every backend
-MAX_AGE_S = 36500 * 86400  # --since as an age: 100 years
-MAX_TAG_FILTERS = 50  # --tag filters (and tag= in zoo ui) in one query: SQLite's expression depth is limited
-
-
-# ----------------------------------------------------------------------------- option parsing
-def parse_since(text: str) -> datetime:
-    """'2h', '3d', '1w', '30m' ago, or an ISO date/time (local unless it says otherwise) -> naive UTC."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text.strip().lower())
-    if match:
-        seconds = float(match.group(1)) * UNITS[match.group(2)]
-        if seconds > MAX_AGE_S:
-            raise ZooError(f"Bad --since '{text}': at most {MAX_AGE_S // UNITS['d'] // 365} years back (36500d); "
-                           f"leave --since out for every run.")
-        return datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(seconds=seconds)
-    try:
-        when = datetime.fromisoformat(text.strip())
-        if when.tzinfo is None:
-            when = when.astimezone()  # local time
-        return when.astimezone(timezone.utc).replace(tzinfo=None)
-    except (ValueError, OverflowError):
-        raise ZooError(
-            f"Bad --since '{text}': give an ISO date or time (2024-05-01, 2024-05-01T14:30) or an age such as "
-            "30m, 2h, 3d, 1w."
-        ) from None
-
-
-def run_filter(*, model=None, status=None, tag=None, since=None, ids=None, group=None, data=None, where=None):
-    from zoo.store.queries import RunFilter
-
-    if data is not None and not data.strip():
-        raise ZooError("--data is empty: give a dataset name, a folder or a dataset fingerprint (zoo show lists it).")
-    if tag and len(tag) > MAX_TAG_FILTERS:
-        raise ZooError(f"{len(tag)} --tag filters given: at most {MAX_TAG_FILTERS} at once.")
-    return RunFilter(
-        model=model, status=check_choice("--status", status, STATUS_CHOICES), tags=parse_tags(tag),
-        since=parse_since(since) if since else None, ids=ids, group=group, data=data, query=where,
-    )
 
 
 DATA_HELP = "Only runs trained on this dataset: a name (demo), a folder, or a fingerprint prefix (from show)."
@@ -114,14 +75,14 @@ def read_command(function):
     return wrapper
 
 
-def _console():
+def plain_console():
     from zoo.errors import console
 
     # markup off, control characters escaped: run names, params and class names are user text, shown as typed
     return console(soft_wrap=False)
 
 
-def _echo(text: str) -> None:
+def plain_echo(text: str) -> None:
     """Plain output (json, csv, markdown, messages) with the control characters of user text escaped."""
     from zoo.errors import printable
 
@@ -170,15 +131,15 @@ def list_runs(
     with open_registry(readonly=True) as reg, reg.connect() as conn:
         runs, total = queries.list_runs(conn, flt, limit=None if all_runs else limit, host=reg.host)
     if fmt == "json":
-        _echo(render.to_json([render.run_record(r) for r in runs]))
+        plain_echo(render.to_json([render.run_record(r) for r in runs]))
     elif fmt == "csv":
-        _echo(render.runs_csv(runs))
+        plain_echo(render.runs_csv(runs))
     elif not runs and deleted and not flt.query:
         typer.echo("The trash is empty.")
     elif not runs and not _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data or flt.query):
         typer.echo("No runs recorded yet.")
     elif runs:
-        console = _console()
+        console = plain_console()
         console.print(render.runs_table(runs, total, width=console.width))
     if not runs and _filtered_args(flt.model, flt.status, flt.tags, flt.since or flt.group or flt.data or flt.query):
         raise ZooError("No runs match these filters; `zoo list-runs` alone lists every run.")  # like zoo models
@@ -200,9 +161,9 @@ def show(
         view = reg.get_run(run)
         history = reg.history(view.id)
     if fmt == "json":
-        _echo(render.to_json(render.run_json(view, history)))
+        plain_echo(render.to_json(render.run_json(view, history)))
     else:
-        _console().print(render.run_detail(view, history))
+        plain_console().print(render.run_detail(view, history))
 
 
 def _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs, group=None, data=None, where=None):
@@ -263,7 +224,7 @@ def _print_sections(reg, sections, fmt: str) -> None:
         records = []
         for g, cmp in sections:
             records += [{**rec, "dataset_path": g.paths[0] if g.paths else None} for rec in render.compare_records(cmp)]
-        _echo(render.to_json(records))
+        plain_echo(render.to_json(records))
         return
     if fmt == "csv":
         columns, rows = ["dataset_fingerprint"], []
@@ -272,13 +233,13 @@ def _print_sections(reg, sections, fmt: str) -> None:
             columns += [c for c in names if c not in columns]
             rows += [{"dataset_fingerprint": g.fingerprint, **dict(zip(names, row))}
                      for row in render.compare_rows(cmp, numbers=True)]
-        _echo(render.to_csv(columns, [[row.get(c) for c in columns] for row in rows]))
+        plain_echo(render.to_csv(columns, [[row.get(c) for c in columns] for row in rows]))
         return
-    console = _console() if fmt == "table" else None
+    console = plain_console() if fmt == "table" else None
     said: set = set()  # the columns a narrow terminal hides are the same in every section: said once
     for index, (g, cmp) in enumerate(sections):
         if fmt == "markdown":
-            _echo(("\n" if index else "") + f"### Dataset {_dataset_label(g)}\n\n" + render.compare_markdown(cmp))
+            plain_echo(("\n" if index else "") + f"### Dataset {_dataset_label(g)}\n\n" + render.compare_markdown(cmp))
             continue
         from rich.text import Text
 
@@ -335,19 +296,19 @@ def compare(
     with open_registry(readonly=True) as reg:
         nothing = _nothing_to_compare(reg, runs)
         if nothing:
-            _echo("[]" if fmt == "json" else "" if fmt == "csv" else nothing)
+            plain_echo("[]" if fmt == "json" else "" if fmt == "csv" else nothing)
             return
         if honest.wants_verdict(reg, runs):
             flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data, where=where)
             grouped, found = honest.versus(reg, runs, metric, flt)
-            honest.print_versus(grouped, found, fmt, _echo, _console)
+            honest.print_versus(grouped, found, fmt, plain_echo, plain_console)
             return
         if by is not None and not best:
             _positive("--top", top)
             flt = run_filter(model=model, status=status, tag=tag, since=since, group=group, data=data, where=where)
             by = "model" if by.lower() == "model" else by
             sections = honest.grouped_sections(reg, metric, flt, by, None if all_runs else top)
-            honest.print_grouped(sections, fmt, _echo, _console, _dataset_label)
+            honest.print_grouped(sections, fmt, plain_echo, plain_console, _dataset_label)
             return
         sections = _comparisons(reg, metric, runs, by, model, status, tag, since, top, all_runs, group, data, where)
         if len(sections) > 1:
@@ -356,24 +317,24 @@ def compare(
         cmp = sections[0][1]
         if not cmp.runs and not runs and _filtered_args(model, status, tag, since or data or group or where):
             if fmt == "json":
-                _echo("[]")
+                plain_echo("[]")
             raise ZooError(f"No runs with {cmp.metric} match these filters; `zoo compare` alone ranks every run "
                            "with it.")  # nothing matched: exit 1, like zoo models and zoo list-runs
         if fmt == "table" and not cmp.runs and cmp.missing and len(cmp.missing) == len(runs or ()):
-            _echo(_lacking(cmp.missing, cmp.metric))  # every run asked for lacks the metric: say so once
+            plain_echo(_lacking(cmp.missing, cmp.metric))  # every run asked for lacks the metric: say so once
             return
         for line in render.compare_warnings(cmp):
             print_warning(line)
         if fmt == "json":
-            _echo(render.to_json(render.compare_records(cmp)))
+            plain_echo(render.to_json(render.compare_records(cmp)))
         elif fmt == "csv":
-            _echo(render.to_csv(render.compare_columns(cmp), render.compare_rows(cmp, numbers=True)))
+            plain_echo(render.to_csv(render.compare_columns(cmp), render.compare_rows(cmp, numbers=True)))
         elif fmt == "markdown":
-            _echo(render.compare_markdown(cmp))
+            plain_echo(render.compare_markdown(cmp))
         elif not cmp.runs and not _filtered_args(model, status, tag, since or data or group or where):
-            _echo(f"No run has {cmp.metric} yet.")
+            plain_echo(f"No run has {cmp.metric} yet.")
         else:
-            console = _console()
+            console = plain_console()
 
             def losses():  # read only when the sparkline column is shown
                 from zoo.store import queries
@@ -385,7 +346,7 @@ def compare(
         if runs and len(runs) == 2 and len(cmp.runs) == 2 and fmt in ("table", "markdown"):
             found = honest.run_pair_verdict(reg, [r.id for r in cmp.runs])
             if found is not None and found.gap is not None:
-                _echo(("\n" if fmt == "markdown" else "") + found.sentence())
+                plain_echo(("\n" if fmt == "markdown" else "") + found.sentence())
 
 
 def _filtered_args(model, status, tag, since) -> bool:
@@ -503,11 +464,11 @@ def plot(
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ZooError(f"Cannot write {output}: {reason}. Give -o a writable file path such as losses.png.") from None
-    _echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}"
+    plain_echo(f"Wrote {output} ({len(views)} run{'s' if len(views) != 1 else ''}"
           f"{', log y axis' if log_y else ''}).")
 
 
-CURVES = {"loss": ("train_loss", "val_loss"), "accuracy": ("train_acc", "val_acc")}  # plot --metric -> history keys
+CURVES = {LOSS: LOSS_KEYS, ACCURACY: (TRAIN_ACC, VAL_ACC)}  # plot --metric -> history keys
 
 
 def _plot_path(output: Path) -> Path:
@@ -549,7 +510,7 @@ def delete(
             listing = ", ".join(f"{v.id} (pid {v.pid} on {v.host})" for v in live)
             raise ZooError(f"Run {listing} is still running: stop it first. Nothing deleted.")
         for v in views:
-            _echo(f"  run {v.id}  {v.model}  {v.display_status}  {render.fmt_time(v.started)}"
+            plain_echo(f"  run {v.id}  {v.model}  {v.display_status}  {render.fmt_time(v.started)}"
                        + (f"  checkpoint {v.checkpoint}" if v.checkpoint else ""))
         count = f"{len(views)} run{'s' if len(views) != 1 else ''}"
         if not yes and not typer.confirm(f"Delete {count} and {'its' if len(views) == 1 else 'their'} artifacts?", default=False):

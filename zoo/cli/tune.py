@@ -170,11 +170,9 @@ def _tune(settings, *, quiet: bool) -> None:
 
 
 def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise ZooError("zoo tune needs Optuna: pip install 'zoo-vision[tune]'.") from None
-    return optuna
+    from zoo.tune import optuna_or_error
+
+    return optuna_or_error("zoo tune")
 
 
 def _echo(text: str) -> None:
@@ -201,20 +199,12 @@ def show(
     """A study's trials, its best trial with the `zoo train` command that reproduces it, parameter importances."""
     from dataclasses import asdict
 
-    from zoo.tune import load_study, save_plots, study_report
+    from zoo.tune import load_study, read_study, save_plots
 
     fmt = check_choice("--format", fmt, ("table", "json", "csv"))
-    _optuna().logging.set_verbosity(_optuna().logging.ERROR)
+    _optuna()
     with open_registry(readonly=True, create=False) as reg:
-        found = load_study(reg, study)
-
-        def run_status(run_id: int) -> Optional[str]:
-            try:
-                return reg.get_run(run_id).display_status
-            except ZooError:
-                return "deleted"
-
-        report = study_report(found, run_status)
+        report = read_study(reg, study)
         written = []
         if plots is not None:
             try:
@@ -223,11 +213,11 @@ def show(
                 raise ZooError("--plots needs matplotlib: pip install 'zoo-vision[plot]'.") from None
             if not [t for t in report.trials if t["state"] == "complete"]:
                 raise ZooError(f"Study {study} has no complete trial to plot yet.")
-            written = save_plots(found, Path(plots).expanduser())
+            written = save_plots(load_study(reg, study), Path(plots).expanduser())
     if fmt == "json":
         _echo(to_json(asdict(report)))
         return
-    params = list(dict.fromkeys(k for t in report.trials for k in t["params"]))
+    params = report.params
     if fmt == "csv":
         columns = ["trial", "state", "value", "run", "run_status", "epochs", "retry_of", "seconds", *params]
         _echo(to_csv(columns, [[t[c] for c in columns[:8]] + [t["params"].get(p) for p in params]

@@ -77,12 +77,22 @@ def report(
     group: Optional[str] = typer.Option(None, "--group", "-g", help="Report on the runs of this group."),
     where: Optional[str] = typer.Option(None, "--where", "-w", metavar="FILTER",
                                         help="Report on the runs matching a filter (as list-runs --where)."),
+    study: Optional[str] = typer.Option(None, "--study", "-s", metavar="NAME", show_default=False,
+                                        help="Report on a `zoo tune` study: its trials, best trial and the command "
+                                             "that reproduces it, parameter importances (as `zoo tune show`)."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o",
                                 help="File to write: .html (self-contained) or .md (with a PNG beside it)."),
 ) -> None:
-    """Write a report on runs: shared and differing settings, results, loss curves, confusion matrices."""
+    """Write a report on runs: shared and differing settings, results, loss curves, confusion matrices; or on a
+    `zoo tune` study (--study)."""
     from zoo import report as reporting
 
+    if study is not None:
+        if runs or group or where:
+            raise ZooError("--study reports on a study alone: drop the runs, --group and --where (a study's runs "
+                           "are its group: zoo report --group STUDY).")
+        _report_study(study, output)
+        return
     if not runs and not group and not where:
         raise ZooError("Name the runs to report on (zoo report 3 5 8), a group (zoo report --group NAME) or a "
                        "filter (--where \"accuracy > 0.9\").")
@@ -97,9 +107,22 @@ def report(
     typer.echo("Wrote " + " and ".join(str(path) for path in written) + ".")
 
 
+def _report_study(name: str, output: Path) -> None:
+    from zoo import report as reporting
+    from zoo.tune import optuna_or_error
+
+    fmt = reporting.format_of(output)
+    if fmt == "html":
+        _need_ui("zoo report -o FILE.html")
+    optuna_or_error("zoo report --study")
+    with open_registry(readonly=True, create=False) as registry:
+        written = reporting.write_study(registry, name, output.expanduser(), fmt)
+    typer.echo("Wrote " + " and ".join(str(path) for path in written) + ".")
+
+
 def _matching(registry, where: str, refs: Optional[List[str]], group: Optional[str]) -> List[str]:
     """The runs a --where filter picks (among the runs or group named, if any), oldest first."""
-    from zoo.cli.runs import run_filter
+    from zoo.filters import run_filter
     from zoo.store import queries
 
     with registry.connect() as conn:

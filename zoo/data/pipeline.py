@@ -281,8 +281,10 @@ class Pipeline:
                 x, y = next(batches)
             except StopIteration:
                 return
-            except RuntimeError as exc:  # a worker died: stopped by a signal sent to the group, or a real failure
-                signum = _stopped_worker(batches)
+            except (RuntimeError, ConnectionError, EOFError) as exc:
+                # a worker died (stopped by a signal sent to the group, or a real failure): torch says so with a
+                # RuntimeError, or the batch it had queued can no longer be fetched from it (connection reset)
+                signum = _stopped_worker(batches, wait=not isinstance(exc, RuntimeError))
                 if signum is None:
                     raise
                 raise LoaderStopped(signum) from exc
@@ -293,12 +295,15 @@ class Pipeline:
             yield self._finish(x), y
 
 
-def _stopped_worker(batches: Any) -> Optional[int]:
+def _stopped_worker(batches: Any, wait: bool = False) -> Optional[int]:
     """The stop signal (SIGTERM, SIGINT) that ended one of a DataLoader iterator's worker processes, read from
-    their exit codes (-signum); None when none was stopped that way."""
+    their exit codes (-signum); None when none was stopped that way. ``wait``: the worker may still be ending
+    (its connection broke first), so each is given up to a second to exit."""
     import signal
 
     for worker in getattr(batches, "_workers", None) or ():
+        if wait and getattr(worker, "exitcode", 0) is None:
+            worker.join(timeout=1.0)
         code = getattr(worker, "exitcode", None)
         if code is not None and -code in (signal.SIGTERM, signal.SIGINT):
             return -code

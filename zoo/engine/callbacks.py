@@ -49,7 +49,8 @@ class StopTraining(Exception):
 
     ``reason`` is recorded as the run's stop reason (``StopReason`` values, or a word of the callback's own such as
     'pruned'); ``status`` completed (the best weights are restored and tested) or failed (``error`` is recorded,
-    nothing is tested). A hyper-parameter search prunes a trial with ``StopTraining("pruned")``."""
+    nothing is tested) or any other final status such as pruned (nothing is tested, the history stays): ``zoo tune``
+    prunes a trial with ``StopTraining("pruned", status=Status.PRUNED, error=why)``."""
 
     def __init__(self, reason: str = StopReason.EARLY_STOP.value, *, status: Status = Status.COMPLETED,
                  error: Optional[str] = None) -> None:
@@ -101,7 +102,8 @@ class Run:
 
 class CallbackList:
     """Calls a hook on every callback that has it, in order. ``StopTraining`` raised by one is held until all have
-    been called, then raised (a 'failed' stop wins over a 'completed' one); any other exception propagates at once."""
+    been called, then raised (a 'failed' stop wins over any other, and any other, e.g. 'pruned', over a 'completed'
+    one); any other exception propagates at once."""
 
     def __init__(self, callbacks: Iterable[Any]) -> None:
         self.callbacks = list(callbacks)
@@ -115,7 +117,7 @@ class CallbackList:
             try:
                 method(*args)
             except StopTraining as exc:
-                if stop is None or (exc.status == Status.FAILED and stop.status != Status.FAILED):
+                if stop is None or _outranks(exc.status, stop.status):
                     stop = exc
         if stop is not None:
             raise stop
@@ -137,6 +139,12 @@ class CallbackList:
         for key, callback in zip(self._keys(), self.callbacks):
             if key in states and hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(states[key])
+
+
+def _outranks(new: Status, held: Status) -> bool:
+    """Whether a stop with status ``new`` replaces the one held: failed > any other (pruned...) > completed."""
+    rank = {Status.COMPLETED: 0, Status.FAILED: 2}
+    return rank.get(new, 1) > rank.get(held, 1)
 
 
 class Callbacks:

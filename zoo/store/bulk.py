@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 from sqlalchemy import func, insert, select, update
 
 from zoo.errors import ZooError
-from zoo.store.views import _finite, encode_param, utcnow
+from zoo.store.rows import finite
+from zoo.store.views import encode_param, utcnow
 from zoo.vocab import FINAL_STATUSES, VAL_LOSS
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def _insert(reg: "Registry", runs: list[Prepared]) -> list[int]:
         highest = conn.scalar(select(func.max(schema.runs.c.id))) or 0
         ids, next_id = [], max(issued, highest) + 1
         for _ in runs:
-            while reg._has_artifacts(next_id):  # a folder left for this id: skip it, as start_run does
+            while reg.has_artifacts(next_id):  # a folder left for this id: skip it, as start_run does
                 next_id += 1
             ids.append(next_id)
             next_id += 1
@@ -172,7 +173,7 @@ def _insert(reg: "Registry", runs: list[Prepared]) -> list[int]:
                 conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
         return ids
 
-    return reg._commit(write)
+    return reg.commit(write)
 
 
 def _mapping(where: str, record: dict, key: str) -> dict:
@@ -194,7 +195,7 @@ def _number(where: str, what: str, value: Any) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadRecord(where, f"{what} must be a number, not {value!r}")
-    return _finite(value)
+    return finite(value)
 
 
 def _history(where: str, value: Any) -> list[tuple[int, str, Optional[float]]]:

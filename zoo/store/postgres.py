@@ -7,7 +7,7 @@
   anything, whatever it runs.
 - Connection errors (wrong password, host or database) read as one line, with what to check.
 
-Run ids need nothing here: ``_next_run_id`` updates the counter row first, which holds its row lock until the
+Run ids need nothing here: ``rows.next_run_id`` updates the counter row first, which holds its row lock until the
 transaction commits, and READ COMMITTED then sees the committed runs. Imports no driver: SQLAlchemy does that.
 """
 

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Optional
 from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from zoo.errors import UnknownName, ZooError
+from zoo.store.rows import next_run_id, opt_str, versions
 from zoo.store.views import decode_param, encode_param, utcnow
 from zoo.vocab import Status
 
 if TYPE_CHECKING:
-    from zoo.store.registry import Registry
+    from zoo.store.api import Transactions
     from zoo.store.views import RunView
 
 # What a requeued run starts again from: these columns are cleared (history, metrics, evaluations are deleted).
@@ -49,16 +50,14 @@ def _schema():
     return schema
 
 
-def queue_run(reg: "Registry", *, model: str, plugin: str, params: dict[str, Any], name: Optional[str] = None,
+def queue_run(reg: "Transactions", *, model: str, plugin: str, params: dict[str, Any], name: Optional[str] = None,
               tags: Optional[dict[str, str]] = None) -> int:
-    from zoo.store.registry import _next_run_id
-
     schema = _schema()
     row = dict(uuid=uuidlib.uuid4().hex, name=name, model=model, plugin=plugin, status=Status.QUEUED.value,
                created=utcnow())
 
     def write(conn: Connection) -> int:
-        run_id = _next_run_id(conn, taken=reg._has_artifacts)
+        run_id = next_run_id(conn, taken=reg.has_artifacts)
         conn.execute(insert(schema.runs).values(id=run_id, **row))
         _replace_params(conn, run_id, params)
         if tags:
@@ -66,10 +65,10 @@ def queue_run(reg: "Registry", *, model: str, plugin: str, params: dict[str, Any
                                                for k, v in tags.items()])
         return int(run_id)
 
-    return reg._commit(write)
+    return reg.commit(write)
 
 
-def claim_run(reg: "Registry") -> Optional[ClaimedRun]:
+def claim_run(reg: "Transactions") -> Optional[ClaimedRun]:
     schema = _schema()
     r, p, t = schema.runs, schema.params, schema.tags
 
@@ -87,27 +86,25 @@ def claim_run(reg: "Registry") -> Optional[ClaimedRun]:
         tags = dict(conn.execute(select(t.c.key, t.c.value).where(t.c.run_id == run_id)).all())
         return ClaimedRun(int(run_id), model, name, params, tags)
 
-    return reg._commit(write)
+    return reg.commit(write)
 
 
-def start_claimed(reg: "Registry", run_id: int, *, model: str, plugin: str, params: dict[str, Any],
+def start_claimed(reg: "Transactions", run_id: int, *, model: str, plugin: str, params: dict[str, Any],
                   name: Optional[str] = None, device: Optional[str] = None, dataset: Optional[dict] = None,
                   tags: Optional[dict[str, str]] = None) -> int:
     """What ``start_run`` records, written into the claimed row: the resolved params, the dataset, the device,
     this process and these versions; the clock starts now."""
-    from zoo.store.registry import _opt_str, _versions
-
     schema = _schema()
     r, t = schema.runs, schema.tags
     dataset = dataset or {}
     now = utcnow()
     values = dict(
         plugin=plugin, started=now, heartbeat=now, host=reg.host, pid=os.getpid(), device=device,
-        dataset_path=_opt_str(dataset.get("path")), dataset_fingerprint=dataset.get("fingerprint"),
+        dataset_path=opt_str(dataset.get("path")), dataset_fingerprint=dataset.get("fingerprint"),
         split_fingerprint=dataset.get("split_fingerprint"),
         classes=list(dataset["classes"]) if dataset.get("classes") is not None else None,
         train_size=dataset.get("train_size"), val_size=dataset.get("val_size"), test_size=dataset.get("test_size"),
-        **_versions(),
+        **versions(),
     )
 
     def write(conn: Connection) -> int:
@@ -122,18 +119,18 @@ def start_claimed(reg: "Registry", run_id: int, *, model: str, plugin: str, para
             conn.execute(insert(t), [{"run_id": run_id, "key": str(k), "value": str(v)} for k, v in tags.items()])
         return run_id
 
-    return reg._commit(write)
+    return reg.commit(write)
 
 
-def release_run(reg: "Registry", run_id: int) -> None:
+def release_run(reg: "Transactions", run_id: int) -> None:
     """Back to 'queued' a run this worker claimed but never started (stopped while its images were decoded)."""
     r = _schema().runs
-    reg._commit(lambda conn: conn.execute(
+    reg.commit(lambda conn: conn.execute(
         update(r).where(r.c.id == run_id, r.c.status == Status.RUNNING.value, r.c.pid == os.getpid())
         .values(status=Status.QUEUED.value, **{c: None for c in CLEARED})))
 
 
-def requeue_run(reg: "Registry", view: "RunView") -> None:
+def requeue_run(reg: "Transactions", view: "RunView") -> None:
     """Put back in the queue a run that is stale, failed or interrupted (``view``: as just read, with .stale)."""
     schema = _schema()
     r = schema.runs
@@ -158,7 +155,7 @@ def requeue_run(reg: "Registry", view: "RunView") -> None:
         for table in (schema.history, schema.metrics, schema.evaluations):
             conn.execute(delete(table).where(table.c.run_id == view.id))
 
-    reg._commit(write)
+    reg.commit(write)
 
 
 def _replace_params(conn: Connection, run_id: int, params: dict[str, Any]) -> None:

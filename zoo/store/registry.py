@@ -2,7 +2,7 @@
 
 SQLite files get WAL, a 30 s busy timeout and foreign keys on every connection (SQLite URLs too); every writing
 transaction starts with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing, and a writer that finds
-the lock held by another process for long keeps the epochs it could not write for later (``Registry._commit``). A new
+the lock held by another process for long keeps the epochs it could not write for later (``Registry.commit``). A new
 registry file is created whole and then linked into place. A read-only registry never has its data changed and is
 left without -wal/-shm files beside it, also in a read-only folder (``_read_uri``). A corrupt file is one
 RegistryDamaged line.
@@ -29,15 +29,16 @@ from zoo.errors import UnknownName, ZooError
 from zoo.vocab import FINAL_STATUSES as FINAL, Status, StopReason
 from zoo.store import migrations, postgres, tables
 from zoo.store.views import (  # noqa: F401  (re-exported: the registry's public names)
-    EvaluationView, RunView, _finite, decode_param, encode_param, pid_alive, run_duration, stale_reason, utcnow,
+    EvaluationView, RunView, decode_param, encode_param, pid_alive, run_duration, stale_reason, utcnow,
 )
+from zoo.store.rows import finite, next_run_id, opt_str, versions
 
 if TYPE_CHECKING:
     from zoo.store.queue import ClaimedRun
     from zoo.predictions import Predictions
 
 BUSY_TIMEOUT_S = 30.0
-# Another process holding the write lock (see Registry._commit): a per-epoch write waits DEFER_WAIT_S, then is kept
+# Another process holding the write lock (see Registry.commit): a per-epoch write waits DEFER_WAIT_S, then is kept
 # for later and training goes on; zoo gives up on the registry after LOCK_GIVE_UP_S without the lock: 10 min, when
 # readers start to call a run without heartbeat stale (views.STALE_MIN_S).
 DEFER_WAIT_S = 2.0
@@ -50,21 +51,6 @@ FINAL_STATUSES = tuple(s.value for s in FINAL)
 STOP_REASONS = tuple(r.value for r in StopReason)
 # Columns that update_run may set (identity, host/process facts and timestamps excepted, pid/host for tests).
 SETTABLE = frozenset(tables.RUN_COLUMNS) - {"id", "uuid", "created"}
-
-
-def _versions() -> dict[str, Optional[str]]:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    from zoo import __version__
-
-    found: dict[str, Optional[str]] = {"zoo_version": __version__, "python_version": platform.python_version()}
-    for dist in ("torch", "torchvision"):
-        try:
-            found[f"{dist}_version"] = version(dist)
-        except PackageNotFoundError:
-            found[f"{dist}_version"] = None
-    return found
 
 
 class Registry:
@@ -183,7 +169,7 @@ class Registry:
     def close(self) -> None:
         if self._pending:  # epochs still waiting for another process's lock: one last full wait
             try:
-                self._commit(lambda conn: None)
+                self.commit(lambda conn: None)
             except ZooError:
                 pass
             except DBAPIError:
@@ -209,6 +195,11 @@ class Registry:
         if not self.readonly:
             folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    @property
+    def dialect(self) -> str:
+        """The kind of database: 'sqlite', 'postgresql', ..."""
+        return self.engine.dialect.name
 
     def run_artifacts_dir(self, run_id: int) -> Path:
         """The folder for one run's files (checkpoint, plots); ``zoo delete`` removes it. Not created here."""
@@ -270,7 +261,7 @@ class Registry:
                 if wait is not None and driver is not None:
                     driver.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
-    def _commit(self, write: Callable[[Connection], T], *, defer: bool = False) -> Optional[T]:
+    def commit(self, write: Callable[[Connection], T], *, defer: bool = False) -> Optional[T]:
         """Run ``write(conn)`` in a write transaction, after any writes still pending, all or nothing.
 
         While another process holds the write lock: a per-epoch write (``defer``: log_epoch, update_run) waits
@@ -341,16 +332,16 @@ class Registry:
         row = dict(
             uuid=uuidlib.uuid4().hex, name=name, model=model, plugin=plugin, status="running",
             created=now, started=now, heartbeat=now, host=self.host, pid=os.getpid(), device=device,
-            dataset_path=_opt_str(dataset.get("path")), dataset_fingerprint=dataset.get("fingerprint"),
+            dataset_path=opt_str(dataset.get("path")), dataset_fingerprint=dataset.get("fingerprint"),
             split_fingerprint=dataset.get("split_fingerprint"),
             classes=list(dataset["classes"]) if dataset.get("classes") is not None else None,
             train_size=dataset.get("train_size"), val_size=dataset.get("val_size"),
-            test_size=dataset.get("test_size"), **_versions(),
+            test_size=dataset.get("test_size"), **versions(),
         )
         schema = _schema()
 
         def write(conn: Connection) -> int:
-            run_id = _next_run_id(conn, taken=self._has_artifacts)
+            run_id = next_run_id(conn, taken=self.has_artifacts)
             conn.execute(insert(schema.runs).values(id=run_id, **row))
             if params:
                 conn.execute(
@@ -364,9 +355,9 @@ class Registry:
                 )
             return int(run_id)
 
-        return self._commit(write)
+        return self.commit(write)
 
-    def _has_artifacts(self, run_id: int) -> bool:
+    def has_artifacts(self, run_id: int) -> bool:
         """Whether a folder for this id is already there (a run deleted by hand, or before ids were counted)."""
         try:
             folder = self.run_artifacts_dir(run_id)
@@ -385,13 +376,13 @@ class Registry:
         """Record one epoch's values (replacing any logged before for that epoch) and refresh the heartbeat; with
         ``checkpoint`` and ``best_epoch`` (the epoch was the best so far), in the same transaction: a run never
         shows a best epoch whose history is missing."""
-        best = {"checkpoint": _opt_str(checkpoint), "best_epoch": int(best_epoch)} if best_epoch is not None else {}
+        best = {"checkpoint": opt_str(checkpoint), "best_epoch": int(best_epoch)} if best_epoch is not None else {}
         schema = _schema()
         r, h = schema.runs, schema.history
         epoch = int(epoch)
         from sqlalchemy import case, func
 
-        rows = [{"run_id": run_id, "epoch": epoch, "key": str(k), "value": _finite(v)} for k, v in values.items()]
+        rows = [{"run_id": run_id, "epoch": epoch, "key": str(k), "value": finite(v)} for k, v in values.items()]
 
         def write(conn: Connection) -> None:
             self._touch(
@@ -403,7 +394,7 @@ class Registry:
                                              h.c.key.in_([row["key"] for row in rows])))
                 conn.execute(insert(h), rows)
 
-        self._commit(write, defer=True)
+        self.commit(write, defer=True)
 
     def log_epochs(self, run_id: int, epochs: dict[int, dict[str, float]]) -> None:
         """Several epochs' values in one transaction (zoo.track's batched writes); as log_epoch otherwise."""
@@ -412,7 +403,7 @@ class Registry:
         from sqlalchemy import case, func, tuple_
 
         last = max((int(e) for e in epochs), default=0)
-        rows = [{"run_id": run_id, "epoch": int(e), "key": str(k), "value": _finite(v)}
+        rows = [{"run_id": run_id, "epoch": int(e), "key": str(k), "value": finite(v)}
                 for e, values in epochs.items() for k, v in values.items()]
 
         def write(conn: Connection) -> None:
@@ -425,14 +416,14 @@ class Registry:
                     [(row["epoch"], row["key"]) for row in rows])))
                 conn.execute(insert(h), rows)
 
-        self._commit(write, defer=True)
+        self.commit(write, defer=True)
 
     def log_metrics(
         self, run_id: int, metrics: dict[str, float], *, confusion: Optional[list[list[int]]] = None
     ) -> None:
         m = _schema().metrics
         extra = {"confusion": [[int(x) for x in row] for row in confusion]} if confusion is not None else {}
-        rows = [{"run_id": run_id, "key": str(k), "value": _finite(v)} for k, v in metrics.items()]
+        rows = [{"run_id": run_id, "key": str(k), "value": finite(v)} for k, v in metrics.items()]
 
         def write(conn: Connection) -> None:
             self._touch(conn, run_id, heartbeat=utcnow(), **extra)
@@ -440,7 +431,7 @@ class Registry:
                 conn.execute(delete(m).where(m.c.run_id == run_id, m.c.key.in_([row["key"] for row in rows])))
                 conn.execute(insert(m), rows)
 
-        self._commit(write)
+        self.commit(write)
 
     def log_predictions(self, run_id: int, predictions: "Predictions") -> None:
         """The run's test predictions (zoo.predictions), replacing any recorded before."""
@@ -453,7 +444,7 @@ class Registry:
             conn.execute(delete(table).where(table.c.run_id == run_id))
             conn.execute(insert(table), [row])
 
-        self._commit(write)
+        self.commit(write)
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         unknown = set(fields) - SETTABLE
@@ -462,9 +453,9 @@ class Registry:
         if "status" in fields and fields["status"] not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
         if "checkpoint" in fields:
-            fields["checkpoint"] = _opt_str(fields["checkpoint"])
+            fields["checkpoint"] = opt_str(fields["checkpoint"])
         if fields:  # e.g. the checkpoint of a better epoch: kept for later while another process holds the lock
-            self._commit(lambda conn: self._touch(conn, run_id, **fields), defer=True)
+            self.commit(lambda conn: self._touch(conn, run_id, **fields), defer=True)
 
     def finish_run(
         self,
@@ -482,10 +473,10 @@ class Registry:
         now = utcnow()
         values: dict[str, Any] = {"status": status, "finished": now, "heartbeat": now}
         for key, value in (("stop_reason", stop_reason), ("best_epoch", best_epoch), ("epochs_run", epochs_run),
-                           ("checkpoint", _opt_str(checkpoint)), ("error", error)):
+                           ("checkpoint", opt_str(checkpoint)), ("error", error)):
             if value is not None:
                 values[key] = value
-        self._commit(lambda conn: self._touch(conn, run_id, **values))
+        self.commit(lambda conn: self._touch(conn, run_id, **values))
 
     def reopen_run(self, run_id: int, seen: RunView) -> None:
         """Claim an interrupted or stale run for ``zoo train --resume``: back to 'running' in this process's name,
@@ -505,7 +496,7 @@ class Registry:
                         pid=os.getpid(), host=self.host))
             return claimed.rowcount
 
-        if self._commit(write) != 1:
+        if self.commit(write) != 1:
             now = self.get_run(run_id)
             owner = f" (pid {now.pid} on {now.host})" if now.pid is not None else ""
             raise ZooError(f"Run {run_id} was resumed by another process meanwhile{owner}: it is "
@@ -563,12 +554,12 @@ class Registry:
                     run_id=run_id, created=utcnow(), dataset=str(dataset), dataset_fingerprint=dataset_fingerprint,
                     classes=list(classes),
                     confusion=[[int(x) for x in row] for row in confusion] if confusion is not None else None,
-                    metrics={str(k): _finite(v) for k, v in metrics.items()},
+                    metrics={str(k): finite(v) for k, v in metrics.items()},
                 )
             )
             return int(result.inserted_primary_key[0])
 
-        return self._commit(write)
+        return self.commit(write)
 
     # ------------------------------------------------------------------ reading
     def connect(self):
@@ -653,7 +644,7 @@ class Registry:
             conn.execute(delete(r).where(r.c.id.in_(ids)))
             return found
 
-        rows = self._commit(write)
+        rows = self.commit(write)
         done = Deleted()
         where = folder or self.run_artifacts_dir
         for run_id, checkpoint in rows:
@@ -696,7 +687,7 @@ class Registry:
                 conn.execute(delete(t).where(t.c.run_id == run_id, t.c.key.in_(list(tags))))
                 conn.execute(insert(t), [{"run_id": run_id, "key": str(k), "value": str(v)} for k, v in tags.items()])
 
-        self._commit(write)  # waits out another process's lock as training does
+        self.commit(write)  # waits out another process's lock as training does
 
     def remove_tags(self, run_id: int, keys: Iterable[str]) -> list[str]:
         """Remove these tags from a run; returns the keys it had."""
@@ -708,7 +699,7 @@ class Registry:
             conn.execute(delete(t).where(t.c.run_id == run_id, t.c.key.in_(keys)))
             return had
 
-        had = self._commit(write)
+        had = self.commit(write)
         return [k for k in keys if k in had]
 
 
@@ -849,33 +840,6 @@ def _sqlite_url_pragmas(engine: Engine, location: str) -> None:
 def _hide_password(location: str) -> str:
     """The URL with any password replaced by ***, for messages."""
     return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", location)
-
-
-def _next_run_id(conn: Connection, taken: Optional[Callable[[int], bool]] = None) -> int:
-    """A run id never issued before in this registry (call inside the write transaction that inserts the run).
-
-    The counter row is updated first, which takes its write lock on any database; the highest id present covers
-    runs inserted without the counter (bulk loads, older zoo versions); ids for which ``taken`` says a trace is
-    left (an artifacts folder) are skipped.
-    """
-    from sqlalchemy import func
-
-    c, runs = _schema().counters, _schema().runs
-    conn.execute(update(c).where(c.c.name == "runs").values(value=c.c.value + 1))
-    issued = conn.scalar(select(c.c.value).where(c.c.name == "runs"))
-    highest = conn.scalar(select(func.max(runs.c.id))) or 0
-    run_id = max(issued or 0, highest + 1)
-    while taken is not None and taken(run_id):
-        run_id += 1
-    if issued is None:
-        conn.execute(insert(c).values(name="runs", value=run_id))
-    elif issued != run_id:
-        conn.execute(update(c).where(c.c.name == "runs").values(value=run_id))
-    return run_id
-
-
-def _opt_str(value: Any) -> Optional[str]:
-    return None if value is None else str(value)
 
 
 def _db_message(exc: DBAPIError) -> str:

@@ -74,7 +74,7 @@ def trash_runs(reg: "Registry", run_ids: Iterable[int]) -> Moved:
     now = utcnow()
     schema_trash = _schema().trash
 
-    def write(conn: Connection) -> list[int]:  # through _commit: waits out another writer's lock, as delete did
+    def write(conn: Connection) -> list[int]:  # through commit: waits out another writer's lock, as delete did
         have = set(conn.scalars(select(r.c.id).where(r.c.id.in_(ids))))
         already = set(trashed_ids(conn, ids))
         todo = [i for i in ids if i in have and i not in already]
@@ -82,7 +82,7 @@ def trash_runs(reg: "Registry", run_ids: Iterable[int]) -> Moved:
             conn.execute(insert(schema_trash), [{"run_id": i, "deleted_at": now} for i in todo])
         return todo
 
-    todo = reg._commit(write)
+    todo = reg.commit(write)
     moved = Moved(runs=todo)
     for run_id in todo:
         source = reg.run_artifacts_dir(run_id)
@@ -103,7 +103,7 @@ def restore_runs(reg: "Registry", run_ids: Iterable[int]) -> Moved:
         conn.execute(delete(_schema().trash).where(_schema().trash.c.run_id.in_(todo)))
         return todo
 
-    todo = reg._commit(write)
+    todo = reg.commit(write)
     moved = Moved(runs=todo)
     for run_id in todo:
         target = reg.run_artifacts_dir(run_id)

@@ -6,7 +6,6 @@ writes rows; both import this module, neither imports the other at module level.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -85,13 +84,6 @@ def stale_reason(row: Any, longest_epoch_s: Optional[float], *, now: datetime, h
     if age > limit:
         return f"no heartbeat for {int(age // 60)} min"
     return None
-
-
-def _finite(value: Any) -> Optional[float]:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def encode_param(value: Any) -> str:

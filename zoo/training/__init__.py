@@ -5,8 +5,8 @@ and render what the ``Reporter`` tells them. Nothing here imports Typer or rich.
 """
 
 from zoo.training.plan import DataSource, Plan, PlannedRun, check_specs, make_plan
-from zoo.training.session import (EXIT_CTRL_C, EXIT_SIGTERM, Pruned, Reporter, RunContext, RunOutcome, Session,
+from zoo.training.session import (EXIT_CTRL_C, EXIT_SIGTERM, Reporter, RunContext, RunOutcome, Session,
                                   SessionResult, Terminated, train_run)
 
 __all__ = ["DataSource", "Plan", "PlannedRun", "check_specs", "make_plan", "EXIT_CTRL_C", "EXIT_SIGTERM",
-           "Pruned", "Reporter", "RunContext", "RunOutcome", "Session", "SessionResult", "Terminated", "train_run"]
+           "Reporter", "RunContext", "RunOutcome", "Session", "SessionResult", "Terminated", "train_run"]

@@ -19,6 +19,7 @@ from zoo.spec import Resolved, RunSpec, varied
 
 if TYPE_CHECKING:
     from zoo.data import Scan
+    from zoo.store.api import RunRecorder
     from zoo.models import ModelInfo
 
 
@@ -112,7 +113,7 @@ def check_parts(spec: RunSpec) -> None:
     check_options(dict(spec.opts), parts)
 
 
-def make_plan(specs: list[RunSpec], registry: Any, *, group: Optional[str] = None) -> Plan:
+def make_plan(specs: list[RunSpec], registry: Optional["RunRecorder"], *, group: Optional[str] = None) -> Plan:
     """``check_specs``, then the registry's artifacts folder, every data source listed, and every pretrained or
     --weights file fitted to its architecture (non-ZooError build failures are left to the run, which records
     them as 'failed')."""
@@ -235,14 +236,14 @@ def dry_run(specs: list[RunSpec], *, group: Optional[str] = None) -> DryRun:
     return DryRun(plan, data, weight_files(plan.runs))
 
 
-def check_artifacts(registry: Any) -> Path:
+def check_artifacts(registry: "RunRecorder") -> Path:
     """The registry's artifacts folder exists (created if missing) and is writable, or a one-line ZooError.
 
     With a database server as registry (PostgreSQL), other machines record runs too, and `zoo predict` or `zoo
     export` may run anywhere: the checkpoints must go to a folder every machine sees, so ZOO_ARTIFACTS (or
     ``artifacts`` in zoo.toml) must name one, and a file is written there and removed to prove it writable."""
-    shared = getattr(registry, "path", None) is None and getattr(getattr(registry, "engine", None), "dialect", None)
-    if shared and registry.engine.dialect.name != "sqlite" and not os.environ.get("ZOO_ARTIFACTS"):
+    shared = registry.path is None  # no file: a database server (or an in-memory SQLite database)
+    if shared and registry.dialect != "sqlite" and not os.environ.get("ZOO_ARTIFACTS"):
         raise ZooError(f"Registry {registry.location} is a database server that other machines use: set "
                        "ZOO_ARTIFACTS (or artifacts in zoo.toml) to a folder every machine sees, such as a network "
                        "share, for the checkpoints.")

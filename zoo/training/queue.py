@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from zoo.spec import RESOLVED_KEYS, RunSpec
 from zoo.training.plan import Plan, check_specs, make_plan
 from zoo.training.session import Reporter, RunOutcome, Session, error_text, sigterm_as_interrupt
 from zoo.vocab import FROM_TAG, GROUP_TAG, SYSTEM_TAG_PREFIX, Status, StopReason
+
+if TYPE_CHECKING:
+    from zoo.store.api import RunQueue
 
 
 @dataclass
@@ -43,7 +46,7 @@ def check_queue(specs: list[RunSpec], *, group: Optional[str] = None) -> Plan:
     return checked
 
 
-def enqueue(specs: list[RunSpec], registry: Any, *, group: Optional[str] = None,
+def enqueue(specs: list[RunSpec], registry: "RunQueue", *, group: Optional[str] = None,
             checked: Optional[Plan] = None) -> Queued:
     """``check_queue`` (unless ``checked`` holds its result), then one 'queued' row per run. Device and precision
     are resolved by the worker that claims it."""
@@ -97,7 +100,7 @@ class WorkResult:
         return 1 if self.failed else 0
 
 
-def work(registry: Any, reporter: Optional[Reporter] = None, *, device: Optional[str] = None,
+def work(registry: "RunQueue", reporter: Optional[Reporter] = None, *, device: Optional[str] = None,
          max_runs: Optional[int] = None, wait: bool = False, poll_s: float = 5.0,
          on_claim: Callable[[Any], None] = lambda claimed: None, sleep: Callable[[float], None] = time.sleep,
          ) -> WorkResult:
@@ -109,7 +112,7 @@ def work(registry: Any, reporter: Optional[Reporter] = None, *, device: Optional
         return _work(registry, reporter, device, max_runs, wait, poll_s, on_claim, sleep)
 
 
-def _work(registry, reporter, device, max_runs, wait, poll_s, on_claim, sleep) -> WorkResult:
+def _work(registry: "RunQueue", reporter, device, max_runs, wait, poll_s, on_claim, sleep) -> WorkResult:
     result = WorkResult()
     claimed_count = 0
     while max_runs is None or claimed_count < max_runs:

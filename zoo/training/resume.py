@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ZooError
 from zoo.spec import RunSpec
 from zoo.training.session import ResumePoint
 from zoo.vocab import STALE, Status, SYSTEM_TAG_PREFIX
 
+if TYPE_CHECKING:
+    from zoo.store.api import RunRecorder
 
-def resume_point(registry: Any, ref: Any) -> tuple[RunSpec, ResumePoint]:
+
+def resume_point(registry: "RunRecorder", ref: Any) -> tuple[RunSpec, ResumePoint]:
     """The spec the run was trained with and where it stopped; a one-line ZooError (nothing changed) when the run
     is not interrupted or stale, or has no last.pt."""
     from zoo.checkpoint import CorruptFile, load_last

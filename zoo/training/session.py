@@ -2,7 +2,8 @@
 
 From ``start_run`` on, a run always ends recorded: the engine's result ('completed', or 'failed' on a NaN loss);
 'failed' with the error when anything raises (a plugin crash, out of memory) — and the session goes on with the
-next run unless ``fail_fast``; 'pruned' when a callback raises ``Pruned`` (``zoo tune``); 'interrupted' on Ctrl-C
+next run unless ``fail_fast``; a callback's own end through the engine's ``StopTraining`` (``zoo tune``'s pruning:
+'pruned'); 'interrupted' on Ctrl-C
 or SIGTERM, which stop the whole session; 'interrupted' with the cause on any other stop from outside (SystemExit,
 e.g. rich exiting when stdout is a closed pipe), which is re-raised unchanged.
 
@@ -29,6 +30,7 @@ from zoo.vocab import FROM_TAG, GROUP_TAG, Status, StopReason
 
 if TYPE_CHECKING:
     from zoo.data import ImageSet, Split
+    from zoo.store.api import RunRecorder
 
 EXIT_CTRL_C = 130
 EXIT_SIGTERM = 143  # 128 + SIGTERM, what shells report for a process ended by SIGTERM
@@ -36,11 +38,6 @@ EXIT_SIGTERM = 143  # 128 + SIGTERM, what shells report for a process ended by S
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM during a session: handled exactly like Ctrl-C, but the command exits 143."""
-
-
-class Pruned(Exception):
-    """Raised by a callback (``zoo tune``'s pruning) to end a hopeless run: recorded 'pruned' with the history
-    it has, and the session goes on."""
 
 
 @dataclass
@@ -157,7 +154,7 @@ class StopSignal(Callback):
 class Recorder(Callback):
     """Built-in: the run's epochs, best checkpoint and test metrics -> the registry; its end, once (``finish``)."""
 
-    def __init__(self, registry: Any, run_id: int, reporter: Reporter):
+    def __init__(self, registry: "RunRecorder", run_id: int, reporter: Reporter):
         self.registry, self.run_id, self.reporter = registry, run_id, reporter
         self.epochs_run, self.best_epoch, self.checkpoint = 0, None, None
         self.warned_locked = False  # the "registry is locked" warning is given once per run
@@ -218,7 +215,7 @@ class Session:
     """Runs a plan's runs in order. ``run()`` returns a SessionResult; it raises only what must stop the process
     (SystemExit and the like), after recording the run in progress."""
 
-    def __init__(self, plan: Plan, registry: Any, reporter: Optional[Reporter] = None, *,
+    def __init__(self, plan: Plan, registry: "RunRecorder", reporter: Optional[Reporter] = None, *,
                  train_fn: Callable[[RunContext], TrainResult] = train_run, fail_fast: bool = False,
                  world: Optional[World] = None, decode: Optional[Callable[..., "ImageSet"]] = None,
                  claimed: Optional[dict[int, int]] = None, resume: Optional[ResumePoint] = None):
@@ -292,6 +289,32 @@ class Session:
 
     def _run_one(self, planned: PlannedRun, images: "ImageSet", split: "Split", outcome: RunOutcome,
                  outcomes: list[RunOutcome], claimed: Optional[int] = None) -> None:
+        """One run: its row, its training, its recorded end (``_ended_early`` when the training raised)."""
+        run_id = self._start(planned, images, split, claimed)
+        outcome.run_id = run_id
+        outcomes.append(outcome)
+        key = f"run{len(outcomes)}"  # the same on every rank: they run the same plan in order
+        recorder = self._recorder(run_id)
+        started = time.perf_counter()
+        try:
+            self.reporter.on_run_start(run_id, planned)
+            result = self._train(self._context(planned, images, split, run_id, recorder))
+        except BaseException as exc:
+            outcome.seconds = time.perf_counter() - started
+            then = self._ended_early(exc, key, recorder, outcome)
+            if then is exc:
+                raise
+            if then is not None:
+                raise then from exc
+            return
+        outcome.seconds = time.perf_counter() - started
+        self._record_predictions(run_id, images, split, result)
+        recorder.finish(outcome, Status(result.status), result.stop_reason, result.error, result)
+        self.reporter.on_run_end(outcome)
+
+    def _start(self, planned: PlannedRun, images: "ImageSet", split: "Split", claimed: Optional[int]) -> int:
+        """The run's row: a new one, the queued row this worker claimed, or (``--resume``) its own row reopened,
+        refused when the data it trained on changed."""
         from zoo.data import dataset_record
 
         spec = planned.spec
@@ -307,84 +330,81 @@ class Session:
                                f"(fingerprint {self.resume.fingerprint[:12]}, now {record.fingerprint[:12]}); it "
                                f"cannot be resumed. Start a new run with zoo train --from {self.resume.run_id}.")
             start = partial(_reopen, self.registry, self.resume)
-        run_id = start(
+        return start(
             model=spec.model, plugin=planned.info.plugin, params=self._params(planned), name=spec.name,
             device=planned.resolved.device, dataset=record.as_row(), tags=tags)
-        outcome.run_id = run_id
-        outcomes.append(outcome)
-        key = f"run{len(outcomes)}"  # the same on every rank: they run the same plan in order
+
+    def _recorder(self, run_id: int) -> Recorder:
+        """The run's Recorder; a resumed run's starts from what its row says already, should it stop again."""
         recorder = Recorder(self.registry, run_id, self.reporter)
-        if self.resume is not None:  # what the row says already, should the resumed run stop again
+        if self.resume is not None:
             state = self.resume.state
             recorder.epochs_run, recorder.best_epoch = int(state["epoch"]), state.get("best_epoch")
             best = self.registry.run_artifacts_dir(run_id) / "best.pt"
             recorder.checkpoint = str(best.resolve()) if recorder.best_epoch and best.is_file() else None
-        started = time.perf_counter()
-        try:
-            self.reporter.on_run_start(run_id, planned)
-            ctx = RunContext(planned, images, split, [recorder, Progress(self.reporter), StopSignal()],
-                             (self.registry.run_artifacts_dir(run_id) / "best.pt").resolve() if self.world.is_main
-                             else None, self.resume.state if self.resume is not None else None, run_id,
-                             self.reporter)
-            _Stop.defer = True  # inside the training, SIGTERM is raised at the next batch (a safe point)
-            try:
-                result = self.train_fn(ctx)
-            finally:
-                _Stop.defer = False
-        except KeyboardInterrupt as exc:
-            outcome.seconds = time.perf_counter() - started
-            status, error = self.world.settle(key, Status.INTERRUPTED,
-                                              "Terminated (SIGTERM)." if isinstance(exc, Terminated) else None, exc)
-            if status == Status.FAILED:  # under torchrun: another rank crashed, and torchrun stopped this one
-                recorder.finish(outcome, status, StopReason.ERROR, error)
-                self.reporter.on_run_end(outcome)
-                return
-            recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED, error)
-            self.reporter.on_run_end(outcome)
-            raise
-        except Pruned as exc:
-            outcome.seconds = time.perf_counter() - started
-            if ctx.checkpoint is not None:  # nothing to resume: resume.py takes interrupted or stale runs only
-                ctx.checkpoint.with_name("last.pt").unlink(missing_ok=True)
-            recorder.finish(outcome, Status.PRUNED, StopReason.PRUNED, str(exc) or None)
-            self.reporter.on_run_end(outcome)
-            return
-        except Exception as exc:
-            from zoo.errors import debug_enabled
+        return recorder
 
-            outcome.seconds = time.perf_counter() - started
+    def _context(self, planned: PlannedRun, images: "ImageSet", split: "Split", run_id: int,
+                 recorder: Recorder) -> RunContext:
+        """What the train function gets: the session's callbacks after the engine's, and where best.pt goes."""
+        checkpoint = (self.registry.run_artifacts_dir(run_id) / "best.pt").resolve() if self.world.is_main else None
+        return RunContext(planned, images, split, [recorder, Progress(self.reporter), StopSignal()], checkpoint,
+                          self.resume.state if self.resume is not None else None, run_id, self.reporter)
+
+    def _train(self, ctx: RunContext) -> TrainResult:
+        _Stop.defer = True  # inside the training, SIGTERM is raised at the next batch (a safe point)
+        try:
+            return self.train_fn(ctx)
+        finally:
+            _Stop.defer = False
+
+    def _ended_early(self, exc: BaseException, key: str, recorder: Recorder,
+                     outcome: RunOutcome) -> Optional[BaseException]:
+        """Record the end of a run whose training raised ``exc``; returns what the session raises then: ``exc``
+        itself, another stop (raised from ``exc``), or None to go on with the next run."""
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (Terminated)
+            return exc if self._interrupted(exc, key, recorder, outcome) else None
+        if isinstance(exc, Exception):
             stop = stopped_by_signal(exc)
             if stop is not None:  # the stop signal reached a loader worker (or a collective) first
-                said = "Terminated (SIGTERM)." if isinstance(stop, Terminated) else None
-                # under torchrun the signal may be torchrun's answer to another rank's crash: that rank's ending wins
-                status, error = self.world.settle(key, Status.INTERRUPTED, said, stop)
-                if status == Status.FAILED:
-                    recorder.finish(outcome, status, StopReason.ERROR, error)
-                    self.reporter.on_run_end(outcome)
-                    return
-                recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED, error)
-                self.reporter.on_run_end(outcome)
-                raise stop from exc
-            status, error = self.world.settle(key, Status.FAILED, error_text(exc), exc)
-            if status == Status.INTERRUPTED:  # under torchrun: another rank was stopped by Ctrl-C or SIGTERM
-                recorder.finish(outcome, status, StopReason.INTERRUPTED, error)
-                self.reporter.on_run_end(outcome)
-                raise KeyboardInterrupt() from exc
-            recorder.finish(outcome, Status.FAILED, StopReason.ERROR, error)
-            if debug_enabled():
-                raise
-            self.reporter.on_run_end(outcome)
-            return
-        except BaseException as exc:  # SystemExit (stdout closed under `| head`), GeneratorExit...
-            outcome.seconds = time.perf_counter() - started
-            cause = self.reporter.stop_cause(exc)
-            recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED, f"Stopped: {cause}.")
-            self.reporter.on_run_end(outcome)
-            raise
-        outcome.seconds = time.perf_counter() - started
-        self._record_predictions(run_id, images, split, result)
-        recorder.finish(outcome, Status(result.status), result.stop_reason, result.error, result)
+                return stop if self._interrupted(stop, key, recorder, outcome) else None
+            return self._failed(exc, key, recorder, outcome)
+        cause = self.reporter.stop_cause(exc)  # SystemExit (stdout closed under `| head`), GeneratorExit...
+        recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED, f"Stopped: {cause}.")
         self.reporter.on_run_end(outcome)
+        return exc
+
+    def _interrupted(self, stop: KeyboardInterrupt, key: str, recorder: Recorder, outcome: RunOutcome) -> bool:
+        """A run stopped by Ctrl-C or SIGTERM: recorded 'interrupted', and the session stops (True). Under torchrun
+        the signal may be torchrun's answer to another rank's crash: that rank's ending wins ('failed'), and the
+        session goes on as after any failure (False)."""
+        said = "Terminated (SIGTERM)." if isinstance(stop, Terminated) else None
+        status, error = self.world.settle(key, Status.INTERRUPTED, said, stop)
+        if status == Status.FAILED:
+            recorder.finish(outcome, status, StopReason.ERROR, error)
+            self.reporter.on_run_end(outcome)
+            return False
+        recorder.finish(outcome, Status.INTERRUPTED, StopReason.INTERRUPTED, error)
+        self.reporter.on_run_end(outcome)
+        return True
+
+    def _failed(self, exc: Exception, key: str, recorder: Recorder,
+                outcome: RunOutcome) -> Optional[BaseException]:
+        """A run that raised: recorded 'failed' with the error, and the session goes on (None); under torchrun,
+        'interrupted' when another rank was stopped by Ctrl-C or SIGTERM, and the session stops; with ZOO_DEBUG
+        the error itself is raised."""
+        from zoo.errors import debug_enabled
+
+        status, error = self.world.settle(key, Status.FAILED, error_text(exc), exc)
+        if status == Status.INTERRUPTED:
+            recorder.finish(outcome, status, StopReason.INTERRUPTED, error)
+            self.reporter.on_run_end(outcome)
+            return KeyboardInterrupt()
+        recorder.finish(outcome, Status.FAILED, StopReason.ERROR, error)
+        if debug_enabled():
+            return exc
+        self.reporter.on_run_end(outcome)
+        return None
 
     def _record_predictions(self, run_id: int, images: "ImageSet", split: "Split", result: TrainResult) -> None:
         """The test predictions beside the metrics (``zoo compare A B`` pairs runs on them); a run without them
@@ -401,7 +421,7 @@ class Session:
             self.reporter.on_warning(f"Run {run_id}'s test predictions could not be recorded: {error_text(exc)}")
 
 
-def _reopen(registry: Any, point: ResumePoint, **_row: Any) -> int:
+def _reopen(registry: "RunRecorder", point: ResumePoint, **_row: Any) -> int:
     """A resumed run goes back to 'running' in its own row (params, dataset, tags and history stay), claimed
     atomically: a second ``--resume`` of the same run started meanwhile is refused (ZooError)."""
     if point.seen is not None:

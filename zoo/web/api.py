@@ -19,6 +19,7 @@ from starlette.routing import Route
 from zoo import render
 from zoo.errors import UnknownName, ZooError
 from zoo.store import queries
+from zoo.store.api import RunStore
 from zoo.web import data
 
 MAX_PER_PAGE = max(data.PAGE_SIZES)
@@ -73,7 +74,7 @@ def sort_key(text: str) -> tuple[str, bool]:
     return key, desc
 
 
-def routes(registry: Any) -> list[Route]:
+def routes(registry: RunStore) -> list[Route]:
     def runs(request: Request) -> dict[str, Any]:
         params = request.query_params
         key, desc = sort_key(params.get("sort", "-id"))

@@ -20,9 +20,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from zoo import render
-from zoo.cli.runs import STATUS_CHOICES
 from zoo.errors import UnknownName, ZooError
+from zoo.filters import STATUS_CHOICES
 from zoo.store import queries
+from zoo.store.api import RunStore, StudyStore
+from zoo.vocab import STUDY_TAG, TRIAL_TAG
 from zoo.web import api, data, figures
 
 HERE = Path(__file__).parent
@@ -42,14 +44,16 @@ def templates() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(num=render.fmt_num, time=render.fmt_time, duration=render.fmt_duration,
                        value=render.fmt_value, metric=render.short_metric)
-    env.globals.update(epochs_cell=render.epochs_cell, label=figures.run_label)
+    env.globals.update(epochs_cell=render.epochs_cell, label=figures.run_label,
+                       study_of=lambda run: getattr(run, "system_tags", {}).get(STUDY_TAG),
+                       trial_of=lambda run: getattr(run, "system_tags", {}).get(TRIAL_TAG))
     return env
 
 
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> Starlette:
+def create_app(registry: StudyStore, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> Starlette:
     """The app over an open (read-only) Registry. Requests naming another host are refused (400), so a web page
     elsewhere cannot read the runs through DNS rebinding; ``["*"]`` when serving the network on purpose."""
     env = templates()
@@ -146,6 +150,22 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
             refresh=REFRESH_S if any(v.display_status == "running" for v in runs.runs) else None,
         )
 
+    def studies(request: Request) -> HTMLResponse:
+        from zoo.tune import list_studies, optuna_or_error
+
+        try:
+            optuna_or_error("The studies page")
+        except ZooError as exc:
+            return page("studies.html", studies=[], note=str(exc))
+        return page("studies.html", studies=list_studies(registry), note=None)
+
+    def study(request: Request) -> HTMLResponse:
+        from zoo.tune import optuna_or_error, read_study
+
+        optuna_or_error("The study page")
+        report = read_study(registry, request.path_params["name"])
+        return page("study.html", study=report, rows=data.study_rows(report))
+
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
         message = "Not found." if status == 404 else getattr(exc, "detail", "Bad request.")
@@ -157,6 +177,8 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
         Route("/", guarded(runs), methods=["GET"], name="runs"),
         Route("/runs/{ref}", guarded(run), methods=["GET"], name="run"),
         Route("/compare", guarded(compare), methods=["GET"], name="compare"),
+        Route("/studies", guarded(studies), methods=["GET"], name="studies"),
+        Route("/studies/{name:path}", guarded(study), methods=["GET"], name="study"),
         *api.routes(registry),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
@@ -164,7 +186,7 @@ def create_app(registry: Any, *, allowed_hosts: Sequence[str] = LOCAL_NAMES) -> 
                      middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
 
 
-def warm_up(env: Environment, registry: Any) -> None:
+def warm_up(env: Environment, registry: RunStore) -> None:
     """Compiles the templates and reads one run, at start-up, so that the first page a user opens is as quick
     as the next ones (lazy imports, template compilation and a cold database cache would land on it)."""
     for name in env.list_templates(filter_func=lambda name: name.endswith(".html")):

@@ -12,8 +12,9 @@ from typing import Any, Optional, Sequence
 from sqlalchemy import Connection, and_, func, select
 
 from zoo.errors import ZooError
-from zoo.vocab import METRIC_ORDER, metric_order
+from zoo.vocab import ACCURACY, F1, LOSS, METRIC_ORDER, metric_key, metric_order
 from zoo.store import queries, tables
+from zoo.store.api import RunStore
 from zoo.store.queries import RunFilter
 from zoo.store.registry import RunView
 
@@ -25,7 +26,7 @@ MAX_PAGE = 10**9  # a page number past this is past the end of any registry
 # Sort keys of run columns; any other sort key is a recorded metric (test_accuracy, test_f1/cat, ...).
 RUN_SORTS = {"id": r.c.id, "name": r.c.name, "model": r.c.model, "status": r.c.status, "started": r.c.created,
              "epochs": r.c.epochs_run}
-METRIC_COLUMNS = ("test_accuracy", "test_f1", "test_loss")  # shown on the runs page when recorded
+METRIC_COLUMNS = tuple(metric_key(m) for m in (ACCURACY, F1, LOSS))  # shown on the runs page when recorded
 
 
 @dataclass
@@ -50,7 +51,7 @@ class RunQuery:
 
         A group is whatever RunFilter.group means to the store (today the zoo.group tag of one `zoo train`
         command), so the pages and the report follow the store when it changes how groups are kept."""
-        from zoo.cli.runs import run_filter
+        from zoo.filters import run_filter
 
         flt = run_filter(model=self.model or None, status=self.status or None, tag=self.tags,
                          since=self.since or None, group=self.group or None, data=self.dataset or None,
@@ -140,7 +141,7 @@ class RunSet:
 PREFERRED_METRICS = METRIC_ORDER  # zoo.vocab's
 
 
-def resolve_runs(registry, conn: Connection, refs: Sequence[str] = (), group: Optional[str] = None,
+def resolve_runs(registry: RunStore, conn: Connection, refs: Sequence[str] = (), group: Optional[str] = None,
                  *, limit: int = 50) -> list[int]:
     """Run ids from refs (ids or uuid prefixes) and/or a group, in the order given, each once."""
     ids = [registry.resolve(ref, conn) for ref in refs]
@@ -196,3 +197,39 @@ def rank(runs: RunSet) -> None:
         return value is None, 0.0 if value is None else (value if lower else -value)
 
     runs.runs.sort(key=order)
+
+
+# ------------------------------------------------------------------------------------------------- studies
+STUDY_HEAD = ("trial", "state", "run", "run status", "epochs")  # then the metric, the params and the time
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial of a study as the ui and ``zoo report --study`` show it (text cells; the run's id to link)."""
+
+    trial: int
+    state: str
+    run: Optional[int]
+    run_status: str
+    epochs: int
+    value: str
+    params: list[str]
+    time: str
+    best: bool
+
+
+def study_rows(report: Any) -> list[TrialRow]:
+    """The trials table of a ``zoo.tune.StudyReport`` (what ``read_study`` returns), in trial order: the same
+    cells as `zoo tune show`'s table."""
+    from zoo import render, spec
+
+    best = report.best["trial"] if report.best else None
+    rows = []
+    for t in report.trials:
+        state = t["state"] + (f" (retry of {t['retry_of']})" if t["retry_of"] is not None else "")
+        cells = [f"{t['params'][p]:.4g}" if isinstance(t["params"].get(p), float)
+                 else spec.option_text(t["params"][p]) if p in t["params"] else "—" for p in report.params]
+        rows.append(TrialRow(t["trial"], state, t["run"], t["run_status"] or "—", t["epochs"],
+                             render.fmt_num(t["value"]), cells, render.fmt_duration(t["seconds"]),
+                             t["trial"] == best))
+    return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+from zoo.vocab import ACCURACY, LOSS, TRAIN_ACC, TRAIN_LOSS, VAL_ACC, VAL_LOSS
 from zoo.web.charts import Series, bar_chart, colour, heatmap, line_chart
 
 History = dict[str, list[tuple[int, Optional[float]]]]
@@ -18,8 +19,8 @@ def run_label(run: Any) -> str:
 def run_curves(run: Any, history: History) -> list[str]:
     """Loss and accuracy per epoch of one run: train dashed, validation solid, best epoch starred."""
     charts = []
-    for title, train, val, y_label in (("Loss", "train_loss", "val_loss", "loss"),
-                                       ("Accuracy", "train_acc", "val_acc", "accuracy")):
+    for title, train, val, y_label in (("Loss", TRAIN_LOSS, VAL_LOSS, LOSS),
+                                       ("Accuracy", TRAIN_ACC, VAL_ACC, ACCURACY)):
         series = [Series(label=label, points=list(history[key]), colour=colour(i), dashed=key.startswith("train"),
                          best=run.best_epoch, run_id=run.id)
                   for i, (key, label) in enumerate(((train, "train"), (val, "validation"))) if key in history]
@@ -30,7 +31,7 @@ def run_curves(run: Any, history: History) -> list[str]:
 
 
 def overlay_curves(runs: Sequence[Any], histories: dict[int, History],
-                   keys: Sequence[str] = ("train_loss", "val_loss", "val_acc")) -> list[str]:
+                   keys: Sequence[str] = (TRAIN_LOSS, VAL_LOSS, VAL_ACC)) -> list[str]:
     """One chart per history key with a line per run (same colour per run in every chart)."""
     charts = []
     for key in keys:
