@@ -172,7 +172,13 @@ def test_ctrl_c_while_a_checkpoint_is_written_is_an_interrupt_after_the_file_is_
     from zoo.checkpoint import atomic_save
 
     target = tmp_path / "best.pt"
-    poke = threading.Thread(target=lambda: (time.sleep(0.05), os.kill(os.getpid(), signal.SIGINT)))
+    def poke() -> None:  # Ctrl-C once a save is under way (its temporary file exists), whatever the machine's speed
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    poke = threading.Thread(target=poke)
     poke.start()
     with pytest.raises(KeyboardInterrupt):
         for _ in range(200):  # each save takes tens of ms: the signal lands inside one of them
