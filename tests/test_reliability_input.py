@@ -34,6 +34,16 @@ def test_an_in_memory_registry_is_refused_before_any_work(cli, make_images, monk
 
 
 # ----------------------------------------------------------------------------- 6: numbers past every bound
+@pytest.mark.parametrize("args, fragment", [
+    (("lr-find", "tinycnn", "--data", "demo", "--end", "inf"), "--end"),
+    (("lr-find", "tinycnn", "--data", "demo", "--steps", "10000000"), "--steps"),
+    (("lr-find", "tinycnn", "--data", "demo", "--batch-size", "10000000"), "--batch-size"),
+    (("evaluate", "1", "--batch-size", "10000000"), "--batch-size"),
+])
+def test_lr_find_and_evaluate_bounds_are_one_line(cli, args, fragment):
+    one_line(cli(*args), fragment)
+
+
 def test_huge_ids_limits_ages_and_too_many_tag_filters_are_one_line(cli):
     with Registry.open(os.environ["ZOO_REGISTRY"]) as reg:
         reg.start_run(model="tinycnn", plugin="builtin", params={})

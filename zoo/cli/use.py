@@ -56,7 +56,7 @@ def evaluate(
     data: Optional[str] = typer.Option(None, "--data", help="Image folder or dataset name with the run's classes "
                                        "(default: the run's own test split)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, max=1_000_000),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", show_default=False,
                                        help="Average each image's probabilities with its mirror image's "
                                             "(default: as the run was tested, --tta or not)."),
