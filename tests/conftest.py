@@ -102,3 +102,23 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def ctrl_c_after_epoch(monkeypatch):
+    """``undo = ctrl_c_after_epoch(2)``: Ctrl-C right after epoch 2's line is shown (the epoch is recorded by then)
+    in every training of this test until ``undo()``."""
+    from zoo.cli import progress
+
+    real_line = progress.Display.line
+
+    def arm(epoch: int):
+        def line(self, text):
+            real_line(self, text)
+            if f"epoch {epoch}/" in str(text):
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(progress.Display, "line", line)
+        return lambda: monkeypatch.setattr(progress.Display, "line", real_line)
+
+    return arm

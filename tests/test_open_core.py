@@ -168,22 +168,13 @@ def test_unknown_parts_and_options_are_one_line_before_any_work(plugged, cli, ma
         assert result.exit_code == 1 and message in result.output, result.output
 
 
-def test_a_plugin_callback_survives_resume(plugged, cli, make_images, monkeypatch):
-    from zoo.cli import progress
-
+def test_a_plugin_callback_survives_resume(plugged, cli, make_images, ctrl_c_after_epoch):
     data = make_images({"cat": 8, "dog": 8}, size=16)
-    real_line = progress.Display.line
-
-    def line(self, text):  # Ctrl-C right after epoch 2 is recorded
-        real_line(self, text)
-        if "epoch 2/" in str(text):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(progress.Display, "line", line)
+    undo = ctrl_c_after_epoch(2)
     options = ("tinycnn", "--data", data, "--epochs", "3", "--patience", "9", "--image-size", "16",
                "--callback", "epochlog", "--loss", "focal", "--opt", "gamma=1.5")
     assert cli("train", *options).exit_code == 130
-    monkeypatch.setattr(progress.Display, "line", real_line)
+    undo()
     resumed = cli("train", "--resume", "1")
     assert resumed.exit_code == 0, resumed.output
     reg = Registry.open(os.environ["ZOO_REGISTRY"])

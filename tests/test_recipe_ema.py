@@ -106,25 +106,16 @@ def test_bad_ema_and_patience_lr_are_one_red_line(cli, make_images):
 
 
 def test_ema_and_tta_are_recorded_only_when_used_and_a_resumed_ema_run_is_the_uninterrupted_one(
-        cli, make_images, monkeypatch):
-    from zoo.cli import progress
-
+        cli, make_images, ctrl_c_after_epoch):
     data = make_images({"cat": 10, "dog": 10}, size=16)
     options = ("tinycnn", "--data", data, "--epochs", "4", "--patience", "9", "--image-size", "16",
                "--batch-size", "4", "--ema", "0.9", "--tta")
     whole = cli("train", *options)
     assert whole.exit_code == 0, whole.output
     assert "ema 0.9, tta" in whole.output
-    real_line = progress.Display.line
-
-    def line(self, text):  # Ctrl-C right after epoch 2 is recorded
-        real_line(self, text)
-        if "epoch 2/" in str(text):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(progress.Display, "line", line)
+    undo = ctrl_c_after_epoch(2)
     assert cli("train", *options).exit_code == 130
-    monkeypatch.setattr(progress.Display, "line", real_line)
+    undo()
     reg = registry()
     assert reg.get_run(2).status == "interrupted"
     resumed = cli("train", "--resume", "2")

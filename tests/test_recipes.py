@@ -126,24 +126,15 @@ def test_bad_recipe_options_are_one_line(cli, make_images, args, message):
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
 
 
-def test_a_resumed_run_ends_as_the_uninterrupted_one(cli, make_images, monkeypatch):
-    from zoo.cli import progress
-
+def test_a_resumed_run_ends_as_the_uninterrupted_one(cli, make_images, ctrl_c_after_epoch):
     data = make_images({"cat": 10, "dog": 10}, size=16)
     options = ("tinycnn", "--data", data, "--epochs", "4", "--patience", "9", "--image-size", "16",
                "--batch-size", "4", "--augment", "strong")
     whole = cli("train", *options)
     assert whole.exit_code == 0, whole.output
-    real_line = progress.Display.line
-
-    def line(self, text):  # Ctrl-C right after epoch 2 is recorded
-        real_line(self, text)
-        if "epoch 2/" in str(text):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(progress.Display, "line", line)
+    undo = ctrl_c_after_epoch(2)
     assert cli("train", *options).exit_code == 130
-    monkeypatch.setattr(progress.Display, "line", real_line)
+    undo()
     reg = registry()
     assert reg.get_run(2).status == "interrupted" and (reg.run_artifacts_dir(2) / "last.pt").is_file()
     resumed = cli("train", "--resume", "2")
@@ -170,20 +161,11 @@ def test_resume_refuses_what_it_cannot_continue(cli, make_images, monkeypatch):
     assert reg.get_run(1).status == "interrupted"  # nothing changed
 
 
-def test_resume_refuses_a_changed_data_folder(cli, make_images, monkeypatch):
-    from zoo.cli import progress
-
+def test_resume_refuses_a_changed_data_folder(cli, make_images, ctrl_c_after_epoch):
     data = make_images({"cat": 6, "dog": 6}, size=16)
-    real_line = progress.Display.line
-
-    def line(self, text):
-        real_line(self, text)
-        if "epoch 1/" in str(text):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(progress.Display, "line", line)
+    undo = ctrl_c_after_epoch(1)
     assert cli("train", "tinycnn", "--data", data, "--epochs", "3", "--image-size", "16").exit_code == 130
-    monkeypatch.setattr(progress.Display, "line", real_line)
+    undo()
     extra = Path(data) / "cat" / "cat_000.jpg"
     extra.with_name("copy.jpg").write_bytes(extra.read_bytes())
     changed = cli("train", "--resume", "1")

@@ -57,26 +57,11 @@ def test_two_resumes_of_one_run_at_once_have_one_winner(tmp_path):
     assert (view.status, view.pid, view.epochs_run) == ("running", os.getpid(), 1)
 
 
-def interrupt_after_epoch(monkeypatch, epoch: int):
-    """Ctrl-C right after the given epoch's line is shown; returns a function that undoes it."""
-    from zoo.cli import progress
-
-    real_line = progress.Display.line
-
-    def line(self, text):
-        real_line(self, text)
-        if f"epoch {epoch}/" in str(text):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(progress.Display, "line", line)
-    return lambda: monkeypatch.setattr(progress.Display, "line", real_line)
-
-
-def test_a_resume_that_loses_the_race_is_one_line_and_trains_nothing(cli, make_images, monkeypatch):
+def test_a_resume_that_loses_the_race_is_one_line_and_trains_nothing(cli, make_images, monkeypatch, ctrl_c_after_epoch):
     from zoo.training import resume as resume_module
 
     data = make_images({"cat": 6, "dog": 6}, size=16)
-    undo = interrupt_after_epoch(monkeypatch, 1)
+    undo = ctrl_c_after_epoch(1)
     assert cli("train", "tinycnn", "--data", data, *FAST).exit_code == 130
     undo()
     real_point = resume_module.resume_point
@@ -95,11 +80,11 @@ def test_a_resume_that_loses_the_race_is_one_line_and_trains_nothing(cli, make_i
         assert reg.get_run(1).epochs_run == 1 and sorted(reg.history(1)["val_loss"])[-1][0] == 1
 
 
-def test_resume_needs_only_last_pt_and_rewrites_a_corrupt_best_pt(cli, make_images, monkeypatch):
+def test_resume_needs_only_last_pt_and_rewrites_a_corrupt_best_pt(cli, make_images, ctrl_c_after_epoch):
     from zoo.checkpoint import load_checkpoint
 
     data = make_images({"cat": 6, "dog": 6}, size=16)
-    undo = interrupt_after_epoch(monkeypatch, 2)
+    undo = ctrl_c_after_epoch(2)
     assert cli("train", "tinycnn", "--data", data, *FAST).exit_code == 130
     undo()
     with registry() as reg:
@@ -115,9 +100,9 @@ def test_resume_needs_only_last_pt_and_rewrites_a_corrupt_best_pt(cli, make_imag
     assert load_checkpoint(folder / "best.pt")["epoch"] == view.best_epoch  # written again, from last.pt
 
 
-def test_a_corrupt_last_pt_is_named_as_corrupt_and_changes_nothing(cli, make_images, monkeypatch):
+def test_a_corrupt_last_pt_is_named_as_corrupt_and_changes_nothing(cli, make_images, ctrl_c_after_epoch):
     data = make_images({"cat": 6, "dog": 6}, size=16)
-    undo = interrupt_after_epoch(monkeypatch, 1)
+    undo = ctrl_c_after_epoch(1)
     assert cli("train", "tinycnn", "--data", data, *FAST).exit_code == 130
     undo()
     with registry() as reg:
