@@ -245,9 +245,9 @@ def _study_title(study: Any) -> str:
 
 def _code(text: str) -> str:
     """A fenced Markdown code block, its fence longer than any run of backticks in ``text``."""
-    from zoo.errors import printable
-
     import re
+
+    from zoo.errors import printable
 
     text = printable(text)
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
@@ -256,7 +256,7 @@ def _code(text: str) -> str:
 
 
 def study_markdown(study: Any) -> str:
-    rows = data.study_rows(study)
+    rows = study.rows()
     facts = [("model", study.model), ("objective", f"{study.direction} {study.metric} (validation split)"),
              ("space", ", ".join(f"{k} {v}" for k, v in sorted(study.space.items())))]
     if study.fixed:
@@ -264,7 +264,7 @@ def study_markdown(study: Any) -> str:
     facts.append(("trials", f"{len(rows)} ({study.finished} finished)"))
     parts = [f"# {_md(_study_title(study))}\n", _table(["", "study"], facts), "## Trials\n"]
     head = ["trial", "state", study.metric, "run", "run status", "epochs", *study.params, "time"]
-    cells = [[row.trial, row.state, row.value, "—" if row.run is None else f"#{row.run}", row.run_status, row.epochs,
+    cells = [[row.trial, row.shown_state, row.value, "—" if row.run is None else f"#{row.run}", row.run_status, row.epochs,
               *row.params, row.time] for row in rows]
     parts.append(_table(head, cells, [True, False, True, True, False, True] + [True] * (len(study.params) + 1)))
     parts.append("## Best trial\n")
@@ -289,4 +289,4 @@ def study_html(study: Any) -> str:
 
     css = (HERE / "static" / "zoo.css").read_text(encoding="utf-8")
     return templates().get_template("report_study.html").render(
-        study=study, rows=data.study_rows(study), title=_study_title(study), css=css)
+        study=study, rows=study.rows(), title=_study_title(study), css=css)

@@ -522,6 +522,23 @@ def best_value(study: "optuna.Study") -> Optional[float]:
 # was opened read-only: it writes nothing and imports no torch.
 
 
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial of a study as `zoo tune show`, `zoo report --study` and the ui show it (text cells; the run's id
+    to link; ``state`` as Optuna names it, ``shown_state`` with the retry it is)."""
+
+    trial: int
+    state: str
+    shown_state: str
+    run: Optional[int]
+    run_status: str
+    epochs: int
+    value: str
+    params: list[str]
+    time: str
+    best: bool
+
+
 @dataclass
 class StudyReport:
     name: str
@@ -543,6 +560,21 @@ class StudyReport:
     @property
     def finished(self) -> int:
         return sum(t["state"].upper() in FINISHED for t in self.trials)
+
+    def rows(self) -> list[TrialRow]:
+        """The trials table, in trial order, one ``TrialRow`` each (the params in ``self.params``'s order)."""
+        from zoo import render
+
+        best = self.best["trial"] if self.best else None
+        rows = []
+        for t in self.trials:
+            shown = t["state"] + (f" (retry of {t['retry_of']})" if t["retry_of"] is not None else "")
+            cells = [f"{t['params'][p]:.4g}" if isinstance(t["params"].get(p), float)
+                     else specs.option_text(t["params"][p]) if p in t["params"] else "—" for p in self.params]
+            rows.append(TrialRow(t["trial"], t["state"], shown, t["run"], t["run_status"] or "—", t["epochs"],
+                                 render.fmt_num(t["value"]), cells, render.fmt_duration(t["seconds"]),
+                                 t["trial"] == best))
+        return rows
 
 
 @dataclass(frozen=True)

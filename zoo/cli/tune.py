@@ -22,7 +22,7 @@ from zoo.cli import options
 from zoo.cli.app import app, check_choice, open_registry, tidy_help
 from zoo.cli.runs import read_command
 from zoo.errors import ZooError, console, print_warning, printable
-from zoo.render import STATUS_STYLES, fmt_duration, fmt_num, to_csv, to_json
+from zoo.render import STATUS_STYLES, fmt_num, to_csv, to_json
 
 
 class TuneGroup(TyperGroup):
@@ -180,10 +180,6 @@ def _echo(text: str) -> None:
     typer.echo(printable(text, keep_lines=True), nl=not text.endswith("\n"))
 
 
-def _num(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else specs.option_text(value)
-
-
 # ---------------------------------------------------------------------------------------- zoo tune show
 
 
@@ -224,7 +220,7 @@ def show(
                                for t in report.trials]))
         return
     out = console(soft_wrap=False)
-    out.print(trials_table(report, params))
+    out.print(trials_table(report))
     if report.best is not None:
         out.print(Text.assemble(("Best", "bold green"), f": trial {report.best['trial']}, run {report.best['run']}, "
                                 f"{report.metric} {fmt_num(report.best['value'])}"))
@@ -237,19 +233,18 @@ def show(
         out.print(Text(f"Plot: {path}"))
 
 
-def trials_table(report, params: list[str]) -> Table:
-    """A study's trials, one row each, in trial order."""
+def trials_table(report) -> Table:
+    """A study's trials, one row each, in trial order (``StudyReport.rows``, as the report and the ui show them)."""
     table = Table(title=f"Study {report.name}: {report.model}, {report.direction} {report.metric}",
                   title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for header, right in (("Trial", True), ("State", False), (report.metric, True), ("Run", True),
-                          ("Run status", False), ("Epochs", True), *((p, True) for p in params), ("Time", True)):
+                          ("Run status", False), ("Epochs", True), *((p, True) for p in report.params),
+                          ("Time", True)):
         table.add_column(header, justify="right" if right else "left", no_wrap=True)
-    for t in report.trials:
-        state = Text(t["state"] + (f" (retry of {t['retry_of']})" if t["retry_of"] is not None else ""),
-                     style={"complete": "green", "pruned": "dim", "fail": "bold red", "running": "cyan"}.get(
-                         t["state"], ""))
-        run_status = Text(t["run_status"] or "—", style=STATUS_STYLES.get(t["run_status"] or "", ""))
-        table.add_row(str(t["trial"]), state, fmt_num(t["value"]), str(t["run"] if t["run"] is not None else "—"),
-                      run_status, str(t["epochs"]), *(_num(t["params"][p]) if p in t["params"] else "—"
-                                                       for p in params), fmt_duration(t["seconds"]))
+    for row in report.rows():
+        state = Text(row.shown_state, style={"complete": "green", "pruned": "dim", "fail": "bold red",
+                                             "running": "cyan"}.get(row.state, ""))
+        run_status = Text(row.run_status, style=STATUS_STYLES.get(row.run_status, ""))
+        table.add_row(str(row.trial), state, row.value, "—" if row.run is None else str(row.run), run_status,
+                      str(row.epochs), *row.params, row.time)
     return table

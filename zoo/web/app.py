@@ -164,7 +164,7 @@ def create_app(registry: StudyStore, *, allowed_hosts: Sequence[str] = LOCAL_NAM
 
         optuna_or_error("The study page")
         report = read_study(registry, request.path_params["name"])
-        return page("study.html", study=report, rows=data.study_rows(report))
+        return page("study.html", study=report, rows=report.rows())
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)

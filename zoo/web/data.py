@@ -198,38 +198,3 @@ def rank(runs: RunSet) -> None:
 
     runs.runs.sort(key=order)
 
-
-# ------------------------------------------------------------------------------------------------- studies
-STUDY_HEAD = ("trial", "state", "run", "run status", "epochs")  # then the metric, the params and the time
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    """One trial of a study as the ui and ``zoo report --study`` show it (text cells; the run's id to link)."""
-
-    trial: int
-    state: str
-    run: Optional[int]
-    run_status: str
-    epochs: int
-    value: str
-    params: list[str]
-    time: str
-    best: bool
-
-
-def study_rows(report: Any) -> list[TrialRow]:
-    """The trials table of a ``zoo.tune.StudyReport`` (what ``read_study`` returns), in trial order: the same
-    cells as `zoo tune show`'s table."""
-    from zoo import render, spec
-
-    best = report.best["trial"] if report.best else None
-    rows = []
-    for t in report.trials:
-        state = t["state"] + (f" (retry of {t['retry_of']})" if t["retry_of"] is not None else "")
-        cells = [f"{t['params'][p]:.4g}" if isinstance(t["params"].get(p), float)
-                 else spec.option_text(t["params"][p]) if p in t["params"] else "—" for p in report.params]
-        rows.append(TrialRow(t["trial"], state, t["run"], t["run_status"] or "—", t["epochs"],
-                             render.fmt_num(t["value"]), cells, render.fmt_duration(t["seconds"]),
-                             t["trial"] == best))
-    return rows
