@@ -39,10 +39,11 @@ def save_checkpoint(path: Path, *, model: str, plugin: str, classes: list[str], 
 
 
 @contextmanager
-def _signals_after() -> Iterator[None]:
-    """Ctrl-C and SIGTERM are noted while a checkpoint is written and handled once it is whole: raised inside
-    torch's zip writer, a KeyboardInterrupt comes out as a RuntimeError ('unexpected pos'), which would record an
-    interrupted run as failed."""
+def signals_after() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are noted inside the block and handled once it is done: while a checkpoint is written
+    (raised inside torch's zip writer, a KeyboardInterrupt comes out as a RuntimeError ('unexpected pos'), which
+    would record an interrupted run as failed), and around an epoch's end (its checkpoints and its recorded history
+    are one step). Nested blocks hand a noted signal to the outer one."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers run in the main thread only
         return
@@ -72,7 +73,7 @@ def atomic_save(payload: Any, path: Path) -> Path:
     try:
         # zoo opens (and always closes) the file itself: a file still open when unlinked keeps its space, which
         # on a full disk is the space the registry needs to record why the run failed.
-        with _signals_after():
+        with signals_after():
             with open(tmp, "wb") as handle:
                 torch.save(payload, handle)
                 handle.flush()

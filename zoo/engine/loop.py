@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
+from zoo.checkpoint import signals_after
 from zoo.engine.callbacks import Callbacks, CallbackList, Progress, Run, StopTraining
 from zoo.engine.config import TrainConfig
 from zoo.engine.device import autocast, seed_everything, setup_backend
@@ -280,7 +281,10 @@ def run_epochs(run: Run, parts: Parts, callbacks: CallbackList, first: int) -> t
             logs["val_accuracy"] = logs[VAL_ACC]
             run.history.append(EpochStats.from_logs(logs))
             run.epoch = epoch
-            callbacks.call("on_epoch_end", run, epoch, logs)
+            # last.pt is written before the recorder writes the epoch's history: a Ctrl-C between the two left a
+            # last.pt one epoch ahead of the history, and the resumed run's history missed that epoch
+            with signals_after():
+                callbacks.call("on_epoch_end", run, epoch, logs)
     except StopTraining as stop:
         return stop, stop.reason
     return None, StopReason.MAX_EPOCHS.value
