@@ -10,6 +10,10 @@ Data sets (real images, written once as ImageFolders under $ZOO_CACHE/bench-reci
   (4 classes x 256).
 - photos: scikit-image's colour photographs (cat, coffee, astronaut, rocket, Hubble deep field, tissue stain),
   cut into 32x32 tiles, the class being the photograph (6 x 150): the held-out check, not used to choose.
+- faces: scikit-image's subset of Labeled Faces in the Wild, 25x25 grayscale, face or not (2 x 100), and
+- scenes: 32x32 tiles of six more photographs (scikit-image's camera man, coins, cell and a printed page;
+  scikit-learn's China temple and flower; 6 x 100, the page 72): held out for issue 19's recipe, first trained
+  after it was chosen on digits, textures and photos.
 
 Each recipe trains with zoo's own split (8:1:1, seed 42) and reports test accuracy and time; the baseline is an
 RBF SVM (scikit-learn, gamma='scale', C=10) on the raw pixels of the same train+val images, tested on the same test
@@ -66,6 +70,21 @@ def make_set(name: str, root: Path) -> Path:
 
         for cls in ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry"):
             for i, tile in enumerate(_tiles(getattr(data, cls)(), 32, 150)):
+                _save(tile, tmp / cls / f"{i:03d}.png")
+    elif name == "faces":  # held out for issue 19: chosen after the recipe was
+        from skimage import data
+
+        faces = data.lfw_subset()  # 200 x 25 x 25 in [0, 1]: the first 100 are faces, the next 100 are not
+        for i, img in enumerate(faces):
+            _save((img * 255).round().astype(np.uint8), tmp / ("face" if i < 100 else "other") / f"{i:03d}.png")
+    elif name == "scenes":  # held out for issue 19: chosen after the recipe was
+        from skimage import data
+        from sklearn.datasets import load_sample_images
+
+        samples = dict(zip(("china", "flower"), load_sample_images().images))
+        for cls in ("camera", "coins", "cell", "page", "china", "flower"):
+            image = samples[cls] if cls in samples else getattr(data, cls)()
+            for i, tile in enumerate(_tiles(image, 32, 100)):
                 _save(tile, tmp / cls / f"{i:03d}.png")
     else:
         raise SystemExit(f"unknown set {name}")

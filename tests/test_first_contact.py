@@ -238,7 +238,7 @@ def test_the_dry_run_shows_the_resolved_plan_and_every_check(cli, make_images, t
     assert "Plan: 1 run, group" in text and "1 runs" not in text
     assert "64 px" in text and "random weights" in text  # tinycnn's own size, no starting weights
     for value in ("recipe scratch", "optimizer nesterov", "lr 0.05", "batch_size 32", "epochs 60", "patience 15",
-                  "split 8:1:1", "seed 42", "schedule cosine", "augment light"):
+                  "split 8:1:1", "seed 42", "schedule cosine", "augment none"):
         assert value in text, value
     assert f"Data {images}: {images}, 20 images in 2 classes (a 10, b 10)" in text
     assert not registry_path().exists()

@@ -31,7 +31,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                  schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, augment="seed", hflip=True,
                  bias_decay=True, patience_lr=1.0),
     "scratch": dict(epochs=60, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4, patience=15, optimizer="nesterov",
-                    schedule="cosine", warmup_epochs=2.0, label_smoothing=0.1, augment="light", hflip=False,
+                    schedule="cosine", warmup_epochs=2.0, label_smoothing=0.1, augment="none", hflip=False,
                     bias_decay=False, patience_lr=1.0),
 }
 
