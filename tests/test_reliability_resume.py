@@ -171,3 +171,32 @@ def test_ctrl_c_while_a_checkpoint_is_written_is_an_interrupt_after_the_file_is_
     poke.join()
     assert torch.load(target)["w"].shape == (4_000_000,)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_kill_between_last_pt_and_the_epochs_record_loses_no_epoch_on_resume(cli, make_images, ctrl_c_after_epoch):
+    """last.pt is written before the epoch is recorded: a SIGKILL in between leaves the row an epoch behind.
+    Made here by removing epoch 3's record from a run interrupted after it (as a kill before the record leaves it);
+    the resume records epoch 3 from last.pt, then trains on."""
+    import sqlite3
+
+    from zoo.checkpoint import load_last
+
+    data = make_images({"cat": 6, "dog": 6}, size=16)
+    undo = ctrl_c_after_epoch(3)
+    assert cli("train", "tinycnn", "--data", data, "--epochs", "5", *FAST[2:]).exit_code == 130
+    undo()
+    with registry() as reg:
+        last = load_last(reg.run_artifacts_dir(1) / "last.pt")
+    assert last["epoch"] == 3
+    with sqlite3.connect(os.environ["ZOO_REGISTRY"]) as con:
+        con.execute("DELETE FROM history WHERE run_id = 1 AND epoch = 3")
+        con.execute("UPDATE runs SET epochs_run = 2, best_epoch = min(best_epoch, 2) WHERE id = 1")
+    con.close()
+    resumed = cli("train", "--resume", "1")
+    assert resumed.exit_code == 0, resumed.output
+    with registry() as reg:
+        view, history = reg.get_run(1), reg.history(1)
+    assert view.status == "completed" and view.epochs_run == 5
+    for key in ("train_loss", "val_loss", "val_acc", "lr"):
+        assert [epoch for epoch, _ in history[key]] == [1, 2, 3, 4, 5], key
+        assert dict(history[key])[3] == pytest.approx(last["history"][2][key], rel=1e-9), key

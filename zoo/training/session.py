@@ -426,14 +426,24 @@ def _reopen(registry: "RunRecorder", point: ResumePoint, **_row: Any) -> int:
     atomically: a second ``--resume`` of the same run started meanwhile is refused (ZooError)."""
     if point.seen is not None:
         registry.reopen_run(point.run_id, point.seen)
-        return point.run_id
-    import os
+    else:
+        import os
 
-    from zoo.store.views import utcnow
+        from zoo.store.views import utcnow
 
-    registry.update_run(point.run_id, status=Status.RUNNING.value, finished=None, stop_reason=None, error=None,
-                        heartbeat=utcnow(), pid=os.getpid(), host=registry.host)
+        registry.update_run(point.run_id, status=Status.RUNNING.value, finished=None, stop_reason=None, error=None,
+                            heartbeat=utcnow(), pid=os.getpid(), host=registry.host)
+    _record_missed_epochs(registry, point)
     return point.run_id
+
+
+def _record_missed_epochs(registry: "RunRecorder", point: ResumePoint) -> None:
+    """last.pt is written before the epoch is recorded: a process killed in between (SIGKILL, a power cut) leaves
+    last.pt an epoch ahead of the run's history. The epochs last.pt holds and the row lacks are recorded from it
+    before training goes on, so the resumed run's history has every epoch."""
+    recorded = int(registry.get_run(point.run_id).epochs_run or 0)
+    for epoch, row in enumerate(point.state.get("history", ())[recorded:], start=recorded + 1):
+        registry.log_epoch(point.run_id, epoch, row)
 
 
 class _Stop:
