@@ -120,7 +120,7 @@ def test_random_signals_never_leave_a_run_running_nor_a_damaged_registry(tmp_pat
     for (_, _, _, code), log in zip(schedule, logs):  # never a crash: a clean exit or the signal's own code
         # -SIGINT: one Ctrl-C at start-up while streaming, the run recorded interrupted and the summary printed, then
         # the interpreter's own exit for an unhandled KeyboardInterrupt (strace: kill(self, SIGINT) after SIGINT was
-        # set back to SIG_DFL; ~5 of 55 in a loop). A shell reads 130 either way.
+        # set back to SIG_DFL; 6 of 80 in a loop). A shell reads 130 either way.
         assert code in (0, 1, 130, 143, -signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT), \
             f"{where}\n{log.name} (exit {code}):\n{log.read_text()[-3000:]}"
     for log in tmp_path.glob("train-*.log"):
