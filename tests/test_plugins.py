@@ -316,6 +316,25 @@ def test_hook_with_fewer_arguments_than_the_spec(plugin_dir):
     assert sys.modules["zoo_dir_plugin_minimal"].CALLS == ["register_models", "register_commands"]
 
 
+def test_a_ctrl_c_caught_by_zoo_exits_130_even_when_it_left_exec_d_code(plugin_dir):
+    """A KeyboardInterrupt that passes through code compiled by exec() (dataclasses' generated methods, while torch
+    imports at start-up) is marked unhandled by CPython, which then ends the process by SIGINT (-2) instead of the
+    exit code zoo chose. Made here by a plugin command whose Ctrl-C comes out of exec()."""
+    write_plugin(plugin_dir, "execint", '''
+        import zoo
+
+        @zoo.hookimpl
+        def register_commands(app):
+            @app.command("execint")
+            def execint():
+                """Raise Ctrl-C from exec'd code."""
+                exec("raise KeyboardInterrupt")
+    ''')
+    result = run_zoo("execint", env={"ZOO_PLUGINS_DIR": str(plugin_dir), "ZOO_DISABLE_PLUGIN_AUTOLOAD": "0"})
+    assert result.returncode == 130, (result.returncode, result.stderr)  # was -2: killed by its own SIGINT
+    assert "Traceback" not in result.stderr
+
+
 def test_public_api_for_plugin_authors():
     assert zoo.hookimpl is not None and issubclass(zoo.ZooError, Exception)
     assert {"name", "family", "min_size", "default_size", "pretrained", "params"} <= set(
