@@ -25,11 +25,11 @@ def _add_plugin_commands() -> None:
 
 def _forget_the_caught_interrupt() -> None:
     """CPython marks a KeyboardInterrupt that leaves code run by exec() of a string as unhandled, even when it is
-    caught further up; at exit `python -m zoo` (as torchrun and the tests start it; the `zoo` script is not
-    affected) then kills itself with SIGINT instead of exiting with zoo's code.
-    dataclasses and namedtuples build their methods that way, so a Ctrl-C at start-up (while torch imports) could
-    end a run recorded 'interrupted' with exit -2 instead of 130 (traced in test_chaos: 6 of 80). Every exec() of a
-    string clears the mark, so zoo runs an empty one as it exits: every Ctrl-C that reaches zoo is handled by it."""
+    caught further up, and `python -m zoo` (as torchrun and the tests start zoo; the `zoo` script is not affected)
+    then ends by killing itself with SIGINT instead of exiting with zoo's code. dataclasses and namedtuples build
+    their methods with exec(), so a Ctrl-C at start-up (while torch imports) could end a run recorded 'interrupted'
+    with exit -2 instead of 130 (traced in test_chaos: 6 of 80). Every exec() of a string clears the mark, so zoo
+    runs an empty one as it exits: a Ctrl-C that reaches zoo is handled by zoo."""
     exec("pass")
 
 
