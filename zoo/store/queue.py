@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from zoo.errors import UnknownName, ZooError
-from zoo.store.rows import next_run_id, opt_str, versions
+from zoo.store.rows import next_run_id, started_columns
 from zoo.store.views import decode_param, encode_param, utcnow
 from zoo.vocab import Status
 
@@ -96,16 +96,9 @@ def start_claimed(reg: "Transactions", run_id: int, *, model: str, plugin: str, 
     this process and these versions; the clock starts now."""
     schema = _schema()
     r, t = schema.runs, schema.tags
-    dataset = dataset or {}
     now = utcnow()
-    values = dict(
-        plugin=plugin, started=now, heartbeat=now, host=reg.host, pid=os.getpid(), device=device,
-        dataset_path=opt_str(dataset.get("path")), dataset_fingerprint=dataset.get("fingerprint"),
-        split_fingerprint=dataset.get("split_fingerprint"),
-        classes=list(dataset["classes"]) if dataset.get("classes") is not None else None,
-        train_size=dataset.get("train_size"), val_size=dataset.get("val_size"), test_size=dataset.get("test_size"),
-        **versions(),
-    )
+    values = dict(plugin=plugin, started=now, heartbeat=now, host=reg.host, pid=os.getpid(), device=device,
+                  **started_columns(dataset))
 
     def write(conn: Connection) -> int:
         done = conn.execute(update(r).where(r.c.id == run_id, r.c.model == model,

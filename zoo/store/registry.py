@@ -31,7 +31,7 @@ from zoo.store import migrations, postgres, tables
 from zoo.store.views import (  # noqa: F401  (re-exported: the registry's public names)
     EvaluationView, RunView, decode_param, encode_param, pid_alive, run_duration, stale_reason, utcnow,
 )
-from zoo.store.rows import finite, next_run_id, opt_str, versions
+from zoo.store.rows import finite, next_run_id, opt_str, started_columns
 
 if TYPE_CHECKING:
     from zoo.store.queue import ClaimedRun
@@ -328,15 +328,10 @@ class Registry:
         tags: Optional[dict[str, str]] = None,
     ) -> int:
         now = utcnow()
-        dataset = dataset or {}
         row = dict(
             uuid=uuidlib.uuid4().hex, name=name, model=model, plugin=plugin, status="running",
             created=now, started=now, heartbeat=now, host=self.host, pid=os.getpid(), device=device,
-            dataset_path=opt_str(dataset.get("path")), dataset_fingerprint=dataset.get("fingerprint"),
-            split_fingerprint=dataset.get("split_fingerprint"),
-            classes=list(dataset["classes"]) if dataset.get("classes") is not None else None,
-            train_size=dataset.get("train_size"), val_size=dataset.get("val_size"),
-            test_size=dataset.get("test_size"), **versions(),
+            **started_columns(dataset),
         )
         schema = _schema()
 

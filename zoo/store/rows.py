@@ -32,6 +32,19 @@ def next_run_id(conn: Connection, taken: Optional[Callable[[int], bool]] = None)
     return run_id
 
 
+def started_columns(dataset: Optional[dict]) -> dict[str, Any]:
+    """What a run's row records when its training starts, beside its own identity: the dataset it trains on (a
+    ``DatasetRecord.as_row()``; empty when unknown) and the versions (``start_run`` and a claimed queued run)."""
+    dataset = dataset or {}
+    return dict(
+        dataset_path=opt_str(dataset.get("path")), dataset_fingerprint=dataset.get("fingerprint"),
+        split_fingerprint=dataset.get("split_fingerprint"),
+        classes=list(dataset["classes"]) if dataset.get("classes") is not None else None,
+        train_size=dataset.get("train_size"), val_size=dataset.get("val_size"), test_size=dataset.get("test_size"),
+        **versions(),
+    )
+
+
 def versions() -> dict[str, Optional[str]]:
     """zoo's, Python's, torch's and torchvision's versions (None when not installed), as a run row records them;
     read from package metadata, so torch is not imported."""
