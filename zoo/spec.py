@@ -201,6 +201,7 @@ LOSS_PARAM, CALLBACKS_PARAM, OPT_PREFIX = "loss", "callbacks", "opt."
 # used.
 OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata and not f.metadata.get("sparse"))
 SPARSE_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata.get("sparse"))
+ALL_OPTIONS = OPTIONS + SPARSE_OPTIONS  # every option a command line, a grid or --from may set
 GRID_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(RunSpec) if f.metadata.get("grid"))
 RESOLVED_KEYS = ("resolved_device", "resolved_precision")
 _FIELDS = {f.name: f for f in fields(RunSpec)}
@@ -336,7 +337,7 @@ def replay_values(params: Mapping[str, Any], *, same_model: bool) -> dict[str, A
     values["split_seed"] = split_seed_of(params)  # before --split-seed, --seed chose the split too
     if "recipe" in params and "patience_lr" not in params:  # before --patience-lr: patience counted from epoch 1
         values["patience_lr"] = 1.0
-    for name in OPTIONS + SPARSE_OPTIONS:
+    for name in ALL_OPTIONS:
         if name not in params:
             continue
         if name == "image_size" and not same_model:
@@ -454,7 +455,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ZooError(f"--grid file '{path}' is not valid TOML: {exc}.") from None
 
 
-GRID_KEYS = ("model",) + OPTIONS + SPARSE_OPTIONS + ("name", LOSS_PARAM, CALLBACKS_PARAM)
+GRID_KEYS = ("model",) + ALL_OPTIONS + ("name", LOSS_PARAM, CALLBACKS_PARAM)
 MAX_RUNS = 1000  # runs one command makes without --max-runs
 
 
@@ -554,11 +555,11 @@ def varied(specs: list[RunSpec]) -> list[str]:
     """The fields whose values differ between specs (model first), in field order: the columns of a plan."""
     if len(specs) < 2:
         return []
-    names = ["model"] + [n for n in OPTIONS + SPARSE_OPTIONS] + ["loss", "callbacks", "opts"]
+    names = ["model", *ALL_OPTIONS, "loss", "callbacks", "opts"]
     return [n for n in names if len({repr(getattr(s, n)) for s in specs}) > 1]
 
 
-__all__ = ["RunSpec", "Resolved", "DatasetRecord", "OPTIONS", "SPARSE_OPTIONS", "GRID_OPTIONS", "default", "convert", "parse_list",
+__all__ = ["RunSpec", "Resolved", "DatasetRecord", "OPTIONS", "SPARSE_OPTIONS", "ALL_OPTIONS", "GRID_OPTIONS", "default", "convert", "parse_list",
            "expand", "parse_grid", "replay_values", "varied", "check_tags", "replace"]
 
 

@@ -120,7 +120,7 @@ def train(
 
 
 # The RunSpec fields that are options, in command-line order (also the order of a grid's axes).
-SPEC_OPTIONS = options.command_order(specs.OPTIONS + specs.SPARSE_OPTIONS)  # sparse: --ema, --tta
+SPEC_OPTIONS = options.command_order(specs.ALL_OPTIONS)
 
 
 def _parameters() -> list[inspect.Parameter]:
