@@ -20,8 +20,8 @@ from typer.core import TyperGroup
 from zoo import spec as specs
 from zoo.cli import options
 from zoo.cli.app import app, check_choice, open_registry, tidy_help
-from zoo.cli.runs import read_command
-from zoo.errors import ZooError, console, print_warning, printable
+from zoo.cli.runs import plain_echo, read_command
+from zoo.errors import ZooError, console, print_warning
 from zoo.render import STATUS_STYLES, fmt_num, to_csv, to_json
 
 
@@ -175,11 +175,6 @@ def _optuna():
     return optuna_or_error("zoo tune")
 
 
-def _echo(text: str) -> None:
-    """Plain output (json, csv) with the control characters of user text escaped."""
-    typer.echo(printable(text, keep_lines=True), nl=not text.endswith("\n"))
-
-
 # ---------------------------------------------------------------------------------------- zoo tune show
 
 
@@ -211,12 +206,12 @@ def show(
                 raise ZooError(f"Study {study} has no complete trial to plot yet.")
             written = save_plots(load_study(reg, study), Path(plots).expanduser())
     if fmt == "json":
-        _echo(to_json(asdict(report)))
+        plain_echo(to_json(asdict(report)))
         return
     params = report.params
     if fmt == "csv":
         columns = ["trial", "state", "value", "run", "run_status", "epochs", "retry_of", "seconds", *params]
-        _echo(to_csv(columns, [[t[c] for c in columns[:8]] + [t["params"].get(p) for p in params]
+        plain_echo(to_csv(columns, [[t[c] for c in columns[:8]] + [t["params"].get(p) for p in params]
                                for t in report.trials]))
         return
     out = console(soft_wrap=False)
