@@ -63,6 +63,7 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
     from zoo.checkpoint import build_from_checkpoint
     from zoo.data import Split, fingerprint_of, load_images, make_pipeline, resolve_data, split_samples
     from zoo.engine import evaluate, metrics_from_confusion, resolve_device, resolve_precision
+    from zoo.engine.ema import flip_average
 
     model, ckpt = build_from_checkpoint(checkpoint_of(run))
     classes, size = list(ckpt["classes"]), int(ckpt["image_size"])
@@ -101,11 +102,7 @@ def evaluate_run(run: Any, data: Optional[str] = None, *, device: str = "auto", 
     dev = resolve_device(device)
     pipeline = make_pipeline(images, split, image_size=size, batch_size=batch_size, device=dev,
                              prep=Preprocess.from_record(ckpt))
-    model = model.to(dev)
-    if uses_tta(run, tta):
-        from zoo.engine.ema import flip_average
-
-        model = flip_average(model)
+    model = flip_average(model.to(dev), uses_tta(run, tta))
     loss, _, confusion = evaluate(model, pipeline.eval_batches("test", batch_size), len(classes), dev,
                                   resolve_precision("auto", dev))
     metrics = {**metrics_from_confusion(confusion, classes, loss), "images": float(len(split.test))}
@@ -168,6 +165,7 @@ def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64,
     import torch
 
     from zoo.engine import resolve_device
+    from zoo.engine.ema import flip_average
 
     from zoo.checkpoint import build_from_checkpoint
     from zoo.data import error_line, normalise, open_rgb, pil_eval_transform, pillow_size_warnings_off
@@ -175,11 +173,7 @@ def predict(run: Any, paths: list[str], *, top_k: int = 3, batch_size: int = 64,
     files = image_files(paths)
     dev = resolve_device(device)
     model, ckpt = build_from_checkpoint(checkpoint_of(run))
-    model = model.to(dev)
-    if uses_tta(run, tta):
-        from zoo.engine.ema import flip_average
-
-        model = flip_average(model)
+    model = flip_average(model.to(dev), uses_tta(run, tta))
     classes, size = list(ckpt["classes"]), int(ckpt["image_size"])
     prep = Preprocess.from_record(ckpt)
     transform = pil_eval_transform(size, prep)

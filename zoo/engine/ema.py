@@ -55,9 +55,12 @@ class WeightEMA(Callback):
         self.average.load_state_dict(state["average"])
 
 
-def flip_average(model: "torch.nn.Module") -> "torch.nn.Module":
-    """``model`` seen through test-time flip: its output is the log of the mean softmax of the image and of the
-    image mirrored left-right, so a softmax of it is that mean and its cross-entropy the mean's."""
+def flip_average(model: "torch.nn.Module", tta: bool = True) -> "torch.nn.Module":
+    """``model`` seen through test-time flip (when ``tta``; else ``model`` itself): its output is the log of the
+    mean softmax of the image and of the image mirrored left-right, so a softmax of it is that mean and its
+    cross-entropy the mean's."""
+    if not tta:
+        return model
     import torch
 
     class FlipAverage(torch.nn.Module):

@@ -201,11 +201,9 @@ def test_run(run: Run, parts: Parts, metrics: Any
     from zoo.engine.metrics import gather_outputs, test_metrics
 
     outputs: list = []
-    model = parts.eval_model
-    if run.config.tta:
-        from zoo.engine.ema import flip_average
+    from zoo.engine.ema import flip_average
 
-        model = flip_average(model)
+    model = flip_average(parts.eval_model, run.config.tta)
     test_loss, _, confusion = evaluate(model, parts.pipeline.eval_batches("test"), len(run.classes),
                                        parts.device, parts.precision, parts.world, outputs)
     y_true, probs = gather_outputs(outputs, len(parts.pipeline.split.test), len(run.classes), parts.world,
